@@ -1,0 +1,1 @@
+"""restorable: prove that Litestream backups of SQLite databases restore."""
