@@ -1,0 +1,84 @@
+"""Concurrent, bounded, retrying downloads of whole (small) objects, in listing order.
+
+WAL segments are many and small; fetching them one by one makes per-request latency
+dominate. ``prefetch`` keeps up to ``workers`` GETs in flight and a bounded number of
+bytes buffered, and yields the objects in the order given so the caller can decode and
+apply them while the next ones download.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Iterable, Iterator, TypeVar
+
+from lib.errors import ObjectNotFound, StorageUnavailable
+from lib.storage import ObjectInfo, ObjectStore
+
+T = TypeVar("T")
+RETRY_ATTEMPTS = 4
+RETRY_BASE_DELAY = 0.2
+
+
+def fetch_whole(store: ObjectStore, info: ObjectInfo, attempts: int = RETRY_ATTEMPTS) -> bytes:
+    """Read one object completely, re-fetching when the body comes back short or fails.
+
+    A body shorter than the listed size is a transport problem, never corruption: it is
+    retried with backoff and jitter, then reported as ``StorageUnavailable``.
+    ``ObjectNotFound`` is not retried: the caller re-lists.
+    """
+    last: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            with store.open(info.key) as reader:
+                data = reader.read()
+            if len(data) == info.size:
+                return data
+            last = StorageUnavailable(f"read {info.key}: got {len(data)} of {info.size} bytes")
+        except ObjectNotFound:
+            raise
+        except StorageUnavailable as exc:
+            last = exc
+        time.sleep(RETRY_BASE_DELAY * (2**attempt) * (0.5 + random.random()))
+    assert last is not None
+    raise last
+
+
+def _info(item) -> ObjectInfo:
+    return item if isinstance(item, ObjectInfo) else item.info
+
+
+def prefetch(
+    store: ObjectStore,
+    items: Iterable[T],
+    workers: int = 8,
+    max_buffered_bytes: int = 64 << 20,
+) -> Iterator[tuple[T, bytes]]:
+    """Yield ``(item, data)`` for each item in order, downloading ahead concurrently.
+
+    An item is an ``ObjectInfo`` or anything with an ``info`` attribute holding one.
+    """
+    pending: deque[tuple[T, Future[bytes]]] = deque()
+    todo = iter(items)
+    buffered = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch") as pool:
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) < workers * 2 and (buffered < max_buffered_bytes or not pending):
+                    item = next(todo, None)
+                    if item is None:
+                        exhausted = True
+                        break
+                    pending.append((item, pool.submit(fetch_whole, store, _info(item))))
+                    buffered += _info(item).size
+                if not pending:
+                    return
+                item, future = pending.popleft()
+                data = future.result()
+                buffered -= _info(item).size
+                yield item, data
+        finally:
+            for _, future in pending:
+                future.cancel()
