@@ -24,7 +24,7 @@ _RANK = {OK: 0, WARN: 1, INCONCLUSIVE: 2, FAILED: 3}
 # Finding kinds used across the project (README documents each with what to do).
 KINDS = (
     "no_backups", "missing_snapshot", "corrupt_object", "wal_gap", "integrity",
-    "stale", "row_count", "probe", "retention", "unreachable", "interrupted",
+    "stale", "row_count", "probe", "retention", "unreachable", "internal", "history",
 )
 
 

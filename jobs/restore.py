@@ -1,0 +1,87 @@
+"""Restore a Litestream backup to a file without the litestream binary: ``python -m jobs.restore``.
+
+What the Litestream guide calls "download a backup locally": the newest restore point
+(or ``--timestamp`` / ``--generation`` / ``--txid``) of the database's replica, validated
+object by object on the way, written to ``-o OUT``. Nothing is written at OUT when the
+backup is damaged. Exit codes are listed below.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Mapping
+
+from lib import cli
+
+
+def parse_args(argv: list[str] | None):
+    parser = cli.Parser(prog="python -m jobs.restore", description=__doc__.strip().splitlines()[0])
+    cli.add_source_args(parser)
+    cli.add_target_args(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the restored database")
+    parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    parser.add_argument("--check", action="store_true", help="also run PRAGMA integrity_check on the result")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+
+    def body() -> int:
+        from lib.errors import ConfigError
+        from lib.logs import setup_logging
+
+        args = parse_args(argv)
+        config = cli.load_config(args, environ)
+        setup_logging(environ, secrets=config.secrets())
+        if len(config.dbs) != 1:
+            known = ", ".join(db.path for db in config.dbs)
+            raise ConfigError(f"the config has {len(config.dbs)} databases; choose one with --db (known: {known})")
+        out = Path(args.output).absolute()
+        if out.exists() and not args.force:
+            raise ConfigError(f"output {out} already exists; remove it or pass --force")
+        return restore_to(config.dbs[0], args, out)
+
+    cli.install_signal_handlers()
+    return cli.guarded(body)
+
+
+def restore_to(db, args, out: Path) -> int:
+    from lib import checks
+    from lib.discover import discover
+    from lib.errors import EXIT_FAILED, EXIT_OK
+    from lib.outcome import RestoreTarget
+    from lib.verify import restore_state
+
+    replica = next(r for r in db.replicas if args.replica in (None, r.name))
+    store = replica.open_store()
+    state = discover(store, replica)
+    if state.format is None:
+        print(f"restorable: no Litestream backups found at {replica.describe()}", file=sys.stderr)
+        return EXIT_FAILED
+    tmp = out.with_name(f".{out.name}.restorable-tmp")
+    target = RestoreTarget(timestamp=args.timestamp, generation=args.generation, txid=args.txid)
+    try:
+        outcome = restore_state(store, state, tmp, target, workers=8)
+        findings = list(outcome.findings)
+        if outcome.path is not None and args.check:
+            with checks.open_readonly(outcome.path) as sdb:
+                findings += checks.integrity(sdb)
+        errors = [f for f in findings if f.severity == "error"]
+        for f in findings:
+            where = f" ({f.object})" if f.object else ""
+            print(f"restorable: {f.severity}: [{f.kind}] {f.message}{where}", file=sys.stderr)
+        if errors or outcome.path is None:
+            print(f"restorable: backup is damaged; nothing written to {out}", file=sys.stderr)
+            return EXIT_FAILED
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"restored {state.format} {outcome.position} to {out} ({outcome.bytes:,} bytes, sha256 {outcome.sha256})",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

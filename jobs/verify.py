@@ -1,0 +1,112 @@
+"""Verify the newest Litestream backup of every database: ``python -m jobs.verify``.
+
+Lists each replica, restores it natively into a private scratch directory, checks the
+restored file (integrity, row counts, freshness, probes) and reports to the terminal,
+Sentry and email. Exit codes are listed in ``--help``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import Mapping
+
+from lib import cli
+from lib.durations import parse_duration
+
+DEFAULT_MAX_RUNTIME = "30m"
+
+
+def parse_args(argv: list[str] | None):
+    parser = cli.Parser(prog="python -m jobs.verify", description=__doc__.strip().splitlines()[0])
+    cli.add_source_args(parser)
+    cli.add_target_args(parser)
+    parser.add_argument("--settings", help="restorable.yml with probes and limits (default: $RESTORABLE_SETTINGS, "
+                        "./restorable.yml)")
+    parser.add_argument("--json", action="store_true", help="print one JSON report on stdout")
+    parser.add_argument("--max-age", help="a backup older than this is stale, e.g. 90s, 2h, 7d")
+    parser.add_argument("--allow-empty", action="store_true", default=None,
+                        help="an empty replica is a warning, not a failure (first deploy)")
+    parser.add_argument("--max-runtime", help=f"give up (inconclusive) after this long (default "
+                        f"$RESTORABLE_MAX_RUNTIME or {DEFAULT_MAX_RUNTIME})")
+    parser.add_argument("--parallel", type=int, default=None, help="replicas verified at once (default 2)")
+    return parser.parse_args(argv)
+
+
+def build_options(args, environ: Mapping[str, str]):
+    from lib.outcome import RestoreTarget
+    from lib.verify import VerifyOptions
+
+    max_runtime = parse_duration(args.max_runtime or environ.get("RESTORABLE_MAX_RUNTIME") or DEFAULT_MAX_RUNTIME,
+                                 "--max-runtime / RESTORABLE_MAX_RUNTIME")
+    scratch = environ.get("RESTORABLE_SCRATCH_DIR")
+    return VerifyOptions(
+        target=RestoreTarget(timestamp=args.timestamp, generation=args.generation, txid=args.txid),
+        max_age_seconds=parse_duration(args.max_age, "--max-age") if args.max_age else None,
+        allow_empty=args.allow_empty,
+        replica_name=args.replica,
+        parallel=args.parallel or int(environ.get("RESTORABLE_PARALLEL", "2")),
+        deadline=time.monotonic() + max_runtime,
+        scratch_root=check_scratch_dir(scratch) if scratch else None,
+    )
+
+
+def check_scratch_dir(path: str):
+    from pathlib import Path
+
+    from lib.errors import ConfigError
+
+    p = Path(path)
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        raise ConfigError(f"RESTORABLE_SCRATCH_DIR={path} is not a writable directory; create it or unset it")
+    return p
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    notifier = None
+
+    def abort(reason: str) -> None:
+        if notifier is not None:
+            notifier.run_aborted(reason)
+
+    def body() -> int:
+        nonlocal notifier
+        from lib.logs import setup_logging
+        from lib.notify import RunNotifier
+        from lib.settings import load_settings, with_overrides
+        from lib.verify import run, targets
+
+        args = parse_args(argv)
+        config = cli.load_config(args, environ)
+        settings = load_settings(args.settings, environ)
+        options = build_options(args, environ)
+        setup_logging(environ, secrets=config.secrets())
+        notifier = RunNotifier.from_environ(environ, secrets=config.secrets(), job="verify")
+        notifier.run_started()
+        report = run(config, settings, options, notifier)
+        pairs = targets(config, options.replica_name)
+        notifier.run_finished(report, [(db, rep, res) for (db, rep), res in zip(pairs, report.results)])
+        print_report(report, args.json, config.secrets())
+        return report.exit_code()
+
+    cli.install_signal_handlers()
+    code = cli.guarded(body, abort)
+    if threading.active_count() > 1:
+        cli.exit_now(code)  # a replica stuck past the deadline must not keep the process alive
+    return code
+
+
+def print_report(report, as_json: bool, secrets: list[str]) -> None:
+    from lib.render import render_text
+    from lib.scrub import Scrubber
+
+    text = json.dumps(report.to_json(), indent=2) + "\n" if as_json else render_text(report)
+    sys.stdout.write(Scrubber.from_environ(os.environ, secrets).text(text))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""What every job's command line shares: argument parsing, config loading, signals, exit codes.
+
+Exceptions become exit codes here and only here (``guarded``); library code raises the
+typed errors of ``lib.errors`` and never exits.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from datetime import datetime, timezone
+from typing import Callable, Mapping
+
+from lib.errors import (EXIT_CODES_HELP, EXIT_CONFIG, EXIT_INTERNAL, EXIT_INTERRUPTED, ConfigError, Interrupted,
+                        RestorableError)
+
+log = logging.getLogger("restorable")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse exits 2 on bad usage; our 2 means "could not verify", so raise ConfigError (3)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        kwargs.setdefault("epilog", EXIT_CODES_HELP)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see --help)")
+
+
+def add_source_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("urls", nargs="*", metavar="REPLICA_URL",
+                        help="verify a replica named by URL alone (s3://bucket/path, file:///path) instead of a config")
+    parser.add_argument("--config", help="litestream.yml (default: $LITESTREAM_CONFIG, ./litestream.yml, "
+                        "/etc/litestream.yml)")
+    parser.add_argument("--db", action="append", default=[], metavar="PATH",
+                        help="only this database (its path in the config); repeatable")
+    parser.add_argument("--replica", metavar="NAME", help="only the replica with this name")
+
+
+def add_target_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timestamp", type=parse_timestamp, help="restore the state at this time (RFC 3339, UTC)")
+    parser.add_argument("--generation", help="v0.3: restore this generation instead of the newest")
+    parser.add_argument("--txid", type=parse_txid, help="v0.5: restore up to this TXID (hex)")
+
+
+def parse_timestamp(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid timestamp {text!r}; use RFC 3339, e.g. 2026-11-26T01:56:22Z")
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def parse_txid(text: str) -> int:
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid TXID {text!r}; use hex, e.g. 000000000000002e")
+    if value < 1:
+        raise argparse.ArgumentTypeError("TXID must be at least 1")
+    return value
+
+
+def load_config(args: argparse.Namespace, environ: Mapping[str, str]):
+    """The Config named by URLs, by $RESTORABLE_REPLICAS, or by a litestream.yml, filtered by --db."""
+    from lib import config as cfg
+
+    if args.urls:
+        config = cfg.config_from_urls(list(args.urls), environ)
+    elif not args.config and environ.get("RESTORABLE_REPLICAS", "").strip() and hasattr(cfg, "config_from_env"):
+        config = cfg.config_from_env(environ)
+    else:
+        config = cfg.load(args.config, environ)
+    if args.db:
+        config = type(config)(source=config.source, dbs=cfg.select_dbs(config, args.db))
+    if args.replica and not any(r.name == args.replica for db in config.dbs for r in db.replicas):
+        names = sorted({r.name for db in config.dbs for r in db.replicas})
+        raise ConfigError(f"--replica {args.replica}: no replica with that name (replicas: {', '.join(names)})")
+    return config
+
+
+def _raise_interrupted(signum, frame):
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGINT raise Interrupted in the main thread, so ``finally`` blocks clean up."""
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    signal.signal(signal.SIGINT, _raise_interrupted)
+
+
+def guarded(body: Callable[[], int], on_abort: Callable[[str], None] | None = None) -> int:
+    """Run a job body and map every way it can end to an exit code (the only such place)."""
+    try:
+        return body()
+    except Interrupted as exc:
+        log.warning("%s; stopping", exc)
+        _abort(on_abort, str(exc))
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        _abort(on_abort, "interrupted")
+        return EXIT_INTERRUPTED
+    except ConfigError as exc:
+        print(f"restorable: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RestorableError as exc:
+        print(f"restorable: error: {exc}", file=sys.stderr)
+        _abort(on_abort, str(exc))
+        return exc.exit_code
+    except Exception as exc:  # a bug: one line for the operator, the traceback at debug level
+        log.debug("internal error", exc_info=True)
+        print(f"restorable: internal error: {type(exc).__name__}: {exc} (rerun with LOG_LEVEL=debug for details)",
+              file=sys.stderr)
+        _abort(on_abort, f"internal error: {type(exc).__name__}")
+        return EXIT_INTERNAL
+
+
+def _abort(on_abort, reason: str) -> None:
+    from lib.verify import Scratch
+
+    Scratch.cleanup_all()
+    if on_abort:
+        try:
+            on_abort(reason)
+        except Exception:
+            log.debug("abort hook failed", exc_info=True)
+
+
+def exit_now(code: int) -> None:
+    """Exit even if worker threads are stuck in I/O (after the deadline): flush, then _exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

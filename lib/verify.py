@@ -1,0 +1,316 @@
+"""One verification run: for every database and replica, list, restore, check, report.
+
+``run`` reads like the data flow in ``../shared/docs/style.md``: each (database,
+replica) pair is verified in its own scratch directory on a bounded pool; a failure,
+an exception or a hang in one never hides another's result; the whole run ends by its
+deadline with unfinished work reported inconclusive.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lib import checks
+from lib.config import Config, DbConfig, ReplicaConfig
+from lib.discover import ReplicaState, discover
+from lib.errors import ObjectNotFound, StorageUnavailable
+from lib.outcome import RestoreOutcome, RestoreTarget
+from lib.replica import FORMAT_V3, FORMAT_V5
+from lib.report import DbResult, Finding, Report, Restored, could_not_check, error, warning
+
+log = logging.getLogger(__name__)
+
+LISTING_ATTEMPTS = 3  # fresh listings tried when objects vanish under us (Litestream retention)
+STORAGE_ATTEMPTS = 3  # whole-replica retries on transport errors before "inconclusive"
+SCRATCH_PREFIX = "restorable-"
+
+
+@dataclass
+class VerifyOptions:
+    target: RestoreTarget = field(default_factory=RestoreTarget)
+    max_age_seconds: float | None = None  # command-line override
+    allow_empty: bool | None = None
+    replica_name: str | None = None
+    parallel: int = 2
+    deadline: float | None = None  # time.monotonic() value after which the run gives up
+    scratch_root: Path | None = None
+    keep_restored: Path | None = None  # jobs.restore: move the result here instead of deleting it
+    workers: int = 8  # concurrent downloads per replica
+
+
+# --------------------------------------------------------------------------- scratch space
+
+
+class Scratch:
+    """A private (0700) directory for one run, removed on every path.
+
+    Directories of earlier runs that were killed (SIGKILL leaves no chance to clean)
+    are removed at start when the process that made them is gone.
+    """
+
+    live: set[Path] = set()
+    _lock = threading.Lock()
+
+    def __init__(self, root: Path | None = None):
+        parent = Path(root) if root else Path(tempfile.gettempdir())
+        sweep_leftovers(parent)
+        self.path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=parent))
+        os.chmod(self.path, 0o700)
+        with self._lock:
+            Scratch.live.add(self.path)
+
+    def subdir(self, name: str) -> Path:
+        path = Path(tempfile.mkdtemp(prefix=name[:40].replace("/", "_") + "-", dir=self.path))
+        os.chmod(path, 0o700)
+        return path
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        with self._lock:
+            Scratch.live.discard(self.path)
+
+    @classmethod
+    def cleanup_all(cls) -> None:
+        """Remove every live scratch directory (signal handlers and exit paths call this)."""
+        for path in list(cls.live):
+            shutil.rmtree(path, ignore_errors=True)
+            cls.live.discard(path)
+
+
+def sweep_leftovers(parent: Path) -> None:
+    try:
+        entries = list(parent.glob(f"{SCRATCH_PREFIX}*-*"))
+    except OSError:
+        return
+    for entry in entries:
+        pid_text = entry.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)) and entry.is_dir():
+            log.info("removing scratch directory left by an interrupted run path=%s", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# --------------------------------------------------------------------------- one replica
+
+
+def restore_state(store, state: ReplicaState, out: Path, target: RestoreTarget, workers: int) -> RestoreOutcome:
+    """Restore whichever layout the replica holds into ``out``."""
+    if state.format == FORMAT_V3:
+        from lib.restore import restore_v3
+
+        return restore_v3(store, state.v3, out, target, workers=workers)
+    from lib.restore_v5 import restore_v5
+
+    return restore_v5(store, state.v5, out, target)
+
+
+def verify_replica(db: DbConfig, replica: ReplicaConfig, db_settings, options: VerifyOptions, scratch: Scratch,
+                   previous: dict | None = None) -> DbResult:
+    """Verify one replica of one database; never raises for storage or backup problems."""
+    result = DbResult(db=db.path, replica=replica.name)
+    started = time.monotonic()
+    last_problem = ""
+    for attempt in range(max(LISTING_ATTEMPTS, STORAGE_ATTEMPTS)):
+        result = DbResult(db=db.path, replica=replica.name)
+        workdir = scratch.subdir(f"{replica.name}")
+        try:
+            changed = _verify_once(db, replica, db_settings, options, workdir, result, previous)
+            if not changed:
+                break
+            last_problem = "the replica changed while it was verified"
+        except ObjectNotFound as exc:
+            last_problem = str(exc)
+            log.info("listing changed during verification, re-listing db=%s replica=%s: %s", db.path, replica.name, exc)
+        except StorageUnavailable as exc:
+            last_problem = str(exc)
+            log.warning("storage error db=%s replica=%s attempt=%d: %s", db.path, replica.name, attempt + 1, exc)
+            if attempt + 1 >= STORAGE_ATTEMPTS:
+                result.findings = [could_not_check("unreachable", f"could not verify {replica.describe()}: {exc}")]
+                break
+            time.sleep(min(2.0 * (attempt + 1), 5.0))
+        except OSError as exc:
+            result.findings = [_scratch_finding(exc)]
+            break
+        finally:
+            if options.keep_restored is None:
+                shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        result.findings = [could_not_check("unreachable", f"could not get a stable listing of {replica.describe()} "
+                                           f"in {LISTING_ATTEMPTS} attempts: {last_problem}")]
+    result.timings["total"] = time.monotonic() - started
+    return result
+
+
+def _scratch_finding(exc: OSError) -> Finding:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return could_not_check("unreachable", "scratch disk is full while restoring; give the job more disk "
+                               "or point RESTORABLE_SCRATCH_DIR at a larger volume")
+    return could_not_check("unreachable", f"scratch space error: {exc.strerror} ({exc.filename or 'scratch dir'})")
+
+
+def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path, result: DbResult,
+                 previous: dict | None) -> bool:
+    """One attempt. Returns True when the listing changed under error findings (retry)."""
+    store = replica.open_store()
+    t0 = time.monotonic()
+    state = discover(store, replica)
+    result.timings["list"] = time.monotonic() - t0
+    result.format = state.format
+    result.extra["replica_bytes"] = state.bytes
+    if state.format is None:
+        result.findings.append(_no_backups(replica, db_settings, options))
+        return False
+    out = workdir / "restored.db"
+    t0 = time.monotonic()
+    outcome = restore_state(store, state, out, options.target, options.workers)
+    result.timings["restore"] = time.monotonic() - t0
+    _record_outcome(result, outcome)
+    if outcome.path is not None:
+        _check_restored(result, outcome.path, db_settings, previous)
+    now = store.server_now() or datetime.now(timezone.utc)
+    if options.target == RestoreTarget():
+        max_age = options.max_age_seconds or db_settings.effective_max_age(replica.sync_interval_seconds)
+        result.findings.extend(checks.staleness(state.newest, now, max_age))
+        if db_settings.freshness and outcome.path is not None:
+            with checks.open_readonly(outcome.path) as sdb:
+                result.findings.extend(checks.freshness(sdb, db_settings.freshness, now))
+    if any(f.severity == "error" and f.kind in ("corrupt_object", "wal_gap", "missing_snapshot")
+           for f in result.findings):
+        return _listing_changed(store, replica, state)
+    if options.keep_restored is not None and outcome.path is not None:
+        shutil.move(str(outcome.path), options.keep_restored)
+    return False
+
+
+def _listing_changed(store, replica, state: ReplicaState) -> bool:
+    """Before calling a backup damaged, make sure it was not changing under us."""
+    fresh = discover(store, replica)
+    changed = fresh.fingerprint() != state.fingerprint()
+    if changed:
+        log.info("replica changed during verification; verifying again replica=%s", replica.describe())
+    return changed
+
+
+def _no_backups(replica: ReplicaConfig, db_settings, options: VerifyOptions) -> Finding:
+    allow = options.allow_empty if options.allow_empty is not None else db_settings.allow_empty
+    message = (f"no Litestream backups found at {replica.describe()}: is litestream running with this replica, "
+               "and is the path right?")
+    if allow:
+        return warning("no_backups", message + " (allowed: first deploy)")
+    return error("no_backups", message + " (use --allow-empty on a first deploy)")
+
+
+def _record_outcome(result: DbResult, outcome: RestoreOutcome) -> None:
+    result.generation = outcome.generation
+    result.position = outcome.position
+    result.last_backup_at = outcome.last_backup_at
+    result.findings.extend(outcome.findings)
+    result.extra["objects_read"] = outcome.objects_read
+    result.extra["bytes_downloaded"] = outcome.bytes_downloaded
+    if outcome.path is not None:
+        result.restored = Restored(outcome.bytes, outcome.sha256, outcome.page_size, str(outcome.path))
+
+
+def _check_restored(result: DbResult, path: Path, db_settings, previous: dict | None) -> None:
+    t0 = time.monotonic()
+    with checks.open_readonly(path) as sdb:
+        integrity = checks.integrity(sdb)
+        result.findings.extend(integrity)
+        result.timings["integrity"] = time.monotonic() - t0
+        if integrity and "cannot be checked" in integrity[0].message:
+            return
+        t0 = time.monotonic()
+        try:
+            result.tables, result.litestream_tables = checks.count_rows(sdb)
+        except Exception as exc:  # a malformed database can fail anywhere
+            result.findings.append(error("integrity", f"counting rows failed: {exc}"))
+            return
+        result.timings["counts"] = time.monotonic() - t0
+        result.findings.extend(checks.expected_tables(result.tables, tuple(db_settings.expect_tables)))
+        result.findings.extend(checks.minimum_rows(result.tables, dict(db_settings.min_rows)))
+        result.findings.extend(checks.probes(sdb, db_settings.probes))
+    if previous:
+        from lib.history import row_count_drift
+
+        result.findings.extend(row_count_drift(previous, result.tables, db_settings.row_drop_warning,
+                                               db_settings.row_drop_error))
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def targets(config: Config, replica_name: str | None = None) -> list[tuple[DbConfig, ReplicaConfig]]:
+    pairs = []
+    for db in config.dbs:
+        for replica in db.replicas:
+            if replica_name is None or replica.name == replica_name:
+                pairs.append((db, replica))
+    return pairs
+
+
+def run(config: Config, settings, options: VerifyOptions, notifier=None) -> Report:
+    """Verify every (database, replica) pair; return the report. Never raises for backup or storage problems."""
+    report = Report()
+    pairs = targets(config, options.replica_name)
+    scratch = Scratch(options.scratch_root)
+    pool = ThreadPoolExecutor(max_workers=max(1, options.parallel), thread_name_prefix="verify")
+    try:
+        futures: dict[Future, tuple[DbConfig, ReplicaConfig]] = {}
+        for db, replica in pairs:
+            previous = notifier.previous(db, replica) if notifier else None
+            fut = pool.submit(verify_replica, db, replica, settings.for_db(db.path), options, scratch, previous)
+            futures[fut] = (db, replica)
+        results = _collect(futures, options.deadline)
+        report.results = [results[f] for f in futures]
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        scratch.cleanup()
+    report.finished_at = datetime.now(timezone.utc)
+    return report
+
+
+def _collect(futures: dict[Future, tuple[DbConfig, ReplicaConfig]], deadline: float | None) -> dict[Future, DbResult]:
+    results: dict[Future, DbResult] = {}
+    pending = set(futures)
+    while pending:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+        for fut in done:
+            results[fut] = _result_of(fut, *futures[fut])
+        if deadline is not None and time.monotonic() >= deadline and pending:
+            for fut in pending:
+                db, replica = futures[fut]
+                results[fut] = DbResult(db=db.path, replica=replica.name, findings=[could_not_check(
+                    "unreachable", "verification did not finish within the maximum runtime "
+                    "(RESTORABLE_MAX_RUNTIME); storage too slow or hanging?")])
+            break
+    return results
+
+
+def _result_of(fut: Future, db: DbConfig, replica: ReplicaConfig) -> DbResult:
+    try:
+        return fut.result()
+    except Exception as exc:  # a bug must not hide the other databases' results
+        log.exception("internal error verifying db=%s replica=%s", db.path, replica.name)
+        return DbResult(db=db.path, replica=replica.name, findings=[could_not_check(
+            "internal", f"internal error while verifying: {type(exc).__name__}: {exc}")])
