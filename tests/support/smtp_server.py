@@ -1,0 +1,102 @@
+"""A real SMTP server on 127.0.0.1 for tests (aiosmtpd ``Controller``), collecting messages.
+
+    with SmtpServer(credentials=("alerts", "p@ss word")) as smtp:
+        environ = {"SMTP_URL": smtp.url(), "ALERT_EMAIL_TO": "ops@example.com"}
+        ...
+        assert smtp.messages[0]["Subject"].startswith("[restorable]")
+
+With ``credentials`` the server offers AUTH over plain text (``auth_require_tls=False``,
+fine on loopback) and refuses mail from unauthenticated sessions.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from urllib.parse import quote
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    raw: bytes
+    login: str | None
+
+    @property
+    def message(self) -> EmailMessage:
+        return message_from_bytes(self.raw, policy=policy.default)  # type: ignore[return-value]
+
+
+class _Handler:
+    def __init__(self, server: "SmtpServer"):
+        self.server = server
+
+    async def handle_DATA(self, smtp, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+        login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
+        self.server._record(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content
+                                     or envelope.content, login))
+        return "250 Message accepted"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SmtpServer:
+    """Start/stop an aiosmtpd server; ``received`` holds every accepted message."""
+
+    def __init__(self, credentials: tuple[str, str] | None = None):
+        self.credentials = credentials
+        self.received: list[Received] = []
+        self.port = free_port()
+        self._lock = threading.Lock()
+        kwargs = {}
+        if credentials:
+            kwargs = dict(auth_require_tls=False, auth_required=True, authenticator=self._authenticate)
+        self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, **kwargs)
+
+    def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and self.credentials is not None
+            and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials
+        )
+        return AuthResult(success=ok, handled=False)
+
+    def _record(self, received: Received) -> None:
+        with self._lock:
+            self.received.append(received)
+
+    @property
+    def messages(self) -> list[EmailMessage]:
+        with self._lock:
+            return [r.message for r in self.received]
+
+    def url(self, scheme: str = "smtp") -> str:
+        """``SMTP_URL`` for this server, with the credentials URL-encoded when it has them."""
+        userinfo = ""
+        if self.credentials:
+            user, password = self.credentials
+            userinfo = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+        return f"{scheme}://{userinfo}127.0.0.1:{self.port}"
+
+    def start(self) -> "SmtpServer":
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def __enter__(self) -> "SmtpServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
