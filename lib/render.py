@@ -30,7 +30,7 @@ def _render_result(result: DbResult, now: datetime) -> list[str]:
         details.append(f"restore point {result.position}")
     if result.last_backup_at:
         age = (now - result.last_backup_at).total_seconds()
-        details.append(f"last backup {format_duration(max(age, 0))} ago")
+        details.append(f"last backup {format_duration(max(round(age), 0))} ago")
     if result.restored:
         details.append(f"{result.restored.bytes:,} bytes, page size {result.restored.page_size}, "
                        f"sha256 {result.restored.sha256[:12]}")
