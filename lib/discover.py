@@ -69,7 +69,7 @@ def discover(store: ObjectStore, replica: ReplicaConfig) -> ReplicaState:
     v5_root = v5_prefix(replica.type, replica.path)
     objects = _list_prefixes(store, [v3_prefix, v5_root])
     v3 = parse_v3_listing([o for o in objects if o.key.startswith(v3_prefix)], v3_prefix)
-    v5 = parse_v5_listing([o for o in objects if o.key.startswith(v5_root)], v5_root)
+    v5 = parse_v5_listing([o for o in objects if o.key.startswith(v5_root)], v5_root, replica.type)
     newest_v3 = max((g.updated_at for g in v3.generations), default=None)
     newest_v5 = max((f.info.last_modified for f in v5.files()), default=None)
     if newest_v3 is None and newest_v5 is None:
