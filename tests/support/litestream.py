@@ -169,3 +169,11 @@ class Replicator:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    # python -m tests.support.litestream VERSION...: print each binary's path (installing it).
+    import sys
+
+    for requested in sys.argv[1:] or VERSIONS:
+        print(litestream_bin(requested))

@@ -1,0 +1,103 @@
+"""Shared fixtures: a real S3 server (moto, server mode) and real Litestream replicas.
+
+Every replica fixture is session-scoped and built on first use (a few seconds each, by
+the real litestream binary), so a run that needs none of them starts no litestream.
+Tests that damage a replica must work on ``clone(replica)``, never on the original.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.support import restorable_env as make_restorable_env
+from tests.support.litestream import V3, V5
+from tests.support.replicas import BuiltReplica, build_replica, clone_replica
+from tests.support.s3server import S3Server
+
+# Fixtures that build real replicas; tests using them are marked `slow`.
+REPLICA_FIXTURES = frozenset({
+    "v3_file_replica", "v3_s3_replica", "v3_file_replica_512", "v3_file_replica_65536",
+    "v3_multigen_file_replica", "v5_file_replica", "v5_s3_replica",
+})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--integration", action="store_true", default=False,
+                     help="also run tests marked `integration` (they need a real remote bucket)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_integration = pytest.mark.skip(reason="needs --integration")
+    for item in items:
+        if REPLICA_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+        if "integration" in item.keywords and not config.getoption("--integration"):
+            item.add_marker(skip_integration)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory):
+    """A moto S3 server process on 127.0.0.1 for the whole session; use ``make_bucket()``."""
+    server = S3Server(log_path=tmp_path_factory.mktemp("moto") / "moto.log")
+    yield server
+    server.stop()
+
+
+def _build(factory: pytest.TempPathFactory, name: str, version: str, kind: str, **kwargs) -> BuiltReplica:
+    return build_replica(version, kind, factory.mktemp(name), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def v3_file_replica(tmp_path_factory) -> BuiltReplica:
+    return _build(tmp_path_factory, "v3-file", V3, "file")
+
+
+@pytest.fixture(scope="session")
+def v3_s3_replica(tmp_path_factory, s3_server) -> BuiltReplica:
+    return _build(tmp_path_factory, "v3-s3", V3, "s3", s3=s3_server)
+
+
+@pytest.fixture(scope="session")
+def v3_file_replica_512(tmp_path_factory) -> BuiltReplica:
+    return _build(tmp_path_factory, "v3-file-512", V3, "file", page_size=512)
+
+
+@pytest.fixture(scope="session")
+def v3_file_replica_65536(tmp_path_factory) -> BuiltReplica:
+    return _build(tmp_path_factory, "v3-file-65536", V3, "file", page_size=65536)
+
+
+@pytest.fixture(scope="session")
+def v3_multigen_file_replica(tmp_path_factory) -> BuiltReplica:
+    return _build(tmp_path_factory, "v3-multigen", V3, "file", generations=2)
+
+
+@pytest.fixture(scope="session")
+def v5_file_replica(tmp_path_factory) -> BuiltReplica:
+    return _build(tmp_path_factory, "v5-file", V5, "file")
+
+
+@pytest.fixture(scope="session")
+def v5_s3_replica(tmp_path_factory, s3_server) -> BuiltReplica:
+    return _build(tmp_path_factory, "v5-s3", V5, "s3", s3=s3_server)
+
+
+@pytest.fixture
+def clone(tmp_path_factory) -> Callable[[BuiltReplica], BuiltReplica]:
+    """``clone(replica)``: an independent copy (new directory or bucket) to damage freely."""
+    return lambda replica: clone_replica(replica, tmp_path_factory.mktemp("clone"))
+
+
+@pytest.fixture
+def restorable_env() -> dict[str, str]:
+    """Environment for ``run_job("jobs.verify", ...)``: repo on PYTHONPATH, no Sentry DSN, no real AWS."""
+    return make_restorable_env()
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    from tests.support import REPO_ROOT
+
+    return REPO_ROOT
