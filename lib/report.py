@@ -144,9 +144,17 @@ class Report:
     def exit_code(self) -> int:
         return {OK: EXIT_OK, WARN: EXIT_OK, FAILED: EXIT_FAILED, INCONCLUSIVE: EXIT_INCONCLUSIVE}[self.status]
 
+    def database_statuses(self) -> dict[str, str]:
+        """Each database's status: the worst of its replicas' verdicts."""
+        by_db: dict[str, list[str]] = {}
+        for result in self.results:
+            by_db.setdefault(result.db, []).append(result.status)
+        return {db: worst(statuses) for db, statuses in by_db.items()}
+
     def to_json(self) -> dict[str, Any]:
         return {
             "status": self.status,
+            "database_statuses": self.database_statuses(),
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
             "databases": [r.to_json() for r in self.results],
