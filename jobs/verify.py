@@ -37,6 +37,7 @@ def parse_args(argv: list[str] | None):
 
 def build_options(args, environ: Mapping[str, str]):
     from lib.outcome import RestoreTarget
+    from lib.status import price_per_gb_month
     from lib.verify import VerifyOptions
 
     max_runtime = parse_duration(args.max_runtime or environ.get("RESTORABLE_MAX_RUNTIME") or DEFAULT_MAX_RUNTIME,
@@ -50,6 +51,7 @@ def build_options(args, environ: Mapping[str, str]):
         parallel=args.parallel or int(environ.get("RESTORABLE_PARALLEL", "2")),
         deadline=time.monotonic() + max_runtime,
         scratch_root=check_scratch_dir(scratch) if scratch else None,
+        price_per_gb_month=price_per_gb_month(environ),
     )
 
 

@@ -25,6 +25,7 @@ from lib.discover import ReplicaState, discover
 from lib.errors import ObjectNotFound, StorageUnavailable
 from lib.outcome import RestoreOutcome, RestoreTarget
 from lib.replica import FORMAT_V3, FORMAT_V5
+from lib.status import monthly_cost
 from lib.report import DbResult, Finding, Report, Restored, could_not_check, error, warning
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class VerifyOptions:
     scratch_root: Path | None = None
     keep_restored: Path | None = None  # jobs.restore: move the result here instead of deleting it
     workers: int = 8  # concurrent downloads per replica
+    price_per_gb_month: float = 0.015  # USD, for the cost estimate in the report
 
 
 # --------------------------------------------------------------------------- scratch space
@@ -177,6 +179,7 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
     result.timings["list"] = time.monotonic() - t0
     result.format = state.format
     result.extra["replica_bytes"] = state.bytes
+    result.extra["monthly_cost_usd"] = monthly_cost(state.bytes, options.price_per_gb_month)
     if state.format is None:
         result.findings.append(_no_backups(replica, db_settings, options))
         return False
