@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 
 GOOD = "good"
 BAD = "bad"
-DEFAULT_DRIFT_WARN = 0.25
-DEFAULT_DRIFT_ERROR = 0.5
 
 # What to do about each finding kind; the first kind of a problem picks the advice.
 NEXT_STEPS = {
@@ -128,34 +126,6 @@ def advice(findings: list[Finding]) -> str | None:
     return DEFAULT_NEXT_STEP
 
 
-def _share(environ: Mapping[str, str], name: str, default: float) -> float | None:
-    raw = (environ.get(name) or "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("off", "none"):
-        return None
-    try:
-        value = float(raw.rstrip("%")) / (100 if raw.endswith("%") else 1)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 1:
-        raise ConfigError(f"{name}={raw!r} must be a share between 0 and 1 (e.g. 0.25 or 25%), or off")
-    return value
-
-
-@dataclass(frozen=True)
-class DriftSettings:
-    """``RESTORABLE_ROW_DRIFT_WARN`` (0.25) and ``RESTORABLE_ROW_DRIFT_ERROR`` (0.5); ``off`` disables."""
-
-    warn_share: float | None = DEFAULT_DRIFT_WARN
-    error_share: float | None = DEFAULT_DRIFT_ERROR
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> "DriftSettings":
-        return cls(_share(environ, "RESTORABLE_ROW_DRIFT_WARN", DEFAULT_DRIFT_WARN),
-                   _share(environ, "RESTORABLE_ROW_DRIFT_ERROR", DEFAULT_DRIFT_ERROR))
-
-
 class RunNotifier:
     """History, email and Sentry for one run of a job (see the module docstring)."""
 
@@ -167,14 +137,12 @@ class RunNotifier:
         sentry: SentrySettings | None = None,
         smtp: mail.SmtpSettings | None = None,
         history_settings: history.HistorySettings | None = None,
-        drift: DriftSettings | None = None,
         environment: str | None = None,
     ):
         self.scrubber = scrubber
         self.job = job
         self.smtp = smtp
         self.history_settings = history_settings or history.HistorySettings()
-        self.drift = drift or DriftSettings()
         self.environment = environment
         self.sentry = SentryReporter(sentry, scrubber) if sentry else None
         self._previous: dict[tuple[str, str], dict[str, Any] | None] = {}
@@ -193,7 +161,6 @@ class RunNotifier:
             ("sentry", lambda: SentrySettings.from_environ(environ, job)),
             ("smtp", lambda: mail.SmtpSettings.from_environ(environ)),
             ("history_settings", lambda: history.HistorySettings.from_environ(environ)),
-            ("drift", lambda: DriftSettings.from_environ(environ)),
         ):
             try:
                 parts[name] = build()
@@ -223,15 +190,6 @@ class RunNotifier:
         if key not in self._previous:
             self._previous[key] = self._read_previous(db, replica)
         return self._previous[key]
-
-    def row_count_findings(self, db: DbConfig, replica: ReplicaConfig, tables: dict[str, int]) -> list[Finding]:
-        """``history.row_count_drift`` against the last good run, with the configured shares."""
-        try:
-            return history.row_count_drift(self.previous(db, replica), tables,
-                                           self.drift.warn_share, self.drift.error_share)
-        except Exception:
-            log.exception("row-count drift check failed", extra={"db": db.path, "stage": "history"})
-            return []
 
     def history_location(self, db: DbConfig, replica: ReplicaConfig) -> history.HistoryLocation | None:
         """Where this pair's history lives (for ``history.last_good``); None when history is off."""

@@ -225,7 +225,6 @@ class SentryReporter:
             # local variables; this job reports explicitly and flushes itself.
             default_integrations=False,
             integrations=[],
-            send_default_pii=False,
             include_local_variables=False,
             max_breadcrumbs=0,
         )
