@@ -244,7 +244,7 @@ def config_from_urls(
     from the same environment fallbacks as the file.
     """
     if not urls:
-        raise ConfigError("no replica URL given; pass s3://BUCKET/PATH or file:///PATH")
+        raise ConfigError("command line: no replica URL given; pass s3://BUCKET/PATH or file:///PATH")
     base = _Context(source="command line", cwd=Path(cwd) if cwd is not None else Path.cwd())
     base = replace(base, env=_env_defaults(environ))
     dbs = []
@@ -632,10 +632,11 @@ def _check_unique_names(replicas: Sequence[ReplicaConfig], key: str, ctx: _Conte
     seen: dict[str, int] = {}
     for index, replica in enumerate(replicas):
         if replica.name in seen:
+            why = "; the name defaults to the type" if replica.name == replica.type else ""
             raise ctx.fail(
                 f"{key}.replicas[{index}].name",
-                f"duplicate replica name {replica.name!r} (replicas[{seen[replica.name]}] has it too; "
-                "the name defaults to the type); give each replica a distinct name:",
+                f"duplicate replica name {replica.name!r} (replicas[{seen[replica.name]}] has it too{why}); "
+                "give each replica a distinct name:",
             )
         seen[replica.name] = index
 
