@@ -261,10 +261,8 @@ class RunNotifier:
         before = (previous or {}).get("alerted")
         before = before if before in (GOOD, BAD) else GOOD
         kind = alert_kind(before, result.status)
-        if kind is None:
+        if kind is None or self.smtp is None:  # with email off, nobody was told anything new
             return before
-        if self.smtp is None:
-            return alert_class(result.status)
         alert = self._build_alert(kind, report, replica, result, previous)
         try:
             mail.send(self.smtp, mail.compose(alert, self.smtp))

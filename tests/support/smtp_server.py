@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import warnings
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -19,6 +20,9 @@ from urllib.parse import quote
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+
+# Plain-text AUTH is the point of this loopback server; aiosmtpd warns about it per session.
+warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS", category=UserWarning)
 
 
 @dataclass
@@ -69,7 +73,7 @@ class SmtpServer:
             and self.credentials is not None
             and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials
         )
-        return AuthResult(success=ok, handled=False)
+        return AuthResult(success=ok, handled=False, auth_data=auth_data if ok else None)
 
     def _record(self, received: Received) -> None:
         with self._lock:
