@@ -448,6 +448,10 @@ _TextLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag in _KEPT_TAGS]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+# Explicitly tagged scalars (`!!int 5`) are text too; PyYAML's own constructors raise
+# IndexError/ValueError on bad input such as an empty `!!int`.
+for _tag in ("bool", "int", "float", "binary", "timestamp"):
+    _TextLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", yaml.SafeLoader.construct_scalar)
 
 # YAML 1.1 booleans, as yaml.v2 reads them.
 _TRUE_WORDS = frozenset("y Y yes Yes YES true True TRUE on On ON".split())
@@ -472,6 +476,8 @@ def _load_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: {where}: invalid YAML ({problem}); fix the syntax there") from None
     except yaml.YAMLError:
         raise ConfigError(f"{source}: invalid YAML; check the file is a YAML mapping") from None
+    except (ValueError, TypeError, IndexError, OverflowError):  # a constructor choking on a value
+        raise ConfigError(f"{source}: invalid YAML value (a tagged scalar?); check tags such as !!set") from None
 
 
 # ------------------------------------------------------------------------------ normalising

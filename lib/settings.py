@@ -150,6 +150,8 @@ def _read_file(path: Path) -> Settings:
         raise ConfigError(f"{source}: {where}: invalid YAML ({exc.problem or exc.context}); fix the syntax there") from None
     except yaml.YAMLError:
         raise ConfigError(f"{source}: invalid YAML; check the file is a YAML mapping") from None
+    except (ValueError, TypeError, IndexError, OverflowError):  # e.g. an empty `!!int`
+        raise ConfigError(f"{source}: invalid YAML value; check explicit tags such as !!int") from None
     return parse_settings(document, source)
 
 

@@ -712,3 +712,20 @@ def test_redact_url():
     assert config.redact_url("s3://a:b@c/d") == "s3://***@c/d"
     assert config.redact_url("s3://c/d") == "s3://c/d"
     assert config.redact_url("s3://a:b/c@d/e") == "s3://***@d/e"
+
+
+YAML_TOKENS = ["dbs:", "\n", "  ", "- ", "path:", "replicas:", "replica:", "url:", "type:", "s3", "file",
+               "bucket:", "s3://b/p", "file:///r", " ", "[", "]", "{", "}", ",", "$A", "${B}", "~", "null",
+               "retention:", "1h", "force-path-style:", "yes", "name:", "x", "!!binary", "!!int", "&a", "*a",
+               "? ", ":", "'", '"', "#", "access-key-id:", "age:", "dir:", "0x1F"]
+
+
+@given(tokens=st.lists(st.sampled_from(YAML_TOKENS), max_size=40), env=st.sampled_from([{}, {"A": "a", "B": ""}]))
+@hsettings(max_examples=500, deadline=None)
+def test_parsing_arbitrary_documents_raises_only_config_errors(tokens, env):
+    try:
+        cfg = config.parse("".join(tokens), env, source="fuzz.yml", cwd="/work")
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert cfg.dbs and all(db.replicas for db in cfg.dbs)
