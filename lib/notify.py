@@ -146,6 +146,7 @@ class RunNotifier:
         self.environment = environment
         self.sentry = SentryReporter(sentry, scrubber) if sentry else None
         self._previous: dict[tuple[str, str], dict[str, Any] | None] = {}
+        self._locations: dict[tuple[str, str], history.HistoryLocation | None] = {}
         self._history_problems: list[str] = []
         self._check_in_closed = False
         self._sentry_ready = False
@@ -195,11 +196,14 @@ class RunNotifier:
         """Where this pair's history lives (for ``history.last_good``); None when history is off."""
         if not self.history_settings.enabled:
             return None
-        try:
-            return history.locate(db, replica, self.history_settings)
-        except ConfigError as exc:
-            self._note_history_problem(str(exc))
-            return None
+        key = (db.path, replica.describe())
+        if key not in self._locations:
+            try:
+                self._locations[key] = history.locate(db, replica, self.history_settings)
+            except ConfigError as exc:
+                self._note_history_problem(str(exc))
+                self._locations[key] = None
+        return self._locations[key]
 
     def run_finished(self, report: Report, targets: list[tuple[DbConfig, ReplicaConfig, DbResult]]) -> None:
         """Write history, send alert emails, send Sentry events, close the check-in, flush. Never raises."""
@@ -218,6 +222,7 @@ class RunNotifier:
         """Report a run that stopped early (SIGTERM, max runtime, crash): event, check-in error, flush."""
         try:
             log.error("run aborted: %s", reason, extra={"stage": "notify"})
+            self._warn_history_problems()
             if self.sentry and self._ensure_sentry():
                 self._capture(problem_event(
                     f"restorable {self.job} run aborted: {reason}", level="error",
@@ -250,8 +255,7 @@ class RunNotifier:
         try:
             return history.read_latest(location)
         except Exception as exc:
-            log.warning("cannot read history %s: %s; treating this run as the first",
-                        location.describe(), exc, extra={"db": db.path, "stage": "history"})
+            self._note_history_problem(f"cannot read {location.describe()}: {exc}")
             return None
 
     @never_raises(default=GOOD)
@@ -310,7 +314,7 @@ class RunNotifier:
             self._note_history_problem(f"{location.describe()}: {exc}")
             return
         log.info("history written key=%s", key, extra={"db": db.path, "stage": "history"})
-        pruned = history.prune(location, datetime.now(timezone.utc),
+        pruned = history.prune(location, checked_at,
                                self.history_settings.keep_days, self.history_settings.keep_count)
         if pruned:
             log.info("history pruned count=%d", pruned, extra={"db": db.path, "stage": "history"})
@@ -324,8 +328,8 @@ class RunNotifier:
         if not self._history_problems:
             return
         log.warning(
-            "history not written (%s); verification is unaffected, but alert-on-change and row-count drift "
-            "have no memory: give the job write and delete access to the history prefix, set "
+            "history unavailable (%s); verification is unaffected, but alert-on-change and row-count drift "
+            "have no memory: give the job read, write and delete access to the history prefix, set "
             "RESTORABLE_HISTORY_PREFIX, or set RESTORABLE_HISTORY=off",
             "; ".join(self._history_problems), extra={"stage": "history"},
         )

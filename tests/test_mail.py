@@ -175,6 +175,7 @@ def test_html_body_escapes_finding_text(smtp, replica):
     assert "&lt;script&gt;" in html
 
 
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 def test_smtp_auth_with_url_decoded_credentials(replica):
     with SmtpServer(credentials=("alerts@example.com", "p@ss w/rd")) as smtp:
         run_once(mail_env(smtp), replica, FAILED)
