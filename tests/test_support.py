@@ -149,7 +149,8 @@ def test_v3_objects_are_lz4_frames_of_sqlite_data(name, request):
 
 def test_v3_s3_replica_objects_really_are_in_the_moto_bucket(v3_s3_replica):
     replica = v3_s3_replica
-    keys = replica.s3.list_keys(replica.bucket)
+    # Only the replica's own prefix: jobs under test may keep their own objects beside it.
+    keys = replica.s3.list_keys(replica.bucket, replica.prefix + "/")
     assert keys and all(k.startswith(f"{replica.prefix}/generations/") for k in keys)
     assert sorted(f"{replica.prefix}/{k}" for k in replica_listing(replica)) == keys
     (gen,) = v3_layout(replica).values()
@@ -186,7 +187,9 @@ def test_v5_replica_has_contiguous_l0_a_compaction_and_a_snapshot(name, request)
     first = read_object(replica, ("ltx/0/" if replica.kind == "file" else "0000/") + f"{1:016x}-{1:016x}.ltx")
     assert first[:4] == b"LTX1"
     if replica.kind == "s3":
-        assert all(k.startswith(replica.prefix + "/") for k in replica.s3.list_keys(replica.bucket))
+        keys = replica.s3.list_keys(replica.bucket, replica.prefix + "/")
+        pattern = re.compile(re.escape(replica.prefix) + r"/000[0-9]/[0-9a-f]{16}-[0-9a-f]{16}\.ltx")
+        assert keys and all(pattern.fullmatch(k) for k in keys), keys
 
 
 # ------------------------------------------------------------ restores match the data
