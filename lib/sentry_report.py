@@ -20,8 +20,9 @@ sorted kinds of the findings that set the status, so a recurring problem is one 
 
 Secrets: every event and check-in passes ``before_send`` (and transactions
 ``before_send_transaction``), which scrubs all strings with the run's ``Scrubber``. The
-DSN public key is left alone there: Sentry issued it and the SDK sends it in every
-request's auth header and in the envelope's trace header.
+one exception is the DSN public key inside the SDK's own trace context: Sentry issued it,
+the SDK sends it in every request's auth header and in the envelope's trace header, and
+redacting it there would break the header. Anywhere else in an event it is redacted.
 """
 from __future__ import annotations
 
@@ -203,8 +204,11 @@ class SentryReporter:
 
     def __init__(self, settings: SentrySettings, scrubber: Scrubber):
         self.settings = settings
+        self.scrubber = scrubber
         key = settings.public_key
-        self.scrubber = scrubber.without(key) if key else scrubber
+        # The SDK copies the DSN public key into the trace context (its dynamic sampling
+        # context, which becomes the envelope's trace header); that copy must stay intact.
+        self._trace_scrubber = scrubber.without(key) if key else scrubber
         self.check_in_id: str | None = None
         self._started = time.monotonic()
 
@@ -230,8 +234,15 @@ class SentryReporter:
         )
 
     def before_send(self, event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
-        """Scrub every string of an outgoing event or check-in."""
-        return self.scrubber.obj(event)
+        """Scrub every string of an outgoing event or check-in (the SDK's trace context keeps the DSN key)."""
+        contexts = event.get("contexts") if isinstance(event.get("contexts"), dict) else {}
+        trace = contexts.get("trace")
+        scrubbed = self.scrubber.obj({**event, "contexts": {k: v for k, v in contexts.items() if k != "trace"}})
+        if trace is not None:
+            scrubbed["contexts"]["trace"] = self._trace_scrubber.obj(trace)
+        if not contexts and "contexts" not in event:
+            scrubbed.pop("contexts")
+        return scrubbed
 
     def check_in(self, status: str) -> None:
         """``in_progress`` opens the run's check-in; ``ok``/``error`` close it with the duration."""
