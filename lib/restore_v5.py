@@ -20,13 +20,13 @@ import os
 import queue
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from lib.errors import CorruptObject
-from lib.ltx import LtxDecoder, lock_pgno, verify_file
+from lib.ltx import HEADER_SIZE, LtxDecoder, lock_pgno, parse_header, verify_file
 from lib.outcome import RestoreOutcome, RestoreTarget
 from lib.report import Finding, error
 from lib.storage import ObjectInfo, ObjectStore
@@ -99,6 +99,7 @@ class LtxFile:
     min_txid: int
     max_txid: int
     info: ObjectInfo
+    created_at: datetime | None = None  # the LTX header timestamp, once read (with_header_times)
 
     @property
     def key(self) -> str:
@@ -110,8 +111,9 @@ class LtxFile:
 
     @property
     def time(self) -> datetime:
-        """The time restores compare ``-timestamp`` with (see :func:`plan_v5`)."""
-        return self.info.last_modified
+        """The time ``-timestamp`` restores compare with: the header time when it has been
+        read, else the listing time (see :func:`plan_v5`)."""
+        return self.created_at or self.info.last_modified
 
 
 @dataclass
@@ -185,6 +187,40 @@ def list_v5(store: ObjectStore, replica_type: str, path: str) -> V5State:
     return parse_v5_listing(objects, prefix, replica_type)
 
 
+def with_header_times(store: ObjectStore, state: V5State, workers: int = 8) -> V5State:
+    """A copy of ``state`` whose files carry their LTX header timestamps.
+
+    Litestream's ``-timestamp`` compares the header time: a file replica's mtime is set
+    to it, and S3 objects carry it as ``litestream-timestamp`` metadata (read with one HEAD
+    per object), while S3 ``LastModified`` is the later upload time. Our storage seam has
+    no HEAD, so this reads the first 100 bytes of every file (``workers`` at a time). A
+    file whose header can't be read keeps its listing time; the apply reports it if the
+    plan needs it. ``ObjectNotFound`` propagates (re-list and retry).
+    """
+    files = state.files()
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ltx-head") as pool:
+        times = list(pool.map(lambda f: _header_time(store, f.key), files))
+    timed = V5State(prefix=state.prefix, ignored=list(state.ignored))
+    for f, moment in zip(files, times):
+        timed.levels[f.level].append(replace(f, created_at=moment))
+    return timed
+
+
+def _header_time(store: ObjectStore, key: str) -> datetime | None:
+    with store.open(key) as reader:
+        head = b""
+        while len(head) < HEADER_SIZE:
+            chunk = reader.read(HEADER_SIZE - len(head))
+            if not chunk:
+                return None
+            head += chunk
+    try:
+        header = parse_header(head, key)
+    except CorruptObject:
+        return None
+    return datetime.fromtimestamp(header.timestamp_ms / 1000, tz=timezone.utc)
+
+
 # --------------------------------------------------------------------------- plan
 
 
@@ -195,9 +231,10 @@ def plan_v5(state: V5State, target: RestoreTarget) -> tuple[list[LtxFile], list[
     levels 0..8: among files with ``min <= cur + 1 < max + 1`` pick the larger max TXID,
     then the smaller min TXID, the higher level, the earlier time. ``target.txid`` must be
     the end of some file (files are never applied partially); ``target.timestamp`` keeps
-    files whose time is strictly before it. File times are listing ``LastModified``
-    (file replicas: the header time, as Litestream uses; S3: the upload time, where
-    Litestream reads the ``litestream-timestamp`` metadata).
+    files whose time is strictly before it. A file's time is its header timestamp when
+    the state came through :func:`with_header_times` (what Litestream compares), else
+    its listing time (file replicas: the same, as the mtime is set to it; S3: the later
+    upload time).
 
     The plan is the chain as far as it reaches even when that is short of the target;
     findings then say why (Litestream would refuse): ``no_backups`` (nothing listed, or
@@ -361,16 +398,17 @@ class _Pipe:
 
 
 class _Prefetcher:
-    """Download the plan's objects in order, ``PREFETCH_OBJECTS`` at a time.
+    """Download the plan's objects in order, ``ahead`` at a time.
 
     Each object streams through a small bounded queue, so a big snapshot never sits in
     memory whole, while the next few small files arrive during its apply.
     """
 
-    def __init__(self, store: ObjectStore, keys: Sequence[str]):
+    def __init__(self, store: ObjectStore, keys: Sequence[str], ahead: int = PREFETCH_OBJECTS):
         self._store = store
         self._keys = list(keys)
-        self._pool = ThreadPoolExecutor(max_workers=PREFETCH_OBJECTS, thread_name_prefix="ltx-fetch")
+        self._ahead = max(1, ahead)
+        self._pool = ThreadPoolExecutor(max_workers=self._ahead, thread_name_prefix="ltx-fetch")
         self._pipes: list[_Pipe] = []
         self.objects_read = 0
 
@@ -388,7 +426,7 @@ class _Prefetcher:
 
     def reader(self, index: int) -> _Pipe:
         """The reader for ``keys[index]`` (take them in order); starts the next downloads."""
-        while len(self._pipes) < min(len(self._keys), index + PREFETCH_OBJECTS):
+        while len(self._pipes) < min(len(self._keys), index + self._ahead):
             pipe = _Pipe()
             self._pool.submit(self._pump, self._keys[len(self._pipes)], pipe)
             self._pipes.append(pipe)
@@ -530,30 +568,38 @@ def _corrupt_finding(exc: CorruptObject) -> Finding:
     return error("corrupt_object", f"LTX file {exc.key}: {exc.problem}", exc.key)
 
 
-def restore_v5(store: ObjectStore, state: V5State, out_path: Path, target: RestoreTarget) -> RestoreOutcome:
+def restore_v5(store: ObjectStore, state: V5State, out_path: Path, target: RestoreTarget,
+               workers: int = PREFETCH_OBJECTS) -> RestoreOutcome:
     """Restore ``target`` from a listed replica into ``out_path`` (created or overwritten).
 
     The file is byte-identical to ``litestream restore`` of the same target. Plan
-    findings are returned as they are; with a ``wal_gap`` the chain is still applied as far
+    findings are returned as they are (a timestamp target first reads every file's header
+    time, see :func:`with_header_times`); with a ``wal_gap`` the chain is still applied as far
     as it goes (``position`` says where), though Litestream would refuse. A corrupt LTX
     file stops the apply: every corrupt file of the plan is reported as ``corrupt_object``
     and the partial output is deleted (``path`` None).
 
     ``ObjectNotFound`` propagates (Litestream's compaction or retention removed a listed
     file: re-list and retry), as does ``StorageUnavailable``; the partial output is deleted.
+
+    :param workers: objects downloaded at once (the one being applied included); each
+        streams through a bounded queue of 1 MiB chunks.
     """
-    plan, findings = plan_v5(state, target)
-    outcome = RestoreOutcome(format=FORMAT_V5, last_backup_at=state.last_modified, findings=findings)
+    outcome = RestoreOutcome(format=FORMAT_V5, last_backup_at=state.last_modified)
+    if target.timestamp and state.files():
+        state = with_header_times(store, state)
+    plan, outcome.findings = plan_v5(state, target)
     if plan:
-        _restore_plan(store, plan, Path(out_path), outcome)
+        _restore_plan(store, plan, Path(out_path), outcome, workers)
     return outcome
 
 
-def _restore_plan(store: ObjectStore, plan: list[LtxFile], out_path: Path, outcome: RestoreOutcome) -> None:
+def _restore_plan(store: ObjectStore, plan: list[LtxFile], out_path: Path, outcome: RestoreOutcome,
+                  workers: int) -> None:
     writer = _PageWriter(out_path)
     applied = None
     try:
-        with _Prefetcher(store, [f.key for f in plan]) as fetch:
+        with _Prefetcher(store, [f.key for f in plan], workers) as fetch:
             try:
                 applied = _apply_plan(plan, writer, fetch)
             except CorruptObject as exc:
