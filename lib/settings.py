@@ -159,10 +159,10 @@ def parse_settings(document: Any, source: str) -> Settings:
     """Build ``Settings`` from a loaded YAML document (``None`` for an empty file)."""
     if document is None:
         return Settings(source=source)
-    top = _mapping(document, source, "")
-    _reject_unknown(top, {"defaults", "dbs"}, source, "")
+    top = _mapping(document, source)
+    _reject_unknown(top, {"defaults", "dbs"}, source, is_top=True)
     defaults = _merge(DbSettings(), top.get("defaults") or {}, source, "defaults")
-    blocks = _mapping(top.get("dbs") or {}, source, "dbs")
+    blocks = _mapping(top.get("dbs") or {}, f"{source}: dbs")
     per_db: dict[str, DbSettings] = {}
     for raw_key, block in blocks.items():
         key = _normalise_key(str(raw_key))
@@ -177,8 +177,8 @@ def parse_settings(document: Any, source: str) -> Settings:
 
 def _merge(base: DbSettings, block: Any, source: str, where: str) -> DbSettings:
     """``base`` with the keys present in ``block`` replaced (lists and maps replace whole)."""
-    block = _mapping(block, source, where)
-    _reject_unknown(block, set(_READERS), source, where)
+    block = _mapping(block, f"{source}: {where}")
+    _reject_unknown(block, set(_READERS), f"{source}: {where}")
     changes = {}
     for name, value in block.items():
         attribute, reader = _READERS[name]
@@ -237,8 +237,8 @@ def _read_min_rows(value: Any, key: str) -> Mapping[str, int]:
 
 
 def _read_freshness(value: Any, key: str) -> Freshness:
-    block = _mapping(value, key, "")
-    _reject_unknown(block, {"sql", "max-age"}, key, "")
+    block = _mapping(value, key)
+    _reject_unknown(block, {"sql", "max-age"}, key)
     if "sql" not in block or "max-age" not in block:
         raise ConfigError(f"{key}: needs both sql: and max-age:, e.g. {{sql: \"SELECT max(ts) FROM heartbeat\", max-age: 10m}}")
     return Freshness(sql=_read_sql(block["sql"], f"{key}.sql"), max_age_seconds=_read_duration(block["max-age"], f"{key}.max-age"))
@@ -250,8 +250,8 @@ def _read_probes(value: Any, key: str) -> tuple[Probe, ...]:
     probes = []
     for index, item in enumerate(value):
         where = f"{key}[{index}]"
-        block = _mapping(item, where, "")
-        _reject_unknown(block, {"name", "sql"}, where, "")
+        block = _mapping(item, where)
+        _reject_unknown(block, {"name", "sql"}, where)
         name = block.get("name")
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{where}.name: every probe needs a name for reports")
@@ -342,18 +342,19 @@ def _override_all(settings: Settings, changes: Mapping[str, Any]) -> Settings:
 # --------------------------------------------------------------------------------- small
 
 
-def _mapping(value: Any, source: str, where: str) -> dict:
+def _mapping(value: Any, label: str) -> dict:
+    """``value`` if it is a mapping; ``label`` is ``source: key`` for the error."""
     if not isinstance(value, dict):
-        prefix = f"{source}: {where}" if where else source
-        raise ConfigError(f"{prefix}: expected a mapping of keys, got {type(value).__name__}")
+        raise ConfigError(f"{label}: expected a mapping of keys, got {type(value).__name__}")
     return value
 
 
-def _reject_unknown(block: Mapping, known: set[str], source: str, where: str) -> None:
+def _reject_unknown(block: Mapping, known: set[str], label: str, *, is_top: bool = False) -> None:
+    """Refuse keys outside ``known``; ``label`` is the block's ``source: key``."""
     for name in block:
         if name not in known:
-            key = f"{where}.{name}" if where else str(name)
-            raise ConfigError(f"{source}: {key}: unknown key; known keys here: {', '.join(sorted(known))}")
+            key = f"{label}: {name}" if is_top else f"{label}.{name}"
+            raise ConfigError(f"{key}: unknown key; known keys here: {', '.join(sorted(known))}")
 
 
 def _normalise_key(db_path: str) -> str:
