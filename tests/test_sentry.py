@@ -1,3 +1,4 @@
+import json
 import signal
 import subprocess
 import sys
@@ -266,3 +267,46 @@ def test_sigterm_flushes_error_check_in_before_the_process_exits(sentry):
     # The process is gone: whatever arrived was flushed before exit.
     assert [c["status"] for c in sentry.check_ins()] == ["in_progress", "error"]
     assert "SIGTERM" in sentry.events()[0]["message"]
+
+
+# --------------------------------------------------------------------------- the real job
+
+
+def test_verify_job_checks_in_ok_and_sends_no_event_for_a_good_replica(sentry, v3_file_replica, clone,
+                                                                      restorable_env):
+    from tests.support import run_job
+
+    replica = clone(v3_file_replica)
+    env = {**restorable_env, "SENTRY_DSN": sentry.dsn, "SENTRY_MONITOR_SLUG": "e2e-verify"}
+    proc = run_job("jobs.verify", "--config", replica.config_path, "--json", "--max-age", "7d", env=env)
+
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["status"] == "ok"
+    check_ins = sentry.check_ins()
+    assert [c["status"] for c in check_ins] == ["in_progress", "ok"]
+    assert {c["monitor_slug"] for c in check_ins} == {"e2e-verify"}
+    assert check_ins[0]["monitor_config"]["schedule"] == {"type": "crontab", "value": "0 * * * *"}
+    assert sentry.events() == []
+    latest = Path(f"{replica.replica_dir}.restorable").rglob("latest.json")
+    assert [json.loads(p.read_text())["status"] for p in latest] == ["ok"]
+
+
+def test_verify_job_reports_a_broken_replica_as_error_event_and_check_in(sentry, v3_file_replica, clone,
+                                                                       restorable_env):
+    import shutil
+
+    from tests.support import run_job
+
+    replica = clone(v3_file_replica)
+    shutil.rmtree(replica.replica_dir / "generations")
+    env = {**restorable_env, "SENTRY_DSN": sentry.dsn}
+    proc = run_job("jobs.verify", "--config", replica.config_path, "--json", "--max-age", "7d", env=env)
+
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1, proc.stderr
+    assert report["databases"][0]["status"] == "failed"
+    assert [c["status"] for c in sentry.check_ins()] == ["in_progress", "error"]
+    [event] = sentry.events()
+    assert event["tags"]["database"] == str(replica.db_path)
+    assert event["level"] == "error"
+    assert event["fingerprint"] == ["restorable", str(replica.db_path), f"file://{replica.replica_dir}", "no_backups"]
