@@ -1,0 +1,209 @@
+"""Signals against the real ``python -m jobs.verify`` process, mid-restore.
+
+The restore is made slow by the fault proxy: object GETs (not listings) wait long
+enough that the test can signal the process while it is restoring. Each test checks
+the exit code, that the scratch directory (``RESTORABLE_SCRATCH_DIR``) is empty
+afterwards, and, where Sentry is on, that the check-in was closed as an error.
+
+The helpers here are shared by ``test_max_runtime.py`` and ``test_schedule.py``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Mapping
+
+import pytest
+import yaml
+
+from tests.support import REPO_ROOT, restorable_env
+from tests.support.faultproxy import FaultProxy, delay
+from tests.support.replicas import BuiltReplica
+from tests.support.sentry_server import SentryServer
+
+EXIT_INTERRUPTED = 130
+SLOW_GET_SECONDS = 120  # far beyond every test's patience: the restore never finishes by itself
+PROCESS_TIMEOUT = 60  # no wait in these tests is longer
+
+
+# ----------------------------------------------------------------------- helpers
+
+
+def proxied_config(replica: BuiltReplica, proxy: FaultProxy, path: Path) -> Path:
+    """A copy of ``replica``'s litestream.yml whose S3 endpoint is the fault proxy."""
+    doc = yaml.safe_load(replica.config_path.read_text())
+    db = doc["dbs"][0]
+    for entry in db.get("replicas") or [db["replica"]]:
+        entry["endpoint"] = proxy.endpoint
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def slow_restores(proxy: FaultProxy, seconds: float = SLOW_GET_SECONDS) -> None:
+    """Object downloads hang; listings (bucket-level GETs, key ``""``) stay fast."""
+    proxy.set_rules([delay(seconds, method="GET", key=r".")])
+
+
+def job_env(scratch: Path, **extra: str) -> dict[str, str]:
+    """The test environment for a job: private scratch root, no history, text logs."""
+    return restorable_env({"RESTORABLE_SCRATCH_DIR": str(scratch), "RESTORABLE_HISTORY": "off",
+                           "LOG_FORMAT": "text", **extra})
+
+
+class Job:
+    """A job started as ``python -m MODULE ARGS`` with its output in files (no pipe can fill up)."""
+
+    def __init__(self, module: str, *args: str | os.PathLike, env: Mapping[str, str], logs: Path):
+        logs.mkdir(parents=True, exist_ok=True)
+        self.stdout_path = logs / f"{module}.{time.monotonic_ns()}.out"
+        self.stderr_path = self.stdout_path.with_suffix(".err")
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=REPO_ROOT,
+                                         env=dict(env), stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = PROCESS_TIMEOUT) -> int:
+        """The exit code; kills the process and fails the test if it does not end in ``timeout``."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            pytest.fail(f"process did not exit within {timeout}s; stderr:\n{self.stderr()[-4000:]}")
+
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_for_stderr(self, predicate, timeout: float = PROCESS_TIMEOUT) -> str:
+        """Poll stderr until ``predicate(text)`` holds; fails the test if the process exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.stderr()
+            if predicate(text):
+                return text
+            if self.proc.poll() is not None:
+                pytest.fail(f"process exited {self.proc.returncode} early; stderr:\n{text[-4000:]}")
+            time.sleep(0.05)
+        pytest.fail(f"stderr condition not met within {timeout}s; stderr:\n{self.stderr()[-4000:]}")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def wait_until_restoring(proxy: FaultProxy, job: Job, timeout: float = 30) -> None:
+    """Block until the job has asked for an object the proxy holds back (it is mid-restore)."""
+    if not proxy.wait_for(lambda p: p.matched("delay"), timeout=timeout):
+        job.kill()
+        pytest.fail(f"no object download reached the proxy in {timeout}s; stderr:\n{job.stderr()[-4000:]}")
+
+
+def scratch_entries(scratch: Path) -> list[str]:
+    return sorted(p.name for p in scratch.iterdir())
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    path = tmp_path / "scratch"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def proxy(s3_server):
+    with FaultProxy(s3_server.endpoint) as p:
+        yield p
+
+
+@pytest.fixture
+def sentry():
+    with SentryServer() as server:
+        yield server
+
+
+# ------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_mid_restore_exits_130_removes_scratch_and_closes_check_in(
+        v3_s3_replica, proxy, scratch, sentry, tmp_path, signum):
+    config = proxied_config(v3_s3_replica, proxy, tmp_path / "litestream.yml")
+    slow_restores(proxy)
+    job = Job("jobs.verify", "--config", config, "--json", env=job_env(scratch, SENTRY_DSN=sentry.dsn),
+              logs=tmp_path)
+    wait_until_restoring(proxy, job)
+    assert scratch_entries(scratch), "the run should have a scratch directory while restoring"
+
+    started = time.monotonic()
+    job.signal(signum)
+    code = job.wait(timeout=30)
+
+    assert code == EXIT_INTERRUPTED, job.stderr()
+    assert time.monotonic() - started < 15
+    assert scratch_entries(scratch) == []
+    assert sentry.wait_for(lambda s: [c["status"] for c in s.check_ins()] == ["in_progress", "error"]), \
+        sentry.check_ins()
+    assert any("aborted" in (e.get("message") or "") for e in sentry.events())
+
+
+def test_sigterm_mid_restore_of_v5_replica_cleans_up(v5_s3_replica, proxy, scratch, tmp_path):
+    config = proxied_config(v5_s3_replica, proxy, tmp_path / "litestream.yml")
+    slow_restores(proxy)
+    job = Job("jobs.verify", "--config", config, env=job_env(scratch), logs=tmp_path)
+    wait_until_restoring(proxy, job)
+
+    job.signal(signal.SIGTERM)
+
+    assert job.wait(timeout=30) == EXIT_INTERRUPTED, job.stderr()
+    assert scratch_entries(scratch) == []
+
+
+def test_sigkill_mid_restore_leaves_scratch_that_the_next_run_removes(v3_s3_replica, proxy, scratch, tmp_path):
+    config = proxied_config(v3_s3_replica, proxy, tmp_path / "litestream.yml")
+    slow_restores(proxy)
+    killed = Job("jobs.verify", "--config", config, env=job_env(scratch), logs=tmp_path)
+    wait_until_restoring(proxy, killed)
+
+    killed.signal(signal.SIGKILL)
+    assert killed.wait(timeout=30) == -signal.SIGKILL
+    leftovers = scratch_entries(scratch)
+    assert leftovers and all(name.startswith(f"restorable-{killed.pid}-") for name in leftovers)
+
+    proxy.clear()
+    again = Job("jobs.verify", "--config", config, "--json", env=job_env(scratch), logs=tmp_path)
+    code = again.wait()
+
+    assert code == 0, again.stderr()
+    assert json.loads(again.stdout())["status"] == "ok"
+    assert scratch_entries(scratch) == []
+    assert "removing scratch directory left by an interrupted run" in again.stderr()
+
+
+def test_finished_run_leaves_no_scratch(v3_file_replica, scratch, tmp_path):
+    job = Job("jobs.verify", "--config", v3_file_replica.config_path, env=job_env(scratch), logs=tmp_path)
+
+    assert job.wait() == 0, job.stderr()
+    assert scratch_entries(scratch) == []
+
+
+def test_failed_run_leaves_no_scratch(tmp_path, scratch):
+    missing = tmp_path / "no-replica-here"
+    job = Job("jobs.verify", missing.as_uri(), env=job_env(scratch), logs=tmp_path)
+
+    assert job.wait() == 1, job.stderr()
+    assert scratch_entries(scratch) == []
