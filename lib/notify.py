@@ -236,6 +236,7 @@ class RunNotifier:
 
     # ------------------------------------------------------------------ per database
 
+    @never_raises()  # one database's reporting trouble must not silence the others
     def _finish_target(self, report: Report, db: DbConfig, replica: ReplicaConfig, result: DbResult) -> None:
         where = replica.describe()
         previous = self.previous(db, replica)

@@ -11,7 +11,7 @@ variable                        meaning                                         
 ``SENTRY_MONITOR_SLUG``         cron monitor slug                                  ``restorable-<job>``
 ``VERIFY_SCHEDULE``             the run's crontab (UTC), upserted on the monitor  ``0 * * * *``
 ``SENTRY_CHECKIN_MARGIN``       minutes a run may start late before "missed"       ``10``
-``SENTRY_MAX_RUNTIME``          minutes a run may take before "timed out"          ``30``
+``SENTRY_MAX_RUNTIME``          minutes a run may take before "timed out"          job's max runtime + 5
 ==============================  =================================================  ======================
 
 Events (see ``result_event``): level error for a failed database, warning for an
@@ -27,6 +27,7 @@ redacting it there would break the header. Anywhere else in an event it is redac
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -40,7 +41,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SCHEDULE = "0 * * * *"
 DEFAULT_CHECKIN_MARGIN_MINUTES = 10  # Railway cron starts can lag by minutes
-DEFAULT_MAX_RUNTIME_MINUTES = 30
+JOB_MAX_RUNTIME_SECONDS = 1800  # jobs.verify's own default (RESTORABLE_MAX_RUNTIME, 30m)
+# After its own deadline a run still reports, prints and flushes; Sentry waits this much longer.
+MAX_RUNTIME_SLACK_MINUTES = 5
 FLUSH_TIMEOUT_SECONDS = 10.0
 TAG_VALUE_LIMIT = 200  # Sentry rejects longer tag values
 LEVELS = {FAILED: "error", INCONCLUSIVE: "warning", WARN: "warning"}
@@ -91,7 +94,7 @@ class SentrySettings:
             monitor_slug=_first(environ, "SENTRY_MONITOR_SLUG") or f"restorable-{job}",
             schedule=schedule,
             checkin_margin=_minutes(environ, "SENTRY_CHECKIN_MARGIN", DEFAULT_CHECKIN_MARGIN_MINUTES),
-            max_runtime=_minutes(environ, "SENTRY_MAX_RUNTIME", DEFAULT_MAX_RUNTIME_MINUTES),
+            max_runtime=_minutes(environ, "SENTRY_MAX_RUNTIME", default_max_runtime_minutes(environ)),
             tags=tags,
         )
 
@@ -120,6 +123,20 @@ def _first(environ: Mapping[str, str], *names: str) -> str | None:
         if value:
             return value
     return None
+
+
+def default_max_runtime_minutes(environ: Mapping[str, str]) -> int:
+    """The job's own maximum runtime (``RESTORABLE_MAX_RUNTIME``, 30m) in whole minutes, plus slack."""
+    from lib.durations import parse_duration
+
+    seconds: float = JOB_MAX_RUNTIME_SECONDS
+    raw = (environ.get("RESTORABLE_MAX_RUNTIME") or "").strip()
+    if raw:
+        try:
+            seconds = parse_duration(raw, "RESTORABLE_MAX_RUNTIME")
+        except Exception:  # jobs.verify reports a bad value itself
+            seconds = JOB_MAX_RUNTIME_SECONDS
+    return max(1, math.ceil(seconds / 60)) + MAX_RUNTIME_SLACK_MINUTES
 
 
 def _minutes(environ: Mapping[str, str], name: str, default: int) -> int:

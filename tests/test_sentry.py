@@ -171,7 +171,14 @@ def test_default_monitor_is_hourly_with_room_to_start_late(sentry, replica):
 
     config = sentry.check_ins()[0]["monitor_config"]
     assert config == {"schedule": {"type": "crontab", "value": "0 * * * *"}, "timezone": "UTC",
-                      "checkin_margin": 10, "max_runtime": 30}
+                      "checkin_margin": 10, "max_runtime": 35}
+
+
+@pytest.mark.parametrize("job_max_runtime, minutes", [("10m", 15), ("90s", 7), ("2h", 125), ("nonsense", 35)])
+def test_monitor_max_runtime_follows_the_jobs_own_limit(job_max_runtime, minutes):
+    settings = SentrySettings.from_environ({"SENTRY_DSN": "http://k@127.0.0.1:9/1",
+                                            "RESTORABLE_MAX_RUNTIME": job_max_runtime})
+    assert settings.max_runtime == minutes
 
 
 def test_bad_schedule_checks_in_without_changing_the_monitor(sentry, replica, caplog):
@@ -310,3 +317,16 @@ def test_verify_job_reports_a_broken_replica_as_error_event_and_check_in(sentry,
     assert event["tags"]["database"] == str(replica.db_path)
     assert event["level"] == "error"
     assert event["fingerprint"] == ["restorable", str(replica.db_path), f"file://{replica.replica_dir}", "no_backups"]
+
+
+def test_one_broken_target_does_not_silence_the_others(sentry, replica):
+    notifier = RunNotifier.from_environ({"SENTRY_DSN": sentry.dsn}, secrets=[])
+    notifier.run_started()
+    broken = result(FAILED, "/data/a.db")
+    broken.findings = None  # reporting on this one fails inside the notifier
+    good = result(FAILED, "/data/b.db")
+    notifier.run_finished(Report(results=[good]), [(DbConfig("/data/a.db", (replica,)), replica, broken),
+                                                   (DbConfig("/data/b.db", (replica,)), replica, good)])
+
+    assert [e["tags"]["database"] for e in sentry.events()] == ["/data/b.db"]
+    assert sentry.check_ins()[-1]["status"] == "error"
