@@ -71,6 +71,7 @@ _PERMISSION_RE = re.compile(
     re.IGNORECASE,
 )
 _EXAMPLE_KEYS = 3  # keys named in a finding's message
+_FAILED_KEYS_SHOWN = 20  # keys listed under "failed" in the report
 
 
 # --------------------------------------------------------------------------- policy
@@ -557,7 +558,9 @@ class RetentionOutcome:
             out["reclaimable"] = _count(self.plan.delete)
             out["deleted"] = _count(self.deleted)
         if self.failures:
-            out["failed"] = {"objects": len(self.failures), "keys": [f.key for f in self.failures[:20]]}
+            sizes = {d.key: d.size for d in self.selected}
+            out["failed"] = {"objects": len(self.failures), "bytes": sum(sizes.get(f.key, 0) for f in self.failures),
+                             "keys": [f.key for f in self.failures[:_FAILED_KEYS_SHOWN]]}
         if self.mode == MODE_DRY_RUN:
             out["would_delete"] = [{"key": d.key, "size": d.size, "reason": d.reason} for d in self.selected]
         notes = (self.plan.notes if self.plan else []) + self.notes
