@@ -24,7 +24,7 @@ import string
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 import yaml
 
@@ -127,11 +127,14 @@ class Config:
     dbs: tuple[DbConfig, ...]
 
     def secrets(self) -> list[str]:
-        """Every secret value in this config, for log and report scrubbing."""
+        """Every secret value in this config, for log and report scrubbing.
+
+        The key pairs, plus the ``user:password`` part of an endpoint that carries one.
+        """
         out = []
         for db in self.dbs:
             for r in db.replicas:
-                out += [s for s in (r.access_key_id, r.secret_access_key) if s]
+                out += [s for s in (r.access_key_id, r.secret_access_key, _userinfo(r.endpoint)) if s]
         return out
 
 
@@ -217,7 +220,7 @@ def select_dbs(
         db = _find_db(config.dbs, value, base)
         if db is None:
             known = ", ".join(db.path for db in config.dbs)
-            raise ConfigError(f"--db {value}: no such database in {config.source}; known databases: {known}")
+            raise ConfigError(f"--db {_printable(value)}: no such database in {config.source}; known databases: {known}")
         if db not in chosen:
             chosen.append(db)
     return tuple(chosen)
@@ -260,6 +263,7 @@ def config_from_urls(
 
 _SPECIAL_NAMES = frozenset("*#$@!?-0123456789")
 _NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_")
+_IDENTIFIER_START = frozenset(string.ascii_letters + "_")
 
 
 @dataclass(frozen=True)
@@ -277,8 +281,8 @@ def expand_env(text: str, environ: Mapping[str, str], *, source: str = "config")
     ``*#$@!?-`` or a digit is a special variable (so ``$$`` and ``$1`` vanish); ``${}``
     and an unclosed ``${`` are deleted; a ``$`` before anything else is kept.
 
-    Unlike Go, a variable named like an identifier that is unset is an error when it
-    feeds a key restorable reads. One set to ``""`` expands to ``""``. References in
+    Unlike Go, an unset variable whose name starts like an identifier is an error when
+    it feeds a key restorable reads (special and odd names such as ``${ x}`` stay empty). One set to ``""`` expands to ``""``. References in
     comments and in keys restorable ignores expand to ``""`` as in Litestream.
 
     :raises ConfigError: naming the variable, the key it feeds and the fix.
@@ -288,7 +292,7 @@ def expand_env(text: str, environ: Mapping[str, str], *, source: str = "config")
     def lookup(name: str, offset: int) -> str:
         if name in environ:
             return environ[name]
-        if name[0] not in _SPECIAL_NAMES:
+        if name[0] in _IDENTIFIER_START:
             missing.append(_Reference(name, offset))
         return ""
 
@@ -354,13 +358,18 @@ def _raise_for_missing(text: str, missing: Sequence[_Reference], source: str) ->
     if not feeding:
         return
     ref, key = feeding[0]
+    name = _printable(ref.name)
     others = sorted({other.name for other, _ in feeding} - {ref.name})
-    also = f" (also unset: {', '.join(others)})" if others else ""
+    also = f" (also unset: {', '.join(map(_printable, others))})" if others else ""
     hint = "" if ref.name.isidentifier() else " (Litestream has no ${VAR:-default} syntax)"
     raise ConfigError(
-        f"{source}: {key} uses ${{{ref.name}}}, which is not set{hint}; "
-        f"set {ref.name} in the environment{also}"
+        f"{source}: {key} uses ${{{name}}}, which is not set{hint}; set {name} in the environment{also}"
     )
+
+
+def _printable(text: str) -> str:
+    """``text`` itself if it fits on one line, else its repr (messages are one line)."""
+    return text if text.isprintable() else repr(text)
 
 
 def _compose_quietly(text: str) -> yaml.Node | None:
@@ -428,7 +437,8 @@ def format_key(path: Sequence[str | int]) -> str:
     """``["dbs", 0, "replicas", 1, "bucket"]`` -> ``dbs[0].replicas[1].bucket``."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        name = _printable(str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{name}" if out else name)
     return out
 
 
@@ -846,7 +856,7 @@ def _url_scheme(url: str, where: str) -> str:
     return scheme
 
 
-def _split_url(url: str, where: str):
+def _split_url(url: str, where: str) -> SplitResult:
     try:
         return urlsplit(url)
     except ValueError:  # e.g. unbalanced [ ] in the host; the exception text quotes the URL
@@ -916,6 +926,14 @@ def redact_url(url: str) -> str:
 
 
 # ------------------------------------------------------------------------------------ small
+
+
+def _userinfo(url: str | None) -> str | None:
+    """The ``user:password`` before the host of ``url``, if any."""
+    if not url or "@" not in url:
+        return None
+    rest = url.partition("://")[2] or url
+    return rest.rpartition("@")[0] or None
 
 
 def _absolute(path: str, cwd: Path) -> str:

@@ -166,9 +166,10 @@ def parse_settings(document: Any, source: str) -> Settings:
     per_db: dict[str, DbSettings] = {}
     for raw_key, block in blocks.items():
         key = _normalise_key(str(raw_key))
+        label = f"dbs.{_printable(str(raw_key))}"
         if key in per_db:
-            raise ConfigError(f"{source}: dbs.{raw_key}: names the same database as another entry; merge them")
-        per_db[key] = _merge(defaults, block or {}, source, f"dbs.{raw_key}")
+            raise ConfigError(f"{source}: {label}: names the same database as another entry; merge them")
+        per_db[key] = _merge(defaults, block or {}, source, label)
     return Settings(source=source, defaults=defaults, per_db=MappingProxyType(per_db))
 
 
@@ -232,7 +233,7 @@ def _read_min_rows(value: Any, key: str) -> Mapping[str, int]:
         raise ConfigError(f"{key}: expected a mapping of table to row count, e.g. {{users: 1}}")
     for table, count in value.items():
         if not isinstance(table, str) or isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ConfigError(f"{key}.{table}: expected a row count of 0 or more, got {count!r}")
+            raise ConfigError(f"{key}.{_printable(str(table))}: expected a row count of 0 or more, got {count!r}")
     return MappingProxyType(dict(value))
 
 
@@ -353,8 +354,14 @@ def _reject_unknown(block: Mapping, known: set[str], label: str, *, is_top: bool
     """Refuse keys outside ``known``; ``label`` is the block's ``source: key``."""
     for name in block:
         if name not in known:
-            key = f"{label}: {name}" if is_top else f"{label}.{name}"
+            shown = _printable(str(name))
+            key = f"{label}: {shown}" if is_top else f"{label}.{shown}"
             raise ConfigError(f"{key}: unknown key; known keys here: {', '.join(sorted(known))}")
+
+
+def _printable(text: str) -> str:
+    """``text`` itself if it fits on one line, else its repr (messages are one line)."""
+    return text if text.isprintable() else repr(text)
 
 
 def _normalise_key(db_path: str) -> str:

@@ -560,6 +560,12 @@ def test_secrets_lists_every_secret_and_repr_hides_them(tmp_path):
     assert SECRET not in repr(cfg) and "TOPSECRET" not in repr(cfg)
 
 
+def test_secrets_include_credentials_inside_an_endpoint(tmp_path):
+    replica_yaml = f"type: s3\nbucket: b\nendpoint: https://user:{URL_PASSWORD}@minio.internal:9000"
+    cfg = load(tmp_path, s3_yaml(replica_yaml))
+    assert cfg.secrets() == [f"user:{URL_PASSWORD}"]
+
+
 def test_url_credentials_are_ignored_not_kept(tmp_path):
     replica = one_replica(load(tmp_path, s3_yaml(f"url: s3://key:{URL_PASSWORD}@bkt/p")))
     assert (replica.bucket, replica.path, replica.access_key_id) == ("bkt", "p", None)

@@ -400,12 +400,12 @@ def test_parse_duration_raises_only_config_errors(text):
         assert math.isfinite(seconds) and seconds >= 0
 
 
-@given(st.dictionaries(st.sampled_from(["max-age", "allow-empty", "keep-snapshots", "probes", "min-rows", "x"]),
+@given(st.dictionaries(st.sampled_from(["max-age", "allow-empty", "keep-snapshots", "probes", "min-rows", "x", "a\nb"]),
                        st.one_of(st.none(), st.booleans(), st.integers(-2, 5), st.text(max_size=4),
                                  st.lists(st.text(max_size=3), max_size=2)), max_size=4))
 @hsettings(max_examples=300)
 def test_parse_settings_raises_only_config_errors(block):
     try:
-        st_mod.parse_settings({"defaults": block, "dbs": {"a.db": block}}, "s.yml")
+        st_mod.parse_settings({"defaults": block, "dbs": {"a.db": block, "b\n.db": block}}, "s.yml")
     except ConfigError as exc:
         assert "\n" not in str(exc)
