@@ -220,7 +220,9 @@ def select_dbs(
         db = _find_db(config.dbs, value, base)
         if db is None:
             known = ", ".join(db.path for db in config.dbs)
-            raise ConfigError(f"--db {_printable(value)}: no such database in {config.source}; known databases: {known}")
+            raise ConfigError(
+                f"--db {_printable(value)}: no such database in {config.source}; known databases: {known}",
+            )
         if db not in chosen:
             chosen.append(db)
     return tuple(chosen)
@@ -282,8 +284,9 @@ def expand_env(text: str, environ: Mapping[str, str], *, source: str = "config")
     and an unclosed ``${`` are deleted; a ``$`` before anything else is kept.
 
     Unlike Go, an unset variable whose name starts like an identifier is an error when
-    it feeds a key restorable reads (special and odd names such as ``${ x}`` stay empty). One set to ``""`` expands to ``""``. References in
-    comments and in keys restorable ignores expand to ``""`` as in Litestream.
+    it feeds a key restorable reads. One set to ``""`` expands to ``""``. References in
+    comments and in keys restorable ignores, and odd names such as ``${ x}``, expand to
+    ``""`` as in Litestream.
 
     :raises ConfigError: naming the variable, the key it feeds and the fix.
     """
@@ -621,7 +624,10 @@ def _build_db(raw: Any, index: int, ctx: _Context) -> DbConfig:
     path = ctx.text(raw, "path", key)
     if path is None:
         if raw.get("dir") is not None:
-            raise ctx.fail(f"{key}.dir", "directory replication is not supported by restorable; list each database with path:")
+            raise ctx.fail(
+                f"{key}.dir",
+                "directory replication is not supported by restorable; list each database with path:",
+            )
         raise ctx.fail(f"{key}.path", "the database has no path; set path: to the SQLite file, e.g. /data/app.db")
     replicas = tuple(_build_replica(entry, entry_key, ctx) for entry_key, entry in _replica_entries(raw, key, ctx))
     _check_unique_names(replicas, key, ctx)
@@ -632,7 +638,10 @@ def _replica_entries(raw: Mapping, key: str, ctx: _Context) -> list[tuple[str, A
     """``(key, entry)`` for each replica, from v0.5 ``replica:`` or v0.3 ``replicas:``."""
     single, many = raw.get("replica"), raw.get("replicas")
     if single is not None and many is not None:
-        raise ctx.fail(key, "has both replica: and replicas:; keep one (replica: for Litestream 0.5, replicas: for 0.3)")
+        raise ctx.fail(
+            key,
+            "has both replica: and replicas:; keep one (replica: for Litestream 0.5, replicas: for 0.3)",
+        )
     if single is not None:
         return [(f"{key}.replica", single)]
     if many is None:
@@ -662,7 +671,10 @@ def _build_replica(raw: Any, key: str, ctx: _Context) -> ReplicaConfig:
     url = ctx.text(raw, "url", key)
     kind = _replica_type(raw, url, key, ctx)
     if raw.get("age"):
-        raise ctx.fail(_join(key, "age"), "age-encrypted replicas are not supported by restorable; verify an unencrypted replica")
+        raise ctx.fail(
+            _join(key, "age"),
+            "age-encrypted replicas are not supported by restorable; verify an unencrypted replica",
+        )
     sync_interval = ctx.duration(raw, "sync-interval", key)
     if sync_interval is None:
         sync_interval = ctx.top.sync_interval if ctx.top.sync_interval is not None else DEFAULT_SYNC_INTERVAL
@@ -680,7 +692,10 @@ def _replica_type(raw: Mapping, url: str | None, key: str, ctx: _Context) -> str
     explicit = ctx.text(raw, "type", key)
     scheme = _url_scheme(url, ctx.where(_join(key, "url"))) if url else None
     if scheme and explicit and scheme != explicit:
-        raise ctx.fail(_join(key, "type"), f"type {explicit!r} contradicts the url scheme {scheme!r}; remove type: or fix url:")
+        raise ctx.fail(
+            _join(key, "type"),
+            f"type {explicit!r} contradicts the url scheme {scheme!r}; remove type: or fix url:",
+        )
     kind = scheme or explicit or "file"
     if kind not in SUPPORTED_TYPES:
         origin = "url" if scheme else "type"
@@ -698,7 +713,10 @@ def _file_replica(raw: Mapping, url: str | None, key: str, ctx: _Context) -> Rep
     if url is not None:
         path = parse_file_url(url, ctx.where(_join(key, "url")))
     elif path is None:
-        raise ctx.fail(_join(key, "path"), "a file replica needs a directory; set path: /backups/app.db or url: file:///backups/app.db")
+        raise ctx.fail(
+            _join(key, "path"),
+            "a file replica needs a directory; set path: /backups/app.db or url: file:///backups/app.db",
+        )
     elif _looks_like_url(path):
         raise ctx.fail(_join(key, "path"), "replica path cannot be a url; move it to url:")
     return ReplicaConfig(name="file", type="file", path=_absolute(path, ctx.cwd))
@@ -708,7 +726,10 @@ def _s3_replica(raw: Mapping, url: str | None, key: str, ctx: _Context) -> Repli
     if url is not None:
         for conflicting in ("path", "bucket"):
             if ctx.text(raw, conflicting, key) is not None:
-                raise ctx.fail(key, f"cannot specify url & {conflicting} for s3 replica; put them in the url or drop url:")
+                raise ctx.fail(
+                    key,
+                    f"cannot specify url & {conflicting} for s3 replica; put them in the url or drop url:",
+                )
         parsed = parse_s3_url(url, ctx.where(_join(key, "url")))
     else:
         path = ctx.text(raw, "path", key) or ""
@@ -736,8 +757,14 @@ def _s3_replica(raw: Mapping, url: str | None, key: str, ctx: _Context) -> Repli
 def _missing_bucket(key: str, from_url: bool, ctx: _Context) -> ConfigError:
     env = " or ".join(BUCKET_VARS)
     if from_url:
-        return ctx.fail(_join(key, "url"), f"the s3 url names no bucket; use s3://BUCKET/PATH or set {env} in the environment")
-    return ctx.fail(_join(key, "bucket"), f"the s3 replica has no bucket; set bucket: (or url: s3://BUCKET/PATH) or set {env} in the environment")
+        return ctx.fail(
+            _join(key, "url"),
+            f"the s3 url names no bucket; use s3://BUCKET/PATH or set {env} in the environment",
+        )
+    return ctx.fail(
+        _join(key, "bucket"),
+        f"the s3 replica has no bucket; set bucket: (or url: s3://BUCKET/PATH) or set {env} in the environment",
+    )
 
 
 def _path_style(explicit: bool | None, parsed: S3Url, ctx: _Context) -> bool | None:
@@ -759,8 +786,12 @@ def _credentials(raw: Mapping, key: str, ctx: _Context) -> tuple[str | None, str
     secret = ctx.text(raw, "secret-access-key", key) or ctx.top.secret_access_key
     if access or secret:
         if not (access and secret):
-            present, absent = ("access-key-id", "secret-access-key") if access else ("secret-access-key", "access-key-id")
-            raise ctx.fail(key, f"{present} is set but {absent} is empty; set both, or neither to use the environment's credentials")
+            pair = ("access-key-id", "secret-access-key")
+            present, absent = pair if access else pair[::-1]
+            raise ctx.fail(
+                key,
+                f"{present} is set but {absent} is empty; set both, or neither to use the environment's credentials",
+            )
         return access, secret
     access, secret = ctx.env.access_key_id, ctx.env.secret_access_key
     if bool(access) != bool(secret):
@@ -797,11 +828,14 @@ class _Provider:
 # The port, if any, is appended to the endpoint; localhost is plain http.
 _PROVIDER_HOSTS = (
     (re.compile(r"(?:(?P<bucket>.+)\.)?localhost"), "http://localhost", "us-east-1"),
-    (re.compile(r"(?:(?P<bucket>.+)\.)?s3\.(?P<region>[^.]+)\.backblazeb2\.com"), "https://s3.{region}.backblazeb2.com", None),
+    (re.compile(r"(?:(?P<bucket>.+)\.)?s3\.(?P<region>[^.]+)\.backblazeb2\.com"),
+     "https://s3.{region}.backblazeb2.com", None),
     (re.compile(r"(?:(?P<bucket>.+)\.)?s3\.filebase\.com"), "https://s3.filebase.com", None),
-    (re.compile(r"(?:(?P<bucket>.+)\.)?(?P<region>[^.]+)\.digitaloceanspaces\.com"), "https://{region}.digitaloceanspaces.com", None),
+    (re.compile(r"(?:(?P<bucket>.+)\.)?(?P<region>[^.]+)\.digitaloceanspaces\.com"),
+     "https://{region}.digitaloceanspaces.com", None),
     (re.compile(r"(?:(?P<bucket>.+)\.)?s3\.(?P<region>[^.]+)\.scw\.cloud"), "https://s3.{region}.scw.cloud", None),
-    (re.compile(r"(?:(?P<bucket>.+)\.)?(?P<region>[^.]+)\.linodeobjects\.com"), "https://{region}.linodeobjects.com", None),
+    (re.compile(r"(?:(?P<bucket>.+)\.)?(?P<region>[^.]+)\.linodeobjects\.com"),
+     "https://{region}.linodeobjects.com", None),
 )
 # Litestream 0.5 also reads AWS virtual-host names (bucket.s3[.region].amazonaws.com).
 _AWS_HOST = re.compile(r"(?P<bucket>.+)\.s3(?:[.-](?P<region>[^.]+))?\.amazonaws\.com")
@@ -845,7 +879,9 @@ def parse_file_url(url: str, where: str) -> str:
     parts = _split_url(url, where)
     path = unquote(parts.path)
     if parts.netloc not in ("", "localhost") or not path.startswith("/"):
-        raise ConfigError(f"{where}: {_show(redact_url(url))} is not a file URL with an absolute path; use file:///ABSOLUTE/PATH")
+        raise ConfigError(
+            f"{where}: {_show(redact_url(url))} is not a file URL with an absolute path; use file:///ABSOLUTE/PATH",
+        )
     return posixpath.normpath(path)
 
 
@@ -860,7 +896,9 @@ def _split_url(url: str, where: str) -> SplitResult:
     try:
         return urlsplit(url)
     except ValueError:  # e.g. unbalanced [ ] in the host; the exception text quotes the URL
-        raise ConfigError(f"{where}: {_show(redact_url(url))} is not a valid URL; use s3://BUCKET/PATH or file:///PATH") from None
+        raise ConfigError(
+            f"{where}: {_show(redact_url(url))} is not a valid URL; use s3://BUCKET/PATH or file:///PATH",
+        ) from None
 
 
 def _split_host_port(hostport: str, url: str, where: str) -> tuple[str, str]:

@@ -132,7 +132,9 @@ def _resolve_path(cli_path: str | None, environ: Mapping[str, str], default_path
         if value:
             explicit = Path(value).expanduser()
             if not explicit.is_file():
-                raise ConfigError(f"settings file {explicit} (from {origin}) does not exist; fix {origin} or create the file")
+                raise ConfigError(
+                    f"settings file {explicit} (from {origin}) does not exist; fix {origin} or create the file",
+                )
             return explicit
     return default_path if default_path.is_file() else None
 
@@ -147,7 +149,9 @@ def _read_file(path: Path) -> Settings:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "unknown position"
-        raise ConfigError(f"{source}: {where}: invalid YAML ({exc.problem or exc.context}); fix the syntax there") from None
+        raise ConfigError(
+            f"{source}: {where}: invalid YAML ({exc.problem or exc.context}); fix the syntax there",
+        ) from None
     except yaml.YAMLError:
         raise ConfigError(f"{source}: invalid YAML; check the file is a YAML mapping") from None
     except (ValueError, TypeError, IndexError, OverflowError):  # e.g. an empty `!!int`
@@ -241,8 +245,13 @@ def _read_freshness(value: Any, key: str) -> Freshness:
     block = _mapping(value, key)
     _reject_unknown(block, {"sql", "max-age"}, key)
     if "sql" not in block or "max-age" not in block:
-        raise ConfigError(f"{key}: needs both sql: and max-age:, e.g. {{sql: \"SELECT max(ts) FROM heartbeat\", max-age: 10m}}")
-    return Freshness(sql=_read_sql(block["sql"], f"{key}.sql"), max_age_seconds=_read_duration(block["max-age"], f"{key}.max-age"))
+        raise ConfigError(
+            f"{key}: needs both sql: and max-age:, e.g. {{sql: \"SELECT max(ts) FROM heartbeat\", max-age: 10m}}",
+        )
+    return Freshness(
+        sql=_read_sql(block["sql"], f"{key}.sql"),
+        max_age_seconds=_read_duration(block["max-age"], f"{key}.max-age"),
+    )
 
 
 def _read_probes(value: Any, key: str) -> tuple[Probe, ...]:
