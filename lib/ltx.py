@@ -202,9 +202,8 @@ class _Stream:
         return data
 
     def peek(self, limit: int) -> bytes:
-        """Up to ``limit`` buffered bytes (at least one unless at the end), not consumed."""
-        if not self._available():
-            self._fill(1)
+        """The next ``limit`` bytes (fewer only at the end of the object), not consumed."""
+        self._fill(limit)
         return self._buf[self._pos:self._pos + limit]
 
     def skip(self, size: int) -> None:
@@ -213,20 +212,6 @@ class _Stream:
 
     def at_end(self) -> bool:
         return not self._fill(1)
-
-    def read_uvarint(self, what: str) -> tuple[int, bytes]:
-        """One Go ``uvarint`` (LEB128) and its raw bytes."""
-        raw = bytearray()
-        value = shift = 0
-        while True:
-            byte = self.read_exact(1, what)[0]
-            raw.append(byte)
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value, bytes(raw)
-            shift += 7
-            if len(raw) >= _MAX_UVARINT_BYTES:
-                raise CorruptObject(self._key, f"{what} at offset {self.offset} is an overlong varint")
 
 
 class LtxDecoder:
@@ -368,31 +353,52 @@ class LtxDecoder:
 
     def _read_index(self, expected: array) -> None:
         """Parse the page index and require it to describe exactly the frames read."""
-        start = self._stream.offset
         entries = len(expected) // 3
-        for i in range(entries + 1):
-            what = "page index"
-            pgno, raw = self._stream.read_uvarint(what)
-            self._crc = crc64(raw, self._crc)
-            if pgno == 0:
-                break
-            if i == entries:
-                raise self._fail(f"page index lists more than the {entries} pages in the file")
-            offset, raw_offset = self._stream.read_uvarint(what)
-            size, raw_size = self._stream.read_uvarint(what)
-            self._crc = crc64(raw_offset + raw_size, self._crc)
-            want = tuple(expected[3 * i:3 * i + 3])
-            if (pgno, offset, size) != want:
-                raise self._fail(f"page index entry {i + 1} (page {pgno}, offset {offset}, size {size}) "
-                                 f"does not match the frame (page {want[0]}, offset {want[1]}, size {want[2]})")
-        if i < entries:
-            raise self._fail(f"page index lists {i} pages, the file has {entries}")
-        index_len = self._stream.offset - start
+        # The index is at most 3 varints per page plus the terminator; reading that much
+        # ahead (or to the end of the object, 24 bytes later) costs a few bytes per page.
+        ahead = self._stream.peek(3 * entries * _MAX_UVARINT_BYTES + 1)
+        values, length = self._decode_index(ahead, entries)
+        if array("Q", values) != expected:
+            self._index_mismatch(values, expected)
+        self._crc = crc64(ahead[:length], self._crc)
+        self._stream.skip(length)
         raw = self._stream.read_exact(INDEX_SIZE_FIELD, "page index size")
         (stored,) = _U64.unpack(raw)
-        if stored != index_len:
-            raise self._fail(f"page index size field says {stored} bytes, the index has {index_len}")
+        if stored != length:
+            raise self._fail(f"page index size field says {stored} bytes, the index has {length}")
         self._crc = crc64(raw, self._crc)
+
+    def _decode_index(self, data: bytes, entries: int) -> tuple[list[int], int]:
+        """The index's values (Go uvarints: pgno, offset, size per page) up to its 0
+        terminator, and the number of bytes they took."""
+        values: list[int] = []
+        value = shift = 0
+        for at, byte in enumerate(data):
+            value |= (byte & 0x7F) << shift
+            if byte & 0x80:
+                shift += 7
+                if shift >= 7 * _MAX_UVARINT_BYTES:
+                    raise self._fail(f"page index has an overlong varint at offset {self._stream.offset + at}")
+                continue
+            if value == 0 and len(values) % 3 == 0:
+                return values, at + 1
+            values.append(value)
+            value = shift = 0
+            if len(values) > 3 * entries:
+                raise self._fail(f"page index lists more than the {entries} pages in the file")
+        if len(data) <= 3 * entries * _MAX_UVARINT_BYTES:
+            raise self._fail(f"truncated after {self._stream.offset + len(data)} bytes (in page index)")
+        raise self._fail(f"page index is not terminated within {len(data)} bytes")
+
+    def _index_mismatch(self, values: list[int], expected: array) -> None:
+        for i in range(0, len(expected), 3):
+            got, want = tuple(values[i:i + 3]), tuple(expected[i:i + 3])
+            if len(got) < 3:
+                raise self._fail(f"page index lists {i // 3} pages, the file has {len(expected) // 3}")
+            if got != want:
+                raise self._fail(f"page index entry {i // 3 + 1} (page {got[0]}, offset {got[1]}, size {got[2]}) "
+                                 f"does not match the frame (page {want[0]}, offset {want[1]}, size {want[2]})")
+        raise self._fail(f"page index lists more than the {len(expected) // 3} pages in the file")
 
     def _read_trailer(self) -> None:
         raw = self._stream.read_exact(TRAILER_SIZE, "trailer")

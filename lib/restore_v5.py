@@ -43,6 +43,7 @@ _FILE_LEVEL_RE = re.compile(r"^[0-9]+$")  # "%d" (file, gs, abs, sftp, ... clien
 PREFETCH_OBJECTS = 4  # objects downloading at once (the one being applied included)
 PREFETCH_CHUNK = 1 << 20  # bytes per read from the store
 PREFETCH_CHUNKS_AHEAD = 4  # chunks buffered per object: at most ~20 MiB in flight in total
+WRITE_RUN_PAGES = 256  # consecutive pages gathered into one pwritev (IOV_MAX is 1024 on Linux)
 
 
 # --------------------------------------------------------------------------- layout
@@ -463,18 +464,30 @@ _NOT_FULL = bytes(0 if b == 0xFF else 1 for b in range(256))
 class _PageWriter:
     """Writes pages at ``(pgno - 1) * page_size`` and remembers which were written.
 
-    The bitmap holds one bit per page (32 MiB per TiB of 4 KiB pages), grown as pages
-    arrive; the lock page is never written and stays a hole of zeros.
+    Consecutive pages are gathered into runs of up to ``WRITE_RUN_PAGES`` and written
+    with one ``pwritev``; writes stay in arrival order, so the last writer of a page
+    wins. The bitmap holds one bit per page (32 MiB per TiB of 4 KiB pages), grown as
+    pages arrive; the lock page is never written and stays a hole of zeros.
     """
 
     def __init__(self, path: Path):
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         self.page_size = 0
         self._bitmap = bytearray()
+        self._run: list[bytes] = []
+        self._run_start = 0
 
     def write(self, pgno: int, page: bytes) -> None:
-        os.pwrite(self.fd, page, (pgno - 1) * self.page_size)
+        if pgno != self._run_start + len(self._run) or len(self._run) >= WRITE_RUN_PAGES:
+            self.flush()
+            self._run_start = pgno
+        self._run.append(page)
         self._mark(pgno)
+
+    def flush(self) -> None:
+        if self._run:
+            os.pwritev(self.fd, self._run, (self._run_start - 1) * self.page_size)
+            self._run = []
 
     def _mark(self, pgno: int) -> None:
         bit = pgno - 1
@@ -504,7 +517,9 @@ class _PageWriter:
         return None
 
     def finish(self, commit: int) -> None:
-        """Cut the file to the final commit: pages above it are gone (VACUUM, shrink)."""
+        """Write what is gathered and cut the file to the final commit: pages above it
+        are gone (VACUUM, shrink)."""
+        self.flush()
         os.ftruncate(self.fd, commit * self.page_size)
 
     def close(self) -> None:
