@@ -1,0 +1,1 @@
+"""The issue-8 benchmark: restorable against litestream restore (run bench/run.py)."""
