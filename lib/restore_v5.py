@@ -300,30 +300,28 @@ def _extend(state: V5State, cur: int, txid: int | None, before: datetime | None)
 
 def _plan_findings(state: V5State, plan: list[LtxFile], txid: int | None,
                    before: datetime | None) -> list[Finding]:
-    cur = plan[-1].max_txid if plan else 0
+    """Why the chain is not the restore asked for; Litestream checks gaps only on latest
+    restores (a timestamp restore silently stops at a gap, as Litestream's does)."""
     if not plan:
         return [error("missing_snapshot", _no_start_message(state, txid, before))]
-    if txid is None and before is None:
-        nxt = _first_beyond(state, cur, None, None)
-        if nxt:
-            return [_gap_finding(cur, nxt)]
+    cur = plan[-1].max_txid
+    if before is not None or (txid is not None and cur >= txid):
         return []
-    if txid is not None and cur < txid:
-        nxt = _first_beyond(state, cur, txid, None)
-        if nxt:
-            return [_gap_finding(cur, nxt)]
-        return [error("no_backups", f"TXID {txid:016x} is not a restore point: the chain ends at {cur:016x} "
-                                    f"and no file ends exactly at the target (files are never applied "
-                                    f"partially)")]
-    return []
+    nxt = _first_beyond(state, cur, txid)
+    if nxt:
+        return [_gap_finding(cur, nxt)]
+    if txid is None:
+        return []
+    return [error("no_backups", f"TXID {txid:016x} is not a restore point: the chain ends at {cur:016x} "
+                                f"and no file ends exactly at the target (files are never applied partially)")]
 
 
-def _first_beyond(state: V5State, cur: int, txid: int | None, before: datetime | None) -> LtxFile | None:
+def _first_beyond(state: V5State, cur: int, txid: int | None) -> LtxFile | None:
     """The file Litestream names in its gap error: scanning levels 8..0, the first file
-    starting after ``cur + 1``."""
+    starting after ``cur + 1`` (and ending at or before the target TXID, if any)."""
     for level in range(SNAPSHOT_LEVEL - 1, -1, -1):
         for f in state.levels.get(level, []):
-            if f.min_txid > cur + 1 and _eligible(f, txid, before):
+            if f.min_txid > cur + 1 and (txid is None or f.max_txid <= txid):
                 return f
     return None
 
