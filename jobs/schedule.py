@@ -392,7 +392,8 @@ class Worker:
         self._idle.wait(timeout=5.0)
 
     def _build_scheduler(self):
-        from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
+        """One job, one run at a time. APScheduler itself logs (at WARNING) a run skipped
+        because the previous one is still going, and a run missed by more than the grace."""
         from apscheduler.executors.pool import ThreadPoolExecutor
         from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -403,18 +404,7 @@ class Worker:
         )
         extra = {"next_run_time": datetime.now(timezone.utc)} if self.options.run_now else {}
         scheduler.add_job(self.verify_once, self.options.trigger, id=JOB_ID, name="verify", **extra)
-        scheduler.add_listener(self._on_skipped, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         return scheduler
-
-    def _on_skipped(self, event) -> None:
-        from apscheduler.events import EVENT_JOB_MAX_INSTANCES
-
-        if event.code == EVENT_JOB_MAX_INSTANCES:
-            log.warning("run due at %s skipped: the previous verification is still running",
-                        _iso(event.scheduled_run_time))
-        else:
-            log.warning("run due at %s missed by more than %s (worker busy or asleep); waiting for the next one",
-                        _iso(event.scheduled_run_time), format_duration(MISFIRE_GRACE_SECONDS))
 
     def _install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
