@@ -466,7 +466,7 @@ def plan_v5_retention(
     doomed.update(_v5_l0_doomed(v5, now))
     decisions = [Decision.of(f.info, DELETE, doomed[f.key]) if f.key in doomed
                  else Decision.of(f.info, KEEP, "Litestream's retention keeps it") for f in files]
-    notes = ["Litestream v0.5 enforces its own retention while it runs; restorable only reports"]
+    notes = ["report-only: Litestream v0.5 enforces its own retention while it runs, restorable deletes no LTX file"]
     return _finish(FORMAT_V5, policy, now, decisions, needed, notes)
 
 
@@ -544,6 +544,7 @@ class RetentionOutcome:
     selected: list[Decision] = field(default_factory=list)  # passed the re-list checks
     deleted: list[Decision] = field(default_factory=list)
     failures: list[DeleteFailure] = field(default_factory=list)
+    held: list[Decision] = field(default_factory=list)  # offset-0 segments kept because their index failed
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -560,7 +561,7 @@ class RetentionOutcome:
         if self.failures:
             sizes = {d.key: d.size for d in self.selected}
             out["failed"] = {"objects": len(self.failures), "bytes": sum(sizes.get(f.key, 0) for f in self.failures),
-                             "keys": [f.key for f in self.failures[:_FAILED_KEYS_SHOWN]]}
+                             "held_back": len(self.held), "keys": [f.key for f in self.failures[:_FAILED_KEYS_SHOWN]]}
         if self.mode == MODE_DRY_RUN:
             out["would_delete"] = [{"key": d.key, "size": d.size, "reason": d.reason} for d in self.selected]
         notes = (self.plan.notes if self.plan else []) + self.notes
@@ -619,9 +620,8 @@ def enforce_after_verify(
     points = verified_points(result, verified_good)
     outcome = RetentionOutcome(MODE_DRY_RUN if dry_run else MODE_ENFORCE if enforce else MODE_REPORT)
     outcome.plan = plan(state, policy, now, points)
-    if outcome.mode != MODE_REPORT and state.format != FORMAT_V3:
-        outcome.notes.append(f"{state.format} replicas are report-only: Litestream enforces its own retention")
-        outcome.mode = MODE_REPORT
+    if state.format != FORMAT_V3:
+        outcome.mode = MODE_REPORT  # v0.5 is report-only (the plan's notes say so)
     if outcome.mode == MODE_REPORT:
         outcome.findings += _overdue_findings(state, policy, now, points, replica, enforced=False)
     else:
@@ -644,14 +644,18 @@ def _select_and_delete(store: ObjectStore, replica: "ReplicaConfig", outcome: Re
     if outcome.mode == MODE_DRY_RUN:
         outcome.findings += _overdue_findings(fresh_state, policy, now, points, replica, enforced=False)
         return
-    outcome.deleted, outcome.failures = delete_selected(store, outcome.selected)
+    outcome.deleted, outcome.failures, outcome.held = delete_selected(store, outcome.selected)
     outcome.findings += _failure_findings(outcome, store)
     if outcome.deleted:
         outcome.findings += _check_after(store, replica, fresh_state)
 
 
-def delete_selected(store: ObjectStore, selected: Sequence[Decision]) -> tuple[list[Decision], list[DeleteFailure]]:
-    """Delete in two passes (see :func:`delete_passes`); return what went and what failed."""
+def delete_selected(store: ObjectStore,
+                    selected: Sequence[Decision]) -> tuple[list[Decision], list[DeleteFailure], list[Decision]]:
+    """Delete in two passes (see :func:`delete_passes`).
+
+    Returns what went, what failed, and the offset-0 segments held back because another
+    segment of their index failed to go."""
     first, last = delete_passes(selected)
     failures = store.delete([d.key for d in first]) if first else []
     failed_groups = {_wal_group(f.key) for f in failures}
@@ -661,9 +665,7 @@ def delete_selected(store: ObjectStore, selected: Sequence[Decision]) -> tuple[l
         failures += store.delete([d.key for d in last])
     failed = {f.key for f in failures}
     deleted = [d for d in first + last if d.key not in failed]
-    if held:
-        log.warning("kept %d offset-0 WAL segment(s) whose index could not be deleted whole", len(held))
-    return deleted, failures
+    return deleted, failures, held
 
 
 def _failure_findings(outcome: RetentionOutcome, store: ObjectStore) -> list[Finding]:
@@ -672,19 +674,21 @@ def _failure_findings(outcome: RetentionOutcome, store: ObjectStore) -> list[Fin
     refused = [f for f in outcome.failures if _PERMISSION_RE.search(f.error)]
     other = [f for f in outcome.failures if not _PERMISSION_RE.search(f.error)]
     total = len(outcome.selected)
+    held = (f"; {len(outcome.held)} offset-0 WAL segment(s) were kept so that their WAL indexes stay whole"
+            if outcome.held else "")
     if refused:
         findings.append(error(
             "retention",
             f"retention could not delete {len(refused)} of {total} object(s) from {store.description}: "
-            f"{refused[0].error} (e.g. {_examples(refused)}). The backup itself verified; grant the credentials "
-            "s3:DeleteObject on the replica path (or write access to the replica directory), or turn enforcement "
-            "off (unset RESTORABLE_ENFORCE_RETENTION / enforce-retention)",
+            f"{refused[0].error} (e.g. {_examples(refused)}){held}. The backup itself verified; grant the "
+            "credentials s3:DeleteObject on the replica path (or write access to the replica directory), or turn "
+            "enforcement off (unset RESTORABLE_ENFORCE_RETENTION / enforce-retention)",
             refused[0].key))
     if other:
         findings.append(warning(
             "retention",
             f"retention could not delete {len(other)} of {total} object(s) from {store.description}: "
-            f"{other[0].error} (e.g. {_examples(other)}); the next run tries again",
+            f"{other[0].error} (e.g. {_examples(other)}){held}; the next run tries again",
             other[0].key))
     return findings
 

@@ -215,7 +215,7 @@ def test_v5_plan_reports_what_litestream_would_delete():
         "ltx/0/000000000000001f-000000000000001f.ltx",  # L0 compacted into L1 and older than 5m
         "ltx/0/0000000000000020-0000000000000020.ltx",
     }
-    assert any("Litestream v0.5 enforces its own retention" in n for n in plan.notes)
+    assert any("report-only: Litestream v0.5 enforces its own retention" in n for n in plan.notes)
 
 
 def test_v5_plan_keeps_the_newest_snapshot_and_each_levels_last_file():
