@@ -13,7 +13,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Iterable, Iterator, TypeVar
 
-from lib.errors import ObjectNotFound, StorageUnavailable
+from lib.errors import ObjectNotFound, StorageError, StorageUnavailable
 from lib.storage import ObjectInfo, ObjectStore
 
 T = TypeVar("T")
@@ -21,20 +21,37 @@ RETRY_ATTEMPTS = 4
 RETRY_BASE_DELAY = 0.2
 
 
+class ObjectChanged(ObjectNotFound):
+    """The object read is not the one listed: Litestream replaced it after the listing.
+
+    A kind of ``ObjectNotFound`` so that callers re-list, as they do for a vanished object;
+    it is never evidence of damage.
+    """
+
+    def __init__(self, key: str, detail: str):
+        StorageError.__init__(self, f"object {key} changed between listing and reading ({detail})")
+        self.key = key
+
+
 def fetch_whole(store: ObjectStore, info: ObjectInfo, attempts: int = RETRY_ATTEMPTS) -> bytes:
     """Read one object completely, re-fetching when the body comes back short or fails.
 
-    A body shorter than the listed size is a transport problem, never corruption: it is
-    retried with backoff and jitter, then reported as ``StorageUnavailable``.
-    ``ObjectNotFound`` is not retried: the caller re-lists.
+    A body whose size differs from the listing is never taken for corruption: a one-off
+    difference is a transport problem (retried with backoff and jitter, then reported as
+    ``StorageUnavailable``); the same different size twice in a row means the object was
+    replaced (``ObjectChanged``). ``ObjectNotFound`` is not retried: the caller re-lists.
     """
     last: Exception | None = None
+    previous_size: int | None = None
     for attempt in range(attempts):
         try:
             with store.open(info.key) as reader:
                 data = reader.read()
             if len(data) == info.size:
                 return data
+            if len(data) == previous_size:
+                raise ObjectChanged(info.key, f"{len(data)} bytes read twice, the listing said {info.size}")
+            previous_size = len(data)
             last = StorageUnavailable(f"read {info.key}: got {len(data)} of {info.size} bytes")
         except ObjectNotFound:
             raise

@@ -11,17 +11,18 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import struct
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from lib import lz4stream, wal
 from lib.errors import CorruptObject
-from lib.fetch import prefetch
+from lib.fetch import ObjectChanged, prefetch
 from lib.outcome import RestoreOutcome, RestoreTarget
 from lib.replica import FORMAT_V3, Generation, Snapshot, V3State, WalSegment, format_wal_segment_name
 from lib.report import Finding, error, warning
-from lib.storage import ObjectStore
+from lib.storage import ObjectInfo, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def plan_v3(state: V3State, target: RestoreTarget = RestoreTarget()) -> tuple[V3
     if snapshot is None:
         return None, [_missing_snapshot(state, gen, target)]
     segments = _segments_until(gen, target)
-    findings = _check_indexes(gen, snapshot, segments)
+    findings = _check_indexes(state.prefix, gen, snapshot, segments)
     needed = [s for s in segments if s.index >= snapshot.index]
     return V3Plan(gen, snapshot, needed, [f for f in findings if f.severity == "warning"]), [
         f for f in findings if f.severity != "warning"
@@ -109,15 +110,20 @@ def plan_v3(state: V3State, target: RestoreTarget = RestoreTarget()) -> tuple[V3
 
 
 def _missing_snapshot(state: V3State, gen: Generation, target: RestoreTarget) -> Finding:
-    older = [g for g in state.generations if g is not gen and choose_snapshot(g, target)]
-    if older:
-        best = max(older, key=lambda g: g.updated_at)
+    best = fallback_generation(state, gen, target)
+    if best is not None:
         hint = (f"older generation {best.id} (last upload {best.updated_at:%Y-%m-%dT%H:%M:%SZ}) still has a "
                 f"snapshot: restore it with --generation {best.id}; restart litestream to start a new generation")
     else:
         hint = "no other generation has a snapshot either; restart litestream so it takes a new snapshot"
     return error("missing_snapshot", f"generation {gen.id} has WAL but no usable snapshot; {hint}",
                  f"{state.prefix}{gen.id}/snapshots/")
+
+
+def fallback_generation(state: V3State, gen: Generation, target: RestoreTarget) -> Generation | None:
+    """The newest other generation that has a snapshot for ``target``, if any."""
+    older = [g for g in state.generations if g is not gen and choose_snapshot(g, target)]
+    return max(older, key=lambda g: g.updated_at) if older else None
 
 
 def _segments_until(gen: Generation, target: RestoreTarget) -> list[WalSegment]:
@@ -129,18 +135,23 @@ def _segments_until(gen: Generation, target: RestoreTarget) -> list[WalSegment]:
     return kept
 
 
-def _check_indexes(gen: Generation, snapshot: Snapshot, segments: list[WalSegment]) -> list[Finding]:
-    """Every index S..max needs segments starting at offset 0; below S, Litestream still insists."""
+def _check_indexes(prefix: str, gen: Generation, snapshot: Snapshot, segments: list[WalSegment]) -> list[Finding]:
+    """Every index S..max needs segments starting at offset 0; below S, Litestream still insists.
+
+    Errors name the missing object (the offset-0 segment that should exist); indexes below
+    the snapshot are not needed for this restore point, so their problems are warnings.
+    """
     findings: list[Finding] = []
     by_index: dict[int, list[WalSegment]] = {}
     for seg in segments:
         by_index.setdefault(seg.index, []).append(seg)
     for index, segs in sorted(by_index.items()):
         if segs[0].offset != 0:
-            key = segs[0].info.key.rsplit("/", 1)[0] + "/" + format_wal_segment_name(index, 0)
+            key = wal_key(prefix, gen.id, index, 0)
             if index >= snapshot.index:
                 findings.append(error("wal_gap", f"WAL index {index:08x} has no segment at offset 0 "
-                                      f"(first is at offset {segs[0].offset})", key))
+                                      f"(first is at offset {segs[0].offset}): the index cannot be replayed",
+                                      key))
             else:
                 findings.append(warning("wal_gap", f"WAL index {index:08x} (below snapshot {snapshot.index:08x}, "
                                         "not needed here) has no segment at offset 0: `litestream restore` will "
@@ -150,17 +161,23 @@ def _check_indexes(gen: Generation, snapshot: Snapshot, segments: list[WalSegmen
         return findings
     if max_index < snapshot.index:
         findings.append(error("wal_gap", f"WAL index {snapshot.index:08x} of snapshot {snapshot.index:08x} is "
-                              f"missing (WAL ends at index {max_index:08x}); changes after the snapshot are lost",
-                              snapshot.info.key))
+                              f"missing (WAL ends at index {max_index:08x}): changes after the snapshot are lost, "
+                              "or litestream stopped right after taking the snapshot",
+                              wal_key(prefix, gen.id, snapshot.index, 0)))
     for index in range(snapshot.index, max_index + 1):
         if index not in by_index:
             findings.append(error("wal_gap", f"WAL index {index:08x} is missing between snapshot "
-                                  f"{snapshot.index:08x} and index {max_index:08x}",
-                                  f"{gen.id}/wal/{index:08x}_*"))
+                                  f"{snapshot.index:08x} and index {max_index:08x}: every change after index "
+                                  f"{index - 1:08x} is unrestorable", wal_key(prefix, gen.id, index, 0)))
     return findings
 
 
-# --------------------------------------------------------------------------- applying
+def wal_key(prefix: str, generation: str, index: int, offset: int) -> str:
+    """The key a WAL segment has (or would have) in the store."""
+    return f"{prefix}{generation}/wal/{format_wal_segment_name(index, offset)}"
+
+
+# --------------------------------------------------------------------------- snapshot
 
 
 class _Output:
@@ -187,27 +204,68 @@ def _page_size_from_header(header: bytes) -> int:
     return 65536 if raw == 1 else raw
 
 
+class _CountingChunks:
+    """Iterate a reader's chunks, counting the stored bytes read."""
+
+    def __init__(self, reader):
+        self.chunks = lz4stream.iter_reader(reader)
+        self.count = 0
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            self.count += len(chunk)
+            yield chunk
+
+
 def restore_snapshot(store: ObjectStore, snapshot: Snapshot, out_path: Path, limit: int) -> tuple[int, int]:
-    """Stream the snapshot into ``out_path``; return (page_size, bytes). Raise CorruptObject."""
+    """Stream the snapshot into ``out_path``; return (page_size, bytes).
+
+    Raises CorruptObject when the snapshot is damaged, and ``ObjectChanged`` when the
+    object read is not the one listed (Litestream rewrote it meanwhile).
+    """
     key = snapshot.info.key
     written = 0
     page_size = 0
     expected_size = None
     with store.open(key) as reader, open(out_path, "wb", buffering=0) as out:
         os.chmod(out_path, 0o600)
-        for piece in lz4stream.decompress_chunks(key, lz4stream.iter_reader(reader), limit):
-            if written == 0:
-                page_size, expected_size = _validate_db_header(key, bytes(piece[:100]))
-                limit = min(limit, expected_size) if expected_size else limit
-            out.write(piece)
-            written += len(piece)
+        counted = _CountingChunks(reader)
+        try:
+            for piece in lz4stream.decompress_chunks(key, iter(counted), limit):
+                if written == 0:
+                    page_size, expected_size = _validate_db_header(key, bytes(piece[:100]))
+                out.write(piece)
+                written += len(piece)
+        except CorruptObject:
+            _check_unchanged(snapshot.info, counted.count + _drain(reader))
+            raise
+        _check_unchanged(snapshot.info, counted.count + _drain(reader))
     if written < 100:
         raise CorruptObject(key, f"snapshot is {written} bytes, too short for a SQLite database")
     if written % page_size:
         raise CorruptObject(key, f"snapshot is {written} bytes, not a whole number of {page_size}-byte pages")
-    if expected_size and written != expected_size:
-        raise CorruptObject(key, f"snapshot is {written} bytes but its header says {expected_size}: truncated")
+    if expected_size and written < expected_size:
+        raise CorruptObject(key, f"snapshot is {written} bytes but its header says {expected_size} "
+                            f"({expected_size // page_size} pages): truncated")
     return page_size, written
+
+
+def _drain(reader) -> int:
+    """Read what is left of a stream (after an early decoding error); return its length."""
+    total = 0
+    while chunk := reader.read(lz4stream.READ_CHUNK):
+        total += len(chunk)
+    return total
+
+
+def _check_unchanged(info: ObjectInfo, size_read: int) -> None:
+    if size_read != info.size:
+        raise ObjectChanged(info.key, f"read {size_read} bytes, the listing said {info.size}")
+
+
+# Header fields every SQLite database has (sqlite.org/fileformat.html, "The Database Header").
+_FIXED_HEADER_BYTES = {21: (64, "maximum embedded payload fraction"), 22: (32, "minimum embedded payload fraction"),
+                       23: (32, "leaf payload fraction")}
 
 
 def _validate_db_header(key: str, head: bytes) -> tuple[int, int | None]:
@@ -217,6 +275,13 @@ def _validate_db_header(key: str, head: bytes) -> tuple[int, int | None]:
     page_size = _page_size_from_header(head)
     if not wal.is_valid_page_size(page_size):
         raise CorruptObject(key, f"snapshot header has invalid page size {page_size}")
+    for offset, (value, name) in _FIXED_HEADER_BYTES.items():
+        if head[offset] != value:
+            raise CorruptObject(key, f"snapshot header byte {offset} ({name}) is {head[offset]}, must be {value}")
+    if head[18] not in (1, 2) or head[19] not in (1, 2):
+        raise CorruptObject(key, f"snapshot header has file format versions {head[18]}/{head[19]}, must be 1 or 2")
+    if page_size - head[20] < 480:
+        raise CorruptObject(key, f"snapshot header reserves {head[20]} bytes of each {page_size}-byte page")
     pages = int.from_bytes(head[28:32], "big")
     change_counter = int.from_bytes(head[24:28], "big")
     valid_for = int.from_bytes(head[92:96], "big")
@@ -225,104 +290,323 @@ def _validate_db_header(key: str, head: bytes) -> tuple[int, int | None]:
     return page_size, None
 
 
-class _IndexReplay:
-    """Replays one WAL index, segment by segment, into the output file.
+# --------------------------------------------------------------------------- WAL replay
 
-    Mirrors SQLite's recovery: frames are applied until the first invalid one; the
-    database size becomes the last commit's size. Everything SQLite would skip silently
-    is recorded as a finding instead.
+# Pages of a transaction are held until its commit frame so that a transaction cut off
+# by damage is never half applied; a transaction bigger than this is written through.
+HOLD_LIMIT_BYTES = 64 << 20
+
+
+def _position(generation: str, index: int, offset: int) -> str:
+    return f"{generation}/{index:08x}:{offset}"
+
+
+class _Replay:
+    """Applies WAL indexes S..max to the output while they are sound, and validates all of them.
+
+    Applying stops for good at the first problem (damage, gap, missing index): the output
+    is then the database as of the last sound commit, a consistent earlier state, and
+    ``stopped_at`` says where. Validation goes on to the last segment, so every damaged
+    or missing object is reported. ``output`` is None when there is no usable snapshot:
+    everything is validated, nothing applied.
     """
 
-    def __init__(self, index: int, output: _Output, findings: list[Finding]):
-        self.index = index
+    def __init__(self, generation: str, prefix: str, snapshot_index: int, output: _Output | None,
+                 findings: list[Finding]):
+        self.generation = generation
+        self.prefix = prefix
         self.output = output
         self.findings = findings
-        self.header: wal.WalHeader | None = None
-        self.length = 0  # decompressed bytes of this index seen so far
-        self.s0 = self.s1 = 0
-        self.broken = False  # the chain is broken: later frames of this index are not applied
-        self.commit_pages = 0  # size after the last applied commit frame
-        self.pending = bytearray()  # bytes of an incomplete frame carried between pieces
-        self.frame_size = 24 + output.page_size
-        self.last_frame_commit = True
+        self.page_size = output.page_size if output else None  # of the database; WAL headers must agree
+        self.applying = output is not None
+        self.applied = _position(generation, snapshot_index, 0)  # end of the last applied commit
+        self.stopped_at: str | None = None
+        self.next_index = snapshot_index
+        self.scan: _IndexScan | None = None
 
-    def fail(self, kind: str, message: str, key: str) -> None:
-        self.findings.append(error(kind, message, key))
-        self.broken = True
+    def stop(self) -> str:
+        """Stop applying (idempotent); return the note that says where the restore ends."""
+        if self.applying:
+            self.applying = False
+            self.stopped_at = self.applied
+        if self.output is None:
+            return ""
+        return f"; the restore stops at the last sound commit before it ({self.stopped_at}): later changes are lost"
+
+    def segment(self, seg: WalSegment, data: bytes) -> None:
+        if self.scan is None or seg.index != self.scan.index:
+            self._finish_index()
+            if seg.index != self.next_index:
+                self.stop()  # a whole index is missing: planning reported it
+            self.scan = _IndexScan(self, seg.index)
+            self.next_index = seg.index + 1
+        self.scan.segment(seg, data)
+
+    def finish(self) -> None:
+        self._finish_index()
+
+    def _finish_index(self) -> None:
+        if self.scan is not None:
+            self.scan.finish()
+            self.scan = None
+
+
+class _IndexScan:
+    """One WAL index, fed segment by segment: contiguity, header, frames, commit endings.
+
+    Each damaged segment yields one ``corrupt_object`` finding listing its problems; a
+    missing byte range yields one ``wal_gap`` finding naming the segment that should hold
+    it. Problems that follow from one already reported (the gap after a truncated segment,
+    the frames of an index whose header is bad or missing) are not reported again.
+    """
+
+    def __init__(self, replay: _Replay, index: int):
+        self.replay = replay
+        self.index = index
+        self.length: int | None = 0  # bytes of the index covered so far; None: unknown
+        self.header: wal.WalHeader | None = None
+        self.page_size = 0  # of the frames: the database's
+        self.salts = (0, 0)  # every frame must carry these (the header's, unless it was altered)
+        self.big_endian = False  # checksum byte order
+        self.first_frame: bytes | None = None  # header of the index's first frame, once seen
+        self.frame_size = 0
+        self.has_frames = True  # False when the index has no usable header: frames can't be judged
+        self.aligned = True  # the current segment starts on a frame boundary
+        self.seed: tuple[int, int] | None = None  # checksum before the next frame; None: unknown
+        self.pending = bytearray()  # bytes of an incomplete frame carried between pieces
+        self.frame_offset = 0  # index offset of the next whole frame
+        self.held: dict[int, memoryview] = {}  # pages of the open transaction, by page number
+        self.held_bytes = 0
+        self.commit_pages = 0  # database size after the last applied commit of this index
+        self.short = False  # the previous segment ended early (already reported)
+        # per segment
+        self.problems: list[str] = []
+        self.bad_frames = 0
+        self.first_bad = ""
+        self.last_commit = True
+        self.stop_note = ""
+
+    # -- segments
 
     def segment(self, seg: WalSegment, data: bytes) -> None:
         key = seg.info.key
-        if seg.offset != self.length and not self.broken:
-            what = "gap" if seg.offset > self.length else "overlap"
-            self.fail("wal_gap", f"WAL index {self.index:08x}: {what} between offset {self.length} and segment "
-                      f"at offset {seg.offset}", key)
-        self.last_frame_commit = True
+        self.problems, self.bad_frames, self.first_bad, self.last_commit, self.stop_note = [], 0, "", True, ""
+        self._check_offset(seg)
+        self.short = False
         limit = max(len(data) * 300, 1 << 20)  # LZ4's best ratio is ~255:1
-        start = 0
-        for piece in lz4stream.decompress_chunks(key, lz4stream.iter_bytes(data), limit):
-            self.length += len(piece)
-            self._feed(key, piece, start)
-            start += len(piece)
-        if self.pending and not self.broken:
-            self.fail("corrupt_object", f"segment ends mid-frame ({len(self.pending)} bytes of an incomplete "
-                      "frame)", key)
-        elif not self.last_frame_commit and not self.broken:
-            self.fail("corrupt_object", "segment does not end on a commit frame (a transaction is cut off)", key)
-        self.pending.clear()
+        try:
+            for piece in lz4stream.decompress_chunks(key, lz4stream.iter_bytes(data), limit):
+                self.length += len(piece)
+                self._feed(piece)
+        except CorruptObject as exc:
+            # The decoded bytes can't be trusted: report the LZ4 problem alone.
+            note = self._stop()
+            self.replay.findings.append(error("corrupt_object", exc.problem + note, key))
+            self.length = None
+            return
+        if self.bad_frames:
+            more = f" ({self.bad_frames} bad frames)" if self.bad_frames > 1 else ""
+            self.problems.append(f"{self.first_bad}{more}; litestream restore would silently drop it and "
+                                 "every later frame of the index")
+        self._check_ending()
+        if self.problems:
+            self.replay.findings.append(error("corrupt_object", f"WAL index {self.index:08x}: "
+                                              + "; ".join(self.problems) + self.stop_note, key))
 
-    def _feed(self, key: str, piece: bytes | memoryview, start: int) -> None:
-        buf = memoryview(self.pending + piece if self.pending else piece)
+    def _check_offset(self, seg: WalSegment) -> None:
+        """Segment offsets must continue the index exactly: no gap, no overlap."""
+        if self.length == seg.offset:
+            return
+        if self.length is None:
+            pass  # the previous segment could not be decoded (reported)
+        elif self.length == 0 and self.header is None:
+            self.has_frames = False  # no offset-0 segment, so no header (planning reported it)
+            self._stop()
+        elif seg.offset > self.length:
+            note = self._stop()
+            if not self.short:
+                missing = wal_key(self.replay.prefix, self.replay.generation, self.index, self.length)
+                self.replay.findings.append(error(
+                    "wal_gap", f"WAL index {self.index:08x}: bytes {self.length}..{seg.offset} are missing (no "
+                    f"segment at offset {self.length}; the next one starts at {seg.offset}){note}", missing))
+        else:
+            note = self._stop()
+            self.replay.findings.append(error(
+                "corrupt_object", f"WAL index {self.index:08x}: segment starts at offset {seg.offset} but the "
+                f"previous segment ends at {self.length}: they overlap{note}", seg.info.key))
+        self._resync(seg.offset)
+
+    def _resync(self, offset: int) -> None:
+        """Go on after a discontinuity: nothing before ``offset`` can seed the checksum."""
+        self.length = offset
+        self.seed = None
+        self.pending = bytearray()
+        self.frame_offset = offset
+        self.aligned = not self.frame_size or (offset - wal.WAL_HEADER_SIZE) % self.frame_size == 0
+
+    def _check_ending(self) -> None:
+        """A Litestream segment holds whole frames and ends on a commit frame."""
+        if not (self.has_frames and self.aligned):
+            return
+        if self.header is None:
+            self.problems.append(f"the segment at offset 0 holds {len(self.pending)} bytes, less than the 32-byte "
+                                 "WAL header")
+            self.has_frames = False
+        elif self.pending:
+            self.problems.append(f"segment ends mid-frame ({len(self.pending)} bytes of a {self.frame_size}-byte "
+                                 "frame): it was truncated")
+        elif not self.last_commit:
+            self.problems.append("segment does not end on a commit frame: its last transaction is cut off")
+        else:
+            return
+        self.short = True
+        self.stop_note = self.stop_note or self._stop()
+        self._resync(self.length)
+
+    def _stop(self) -> str:
+        self._drop_held()
+        return self.replay.stop()
+
+    # -- bytes
+
+    def _feed(self, piece: bytes | memoryview) -> None:
+        if not (self.has_frames and self.aligned):
+            return
+        buf = memoryview(bytes(self.pending) + bytes(piece)) if self.pending else memoryview(piece)
         self.pending = bytearray()
         pos = 0
         if self.header is None:
             if len(buf) < wal.WAL_HEADER_SIZE:
                 self.pending = bytearray(buf)
                 return
-            self._read_header(key, bytes(buf[:32]))
-            pos = 32
+            self._read_header(bytes(buf[: wal.WAL_HEADER_SIZE]))
+            if not self.has_frames:
+                return
+            pos = self.frame_offset = wal.WAL_HEADER_SIZE
         whole = (len(buf) - pos) // self.frame_size * self.frame_size
-        if whole and not self.broken:
-            self._apply_frames(key, buf[pos : pos + whole])
-        elif whole:
-            self.last_frame_commit = True
+        if whole:
+            self._frames(buf[pos : pos + whole])
         self.pending = bytearray(buf[pos + whole :])
 
-    def _read_header(self, key: str, head: bytes) -> None:
+    def _read_header(self, head: bytes) -> None:
         try:
-            self.header = wal.parse_wal_header(head)
+            header = wal.parse_wal_header(head)
         except wal.WalFormatError as exc:
-            self.header = wal.WalHeader(0, 0, self.output.page_size, 0, 0, 0, 0, 0)
-            self.fail("corrupt_object", f"WAL index {self.index:08x}: {exc}; SQLite would ignore the whole index", key)
+            self.has_frames = False
+            self.problems.append(f"{exc}: SQLite ignores the whole index")
+            self.stop_note = self._stop()
             return
-        if self.header.page_size != self.output.page_size:
-            self.fail("corrupt_object", f"WAL page size {self.header.page_size} differs from the snapshot's "
-                      f"{self.output.page_size}", key)
-            return
-        self.s0, self.s1 = self.header.checksum1, self.header.checksum2
+        self.header = header
+        self.salts, self.big_endian = header.salts, header.big_endian_checksums
+        self.seed = (header.checksum1, header.checksum2)
+        self.page_size = self.replay.page_size or header.page_size
+        self.replay.page_size = self.page_size
+        if header.page_size != self.page_size:
+            # The database's page size is authoritative: frames are judged with it.
+            self.problems.append(f"WAL header says page size {header.page_size}, the database's is "
+                                 f"{self.page_size}: the header was altered")
+            self.stop_note = self._stop()
+            self.seed = None
+        self.frame_size = wal.FRAME_HEADER_SIZE + self.page_size
 
-    def _apply_frames(self, key: str, frames: memoryview) -> None:
-        result = wal.check_frames(frames, self.output.page_size, self.header, self.s0, self.s1)
-        fs = self.frame_size
-        for i in range(result.valid_frames):
-            frame = frames[i * fs : (i + 1) * fs]
-            pgno = int.from_bytes(frame[0:4], "big")
-            commit = int.from_bytes(frame[4:8], "big")
-            if pgno * self.output.page_size > self.output.limit:
-                self.fail("corrupt_object", f"frame for page {pgno} lies beyond the restore size ceiling", key)
+    def _judge_header(self, frames: memoryview) -> None:
+        """Judge the header's salts and byte order by the index's first two frames.
+
+        SQLite rejects an index whose first frame disagrees with its header, so applying
+        stops there whichever of the two was altered. For validating the rest of the index
+        the frames' own salts and byte order are used when the first two frames agree with
+        each other and not with the header: an altered header is then blamed once instead
+        of every later frame.
+        """
+        start = self.frame_offset
+        if start == wal.WAL_HEADER_SIZE:
+            self.first_frame = bytes(frames[: wal.FRAME_HEADER_SIZE])
+            first = wal.frame_salts(self.first_frame)
+            if first != self.salts:
+                self.problems.append(f"the first frame's salts {first[0]:08x}/{first[1]:08x} differ from the WAL "
+                                     f"header's {self.salts[0]:08x}/{self.salts[1]:08x}: the header or the first "
+                                     "frame was altered, SQLite ignores the whole index")
+                self.stop_note = self.stop_note or self._stop()
+                self.salts, self.seed = first, None  # the header's checksum can't seed this frame either
+        at = wal.WAL_HEADER_SIZE + self.frame_size - start
+        if self.first_frame is None or not 0 <= at < len(frames):
+            return
+        second = frames[at : at + self.frame_size]
+        if self.salts != self.header.salts and wal.frame_salts(second) == self.header.salts:
+            self.salts = self.header.salts  # the first frame was the odd one out
+        seed = struct.unpack(">II", self.first_frame[16:24])
+        as_is = wal.scan_frames(second, self.page_size, self.salts, self.big_endian, seed).first_problem()
+        flipped = wal.scan_frames(second, self.page_size, self.salts, not self.big_endian, seed).first_problem()
+        if as_is is not None and flipped is None:
+            order = "big" if self.big_endian else "little"
+            self.replay.findings.append(error(
+                "corrupt_object", f"WAL index {self.index:08x}: the header's magic selects {order}-endian checksums "
+                "but the frames use the other byte order: the header was altered",
+                wal_key(self.replay.prefix, self.replay.generation, self.index, 0)))
+            self.big_endian = not self.big_endian
+            self.stop_note = self.stop_note or self._stop()
+
+    def _frames(self, frames: memoryview) -> None:
+        if self.frame_offset <= wal.WAL_HEADER_SIZE + self.frame_size:
+            self._judge_header(frames)
+        scan = wal.scan_frames(frames, self.page_size, self.salts, self.big_endian, self.seed)
+        self.seed = scan.last_stored
+        first_bad = scan.first_problem()
+        if first_bad is not None:
+            self._report_frames(scan, first_bad)
+        if self.replay.applying:
+            self._apply(frames, scan, scan.count if first_bad is None else first_bad)
+        if first_bad is not None:
+            self.stop_note = self.stop_note or self._stop()
+        self.last_commit = bool(scan.commits[-1])
+        self.frame_offset += scan.count * self.frame_size
+
+    def _report_frames(self, scan: wal.FrameScan, first_bad: int) -> None:
+        if not self.first_bad:
+            offset = self.frame_offset + first_bad * self.frame_size
+            reason = wal.PROBLEM_TEXT[int(scan.problems[first_bad])]
+            self.first_bad = f"frame at offset {offset} (page {int(scan.pgnos[first_bad])}): {reason}"
+        self.bad_frames += scan.bad_count()
+
+    # -- applying
+
+    def _apply(self, frames: memoryview, scan: wal.FrameScan, count: int) -> None:
+        """Apply the first ``count`` (sound) frames; a transaction's pages are written at its commit."""
+        output = self.replay.output
+        size = self.frame_size
+        for i, (pgno, commit) in enumerate(zip(scan.pgnos[:count].tolist(), scan.commits[:count].tolist())):
+            if max(pgno, commit) * output.page_size > output.limit:
+                self.problems.append(f"frame at offset {self.frame_offset + i * size} sets page "
+                                     f"{max(pgno, commit)}, beyond the restore size ceiling")
+                self.stop_note = self.stop_note or self._stop()
                 return
-            self.output.write_page(pgno, frame[24:])
-            self.last_frame_commit = commit != 0
+            self.held[pgno] = frames[i * size + wal.FRAME_HEADER_SIZE : (i + 1) * size]
+            self.held_bytes += output.page_size
             if commit:
+                self._write_held()
                 self.commit_pages = commit
-        self.s0, self.s1 = result.s0, result.s1
-        if result.problem:
-            self.fail("corrupt_object", f"WAL index {self.index:08x}: {result.problem} in frame "
-                      f"{result.valid_frames} of this segment; later frames of the index are unusable", key)
+                self.replay.applied = _position(self.replay.generation, self.index,
+                                                self.frame_offset + (i + 1) * size)
+            elif self.held_bytes > HOLD_LIMIT_BYTES:
+                self._write_held()  # a huge transaction: written through, see HOLD_LIMIT_BYTES
+
+    def _write_held(self) -> None:
+        for pgno, page in self.held.items():
+            self.replay.output.write_page(pgno, page)
+        self._drop_held()
+
+    def _drop_held(self) -> None:
+        self.held = {}
+        self.held_bytes = 0
 
     def finish(self) -> None:
-        """Set the database size to the last commit, as SQLite's checkpoint does."""
-        if self.commit_pages:
-            self.output.set_pages(self.commit_pages)
+        """Set the database size to the last applied commit, as SQLite's checkpoint does."""
+        self._drop_held()
+        if self.commit_pages and self.replay.output is not None:
+            self.replay.output.set_pages(self.commit_pages)
+
+
+# --------------------------------------------------------------------------- restore
 
 
 def restore_v3(
@@ -334,65 +618,51 @@ def restore_v3(
     workers: int = 8,
     max_bytes: int = DEFAULT_MAX_RESTORE_BYTES,
 ) -> RestoreOutcome:
-    """Restore the chosen restore point of a v0.3 replica into ``out_path``.
+    """Restore the chosen restore point of a v0.3 replica into ``out_path``, validating everything.
 
-    ``ObjectNotFound`` and ``StorageUnavailable`` propagate (the caller re-lists or
-    reports inconclusive); damage becomes findings.
+    ``ObjectNotFound`` (including ``ObjectChanged``) and ``StorageUnavailable`` propagate:
+    the caller re-lists or reports inconclusive. Damage becomes findings; on a damaged
+    replica ``outcome.position`` is where the sound part ends.
     """
     outcome = RestoreOutcome(format=FORMAT_V3)
     plan, findings = plan_v3(state, target)
-    outcome.findings.extend(findings)
     if plan is None:
+        outcome.findings.extend(_prove_fallback(store, state, target, out_path, f, workers, max_bytes)
+                                if f.kind == "missing_snapshot" else f for f in findings)
         return outcome
+    outcome.findings.extend(findings)
     outcome.findings.extend(plan.findings)
     outcome.generation = plan.generation.id
-    outcome.position = plan.position
     outcome.last_backup_at = plan.last_backup_at
     try:
         page_size, _ = restore_snapshot(store, plan.snapshot, out_path, max_bytes)
     except CorruptObject as exc:
         outcome.findings.append(error("corrupt_object", f"snapshot: {exc.problem}", exc.key))
-        _scan_segments(store, plan, outcome, workers)
+        _replay(store, plan, state.prefix, None, outcome, workers)
         return outcome
     outcome.objects_read = 1
     outcome.bytes_downloaded = plan.snapshot.info.size
     outcome.page_size = page_size
-    _replay(store, plan, out_path, page_size, max_bytes, outcome, workers)
+    output = _Output(out_path, page_size, max_bytes)
+    try:
+        replay = _replay(store, plan, state.prefix, output, outcome, workers)
+    finally:
+        output.close()
+    outcome.position = replay.stopped_at or plan.position
     outcome.path = out_path
     outcome.bytes, outcome.sha256 = _size_and_sha256(out_path)
     return outcome
 
 
-def _replay(store, plan: V3Plan, out_path: Path, page_size: int, max_bytes: int, outcome: RestoreOutcome,
-            workers: int) -> None:
-    output = _Output(out_path, page_size, max_bytes)
-    try:
-        replay: _IndexReplay | None = None
-        for seg, data in prefetch(store, plan.segments, workers=workers):
-            if replay is None or seg.index != replay.index:
-                if replay is not None:
-                    replay.finish()
-                replay = _IndexReplay(seg.index, output, outcome.findings)
-            outcome.objects_read += 1
-            outcome.bytes_downloaded += len(data)
-            try:
-                replay.segment(seg, data)
-            except CorruptObject as exc:
-                replay.fail("corrupt_object", exc.problem, exc.key)
-        if replay is not None:
-            replay.finish()
-    finally:
-        output.close()
-
-
-def _scan_segments(store, plan: V3Plan, outcome: RestoreOutcome, workers: int) -> None:
-    """With no usable snapshot, still check every WAL object so all damage is reported."""
+def _replay(store: ObjectStore, plan: V3Plan, prefix: str, output: _Output | None, outcome: RestoreOutcome,
+            workers: int) -> _Replay:
+    replay = _Replay(plan.generation.id, prefix, plan.snapshot.index, output, outcome.findings)
     for seg, data in prefetch(store, plan.segments, workers=workers):
-        try:
-            for _ in lz4stream.decompress_chunks(seg.info.key, lz4stream.iter_bytes(data), len(data) * 300 + 65536):
-                pass
-        except CorruptObject as exc:
-            outcome.findings.append(error("corrupt_object", exc.problem, exc.key))
+        outcome.objects_read += 1
+        outcome.bytes_downloaded += len(data)
+        replay.segment(seg, data)
+    replay.finish()
+    return replay
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:
@@ -403,3 +673,38 @@ def _size_and_sha256(path: Path) -> tuple[int, str]:
             digest.update(chunk)
             size += len(chunk)
     return size, digest.hexdigest()
+
+
+def _prove_fallback(store: ObjectStore, state: V3State, target: RestoreTarget, out_path: Path, finding: Finding,
+                    workers: int, max_bytes: int) -> Finding:
+    """Say whether the generation a ``missing_snapshot`` finding points to really restores.
+
+    The older generation is restored into ``out_path`` (then removed) and integrity-checked;
+    the finding's message then says which generation to use, or that it is damaged too.
+    """
+    gen_id = _generation_of(finding.object or "", state.prefix)
+    gen = next((g for g in state.generations if g.id == gen_id), None)
+    best = fallback_generation(state, gen, target) if gen is not None else None
+    if best is None:
+        return finding
+    sub = restore_v3(store, state, out_path, RestoreTarget(timestamp=target.timestamp, generation=best.id),
+                     workers=workers, max_bytes=max_bytes)
+    problems = [f.message for f in sub.findings if f.severity == "error"]
+    if sub.path is not None:
+        from lib import checks
+
+        with checks.open_readonly(sub.path) as db:
+            problems += [f.message for f in checks.integrity(db)]
+        sub.path.unlink(missing_ok=True)
+    if problems:
+        verdict = f"older generation {best.id} has a snapshot but does not restore cleanly either ({problems[0]})"
+    else:
+        verdict = (f"older generation {best.id} restores cleanly (verified up to {sub.position}, last upload "
+                   f"{best.updated_at:%Y-%m-%dT%H:%M:%SZ}): restore it with --generation {best.id}")
+    message = (f"generation {gen.id} has WAL but no usable snapshot; {verdict}; restart litestream so it "
+               "starts a new generation with a snapshot")
+    return error(finding.kind, message, finding.object)
+
+
+def _generation_of(key: str, prefix: str) -> str:
+    return key[len(prefix):].split("/", 1)[0] if key.startswith(prefix) else ""

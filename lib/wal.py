@@ -12,8 +12,10 @@ Facts from ``../shared/docs/litestream-v0.3-format.md`` section 8 and SQLite's w
 
 The checksum is a linear recurrence, so a frame's effect on (s0, s1) is
 ``M**n @ (s0, s1) + c(frame)`` with ``M = [[1, 1], [1, 2]]`` and ``c`` a dot product of
-the frame's words with precomputed coefficients: numpy computes ``c`` for thousands of
-frames at once, and only a 2x2 step per frame stays in Python.
+the frame's words with precomputed coefficients. Every frame stores the running checksum
+after itself, so frame k can be verified from the checksum frame k-1 *stores*: numpy
+judges thousands of frames at once with no per-frame Python, and a damaged frame fails
+alone instead of hiding every frame after it.
 """
 from __future__ import annotations
 
@@ -53,6 +55,10 @@ class WalHeader:
     @property
     def big_endian_checksums(self) -> bool:
         return self.magic == WAL_MAGIC_BE
+
+    @property
+    def salts(self) -> tuple[int, int]:
+        return self.salt1, self.salt2
 
 
 def parse_wal_header(data: bytes) -> WalHeader:
@@ -106,6 +112,11 @@ def _coefficients(page_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
     return a0, a1, b0, b1, mn
 
 
+def frame_salts(frame: bytes | memoryview) -> tuple[int, int]:
+    """The salts a frame carries."""
+    return struct.unpack(">II", bytes(frame[8:16]))
+
+
 def frame_contributions(frames: bytes | memoryview, page_size: int, big_endian: bool) -> tuple[np.ndarray, np.ndarray]:
     """For whole frames laid end to end, each frame's additive checksum term (c0, c1)."""
     frame_size = FRAME_HEADER_SIZE + page_size
@@ -125,46 +136,82 @@ def frame_contributions(frames: bytes | memoryview, page_size: int, big_endian: 
     return c0, c1
 
 
-@dataclass
-class FrameBatchResult:
-    """What a batch of frames did to the running checksum."""
+@dataclass(frozen=True)
+class FrameScan:
+    """Per-frame verdicts for a run of whole frames laid end to end.
 
-    valid_frames: int  # frames that passed, from the start of the batch
-    s0: int
-    s1: int
-    problem: str | None = None  # why frame ``valid_frames`` failed, if one did
+    Every frame is judged on its own: its checksum is recomputed from the checksum the
+    previous frame *stores* (the seed for the first one), so one damaged frame fails
+    alone and the frames after it are still verified. On an intact chain this gives
+    exactly SQLite's verdict, since there the stored and the running checksums agree.
+    """
+
+    pgnos: np.ndarray  # uint32 page number of each frame
+    commits: np.ndarray  # uint32 "database size after commit" (0: not a commit frame)
+    problems: np.ndarray  # uint8 PROBLEM_* code per frame, 0 when the frame is sound
+    last_stored: tuple[int, int]  # the checksum the last frame stores: the next run's seed
+
+    @property
+    def count(self) -> int:
+        return len(self.pgnos)
+
+    def first_problem(self) -> int | None:
+        """Index of the first unsound frame, or None."""
+        bad = np.flatnonzero(self.problems)
+        return int(bad[0]) if len(bad) else None
+
+    def bad_count(self) -> int:
+        return int(np.count_nonzero(self.problems))
 
 
-def check_frames(
-    frames: bytes | memoryview, page_size: int, header: WalHeader, s0: int, s1: int
-) -> FrameBatchResult:
-    """Validate salts and the cumulative checksum of consecutive whole frames.
+PROBLEM_NONE = 0
+PROBLEM_PGNO_ZERO = 1
+PROBLEM_SALT = 2
+PROBLEM_CHECKSUM = 3
+PROBLEM_TEXT = {
+    PROBLEM_PGNO_ZERO: "page number 0",
+    PROBLEM_SALT: "salts differ from the WAL header's (a stale or foreign frame)",
+    PROBLEM_CHECKSUM: "checksum mismatch (page or frame header altered)",
+}
 
-    Stops at the first frame whose salts or checksum are wrong, or whose page number is
-    0, like SQLite's WAL recovery; returns the running checksum after the last good one.
+
+def scan_frames(
+    frames: bytes | memoryview,
+    page_size: int,
+    salts: tuple[int, int],
+    big_endian: bool,
+    seed: tuple[int, int] | None,
+) -> FrameScan:
+    """Judge every whole frame in ``frames`` (page number, salts, cumulative checksum).
+
+    :param salts: the salts every frame must carry (the WAL header's).
+    :param big_endian: checksum byte order (the WAL header's magic).
+    :param seed: the checksum before the first frame (the WAL header's, or the checksum
+        stored by the frame just before); None when it is unknown (the bytes before are
+        missing), in which case the first frame's checksum is not judged.
     """
     frame_size = FRAME_HEADER_SIZE + page_size
     count = len(frames) // frame_size
-    if count == 0:
-        return FrameBatchResult(0, s0, s1)
-    c0, c1 = frame_contributions(frames, page_size, header.big_endian_checksums)
     heads = np.frombuffer(frames, dtype=">u4", count=count * frame_size // 4).reshape(count, frame_size // 4)[:, :6]
-    pgnos = heads[:, 0].tolist()
-    salt1 = heads[:, 2].tolist()
-    salt2 = heads[:, 3].tolist()
-    stored1 = heads[:, 4].tolist()
-    stored2 = heads[:, 5].tolist()
-    c0l = c0.tolist()
-    c1l = c1.tolist()
+    heads = heads.astype(np.uint64)
+    problems = np.zeros(count, dtype=np.uint8)
+    if count == 0:
+        return FrameScan(heads[:, 0].astype(np.uint32), heads[:, 1].astype(np.uint32), problems, seed or (0, 0))
+    c0, c1 = frame_contributions(frames, page_size, big_endian)
+    stored0, stored1 = heads[:, 4], heads[:, 5]
+    prev0 = np.empty(count, dtype=np.uint64)
+    prev1 = np.empty(count, dtype=np.uint64)
+    prev0[1:], prev1[1:] = stored0[:-1], stored1[:-1]
+    prev0[0], prev1[0] = seed if seed is not None else (0, 0)
     _, _, _, _, (p, q, r) = _coefficients(page_size)
-    for i in range(count):
-        if pgnos[i] == 0:
-            return FrameBatchResult(i, s0, s1, "frame has page number 0")
-        if salt1[i] != header.salt1 or salt2[i] != header.salt2:
-            return FrameBatchResult(i, s0, s1, "frame salt does not match the WAL header (stale or foreign frame)")
-        n0 = (p * s0 + q * s1 + c0l[i]) & MASK32
-        n1 = (q * s0 + r * s1 + c1l[i]) & MASK32
-        if n0 != stored1[i] or n1 != stored2[i]:
-            return FrameBatchResult(i, s0, s1, "frame checksum mismatch")
-        s0, s1 = n0, n1
-    return FrameBatchResult(count, s0, s1)
+    # uint64 arithmetic wraps modulo 2**64, which preserves the value modulo 2**32.
+    n0 = (np.uint64(p) * prev0 + np.uint64(q) * prev1 + c0.astype(np.uint64)) & np.uint64(MASK32)
+    n1 = (np.uint64(q) * prev0 + np.uint64(r) * prev1 + c1.astype(np.uint64)) & np.uint64(MASK32)
+    bad_sum = (n0 != stored0) | (n1 != stored1)
+    if seed is None:
+        bad_sum[0] = False
+    problems[bad_sum] = PROBLEM_CHECKSUM
+    problems[(heads[:, 2] != salts[0]) | (heads[:, 3] != salts[1])] = PROBLEM_SALT
+    problems[heads[:, 0] == 0] = PROBLEM_PGNO_ZERO
+    return FrameScan(heads[:, 0].astype(np.uint32), heads[:, 1].astype(np.uint32), problems,
+                     (int(stored0[-1]), int(stored1[-1])))
