@@ -179,9 +179,8 @@ class RunNotifier:
     @never_raises()
     def run_started(self) -> None:
         """Initialise Sentry (when ``SENTRY_DSN`` is set) and open the cron check-in."""
-        if not self.sentry:
+        if not self.sentry or not self._ensure_sentry():
             return
-        self._ensure_sentry()
         self.sentry.check_in("in_progress")
         log.info("sentry check-in opened monitor=%s", self.sentry.settings.monitor_slug, extra={"stage": "sentry"})
 
@@ -358,8 +357,15 @@ class RunNotifier:
         return dict(self.sentry.settings.tags) if self.sentry else {}
 
     def _ensure_sentry(self) -> bool:
+        """Initialise sentry-sdk once; a failure (e.g. a malformed DSN) turns Sentry off for the run."""
         if self.sentry and not self._sentry_ready:
-            self.sentry.init()
+            try:
+                self.sentry.init()
+            except Exception as exc:
+                log.warning("Sentry is off for this run: SENTRY_DSN was refused (%s: %s)", type(exc).__name__, exc,
+                            extra={"stage": "sentry"})
+                self.sentry = None
+                return False
             self._sentry_ready = True
         return self._sentry_ready
 

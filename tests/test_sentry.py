@@ -330,3 +330,12 @@ def test_one_broken_target_does_not_silence_the_others(sentry, replica):
 
     assert [e["tags"]["database"] for e in sentry.events()] == ["/data/b.db"]
     assert sentry.check_ins()[-1]["status"] == "error"
+
+
+def test_malformed_dsn_turns_sentry_off_with_one_warning(replica, caplog):
+    forget_sentry_client()
+    report = run_once({"SENTRY_DSN": "not-a-dsn"}, replica, result(FAILED))
+
+    assert report.status == "failed"
+    assert caplog.text.count("Sentry is off for this run") == 1
+    assert "Traceback" not in caplog.text
