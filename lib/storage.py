@@ -173,6 +173,7 @@ class S3Settings:
     region: str | None = None
     access_key_id: str | None = None
     secret_access_key: str | None = None
+    session_token: str | None = None  # AWS_SESSION_TOKEN of temporary credentials
     force_path_style: bool | None = None
     skip_verify: bool = False
     connect_timeout: float = 5.0
@@ -213,6 +214,7 @@ def make_s3_client(settings: S3Settings):
     session = boto3.session.Session(
         aws_access_key_id=settings.access_key_id or None,
         aws_secret_access_key=settings.secret_access_key or None,
+        aws_session_token=settings.session_token or None,
     )
     endpoint = settings.endpoint
     if endpoint and "://" not in endpoint:
