@@ -47,7 +47,7 @@ from typing import Mapping, Sequence
 
 from lib import cli
 from lib.durations import format_duration, parse_duration
-from lib.errors import EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_OK, ConfigError
+from lib.errors import EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, ConfigError
 
 log = logging.getLogger("jobs.schedule")  # not __name__: that is "__main__" under -m
 
@@ -236,6 +236,8 @@ class ChildRun:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(list(command), env=dict(env), stdin=subprocess.DEVNULL, start_new_session=True)
         self.was_killed = False
+        self._terminated = False
+        self._lock = threading.Lock()
 
     @property
     def pid(self) -> int:
@@ -249,8 +251,14 @@ class ChildRun:
             return None
 
     def stop(self, grace: float) -> int:
-        """SIGTERM, up to ``grace`` seconds to clean up, then SIGKILL. Returns the exit code."""
-        if self.proc.poll() is None:
+        """SIGTERM, up to ``grace`` seconds to clean up, then SIGKILL. Returns the exit code.
+
+        Safe to call from two threads: SIGTERM is sent once, because jobs.verify treats
+        every SIGTERM as a new interruption, and a second one would cut its clean-up short.
+        """
+        with self._lock:
+            send, self._terminated = not self._terminated, True
+        if send and self.proc.poll() is None:
             self._signal(signal.SIGTERM)
         code = self.wait(grace)
         if code is None:
@@ -352,7 +360,8 @@ class Worker:
         return EXIT_INCONCLUSIVE
 
     def _log_outcome(self, number: int, code: int, seconds: float) -> None:
-        level = logging.INFO if code == EXIT_OK else logging.WARNING if code in (2, 130) else logging.ERROR
+        level = (logging.INFO if code == EXIT_OK else
+                 logging.WARNING if code in (EXIT_INCONCLUSIVE, EXIT_INTERRUPTED) else logging.ERROR)
         log.log(level, "verification finished run=%d exit_code=%d outcome=%r duration=%s", number, code,
                 describe_exit(code), format_duration(round(seconds, 1)))
 
