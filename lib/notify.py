@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, TypeVar
 

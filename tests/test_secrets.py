@@ -4,7 +4,6 @@ import logging
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
