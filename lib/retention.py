@@ -33,12 +33,12 @@ from lib.errors import ConfigError, StorageError
 from lib.outcome import RestoreTarget
 from lib.replica import FORMAT_V3, FORMAT_V5, WAL_SEGMENT_RE, Generation, Snapshot, V3State, WalSegment
 from lib.report import OK, WARN, DbResult, Finding, error, iso, warning
-from lib.restore import plan_v3
+from lib.restore import V3Plan, plan_v3
 from lib.storage import DeleteFailure, ObjectInfo, ObjectStore
 
 if TYPE_CHECKING:
     from lib.config import ReplicaConfig
-    from lib.restore_v5 import LtxFile, V5State
+    from lib.restore_v5 import V5State
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ def _window(policy: RetentionPolicy) -> str:
     return format_duration(policy.window_seconds or 0)
 
 
-def _needed_v3(v3: V3State, newest, verified: Sequence[RestorePoint]) -> tuple[dict[str, str], list[str]]:
+def _needed_v3(v3: V3State, newest: V3Plan, verified: Sequence[RestorePoint]) -> tuple[dict[str, str], list[str]]:
     """Keys a restore of the newest point or of a verified point reads, with the reason."""
     needed: dict[str, str] = {}
     reason = f"needed to restore the newest restore point {newest.position}"
@@ -623,7 +623,7 @@ def enforce_after_verify(
     if state.format != FORMAT_V3:
         outcome.mode = MODE_REPORT  # v0.5 is report-only (the plan's notes say so)
     if outcome.mode == MODE_REPORT:
-        outcome.findings += _overdue_findings(state, policy, now, points, replica, enforced=False)
+        outcome.findings += _overdue_findings(state, policy, now, points, replica)
     else:
         _select_and_delete(store, replica, outcome, policy, now, points)
     _log_outcome(outcome, replica)
@@ -642,7 +642,7 @@ def _select_and_delete(store: ObjectStore, replica: "ReplicaConfig", outcome: Re
     fresh = plan(fresh_state, policy, now - timedelta(seconds=policy.margin_seconds), points)
     outcome.selected = select_deletions(outcome.plan, fresh, fresh_state)
     if outcome.mode == MODE_DRY_RUN:
-        outcome.findings += _overdue_findings(fresh_state, policy, now, points, replica, enforced=False)
+        outcome.findings += _overdue_findings(fresh_state, policy, now, points, replica)
         return
     outcome.deleted, outcome.failures, outcome.held = delete_selected(store, outcome.selected)
     outcome.findings += _failure_findings(outcome, store)
@@ -718,14 +718,14 @@ def _check_after(store: ObjectStore, replica: "ReplicaConfig", before: ReplicaSt
 
 
 def _overdue_findings(state: ReplicaState, policy: RetentionPolicy, now: datetime,
-                      points: Sequence[RestorePoint], replica: "ReplicaConfig", *, enforced: bool) -> list[Finding]:
+                      points: Sequence[RestorePoint], replica: "ReplicaConfig") -> list[Finding]:
     """A warning when the replica holds objects Litestream's retention should long have deleted.
 
     Litestream deletes on its own cadence (v0.3 hourly, v0.5 once per snapshot interval),
     so objects are "overdue" only past that grace plus the margin; what is merely
     reclaimable now is reported in the summary, not as a finding.
     """
-    if enforced or policy.window_seconds is None:
+    if policy.window_seconds is None:
         return []
     grace = V3_CHECK_INTERVAL_SECONDS if state.format == FORMAT_V3 else policy.window_seconds
     overdue = plan(state, policy, now - timedelta(seconds=grace + policy.margin_seconds), points)
