@@ -172,7 +172,7 @@ def test_history_off_writes_nothing(tmp_path):
 # --------------------------------------------------------------------------- read-only
 
 
-def test_unwritable_history_is_one_warning_and_no_failure(tmp_path, caplog):
+def test_unwritable_history_directory_is_one_warning_and_no_failure(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     # The history root is taken by a file, so every write fails (root ignores chmod).
     (tmp_path / "replica.restorable").write_text("not a directory")
@@ -318,3 +318,23 @@ def test_history_in_a_real_s3_bucket(s3_server):
     assert previous["last_good"]["tables"] == {"orders": 10}
     store = S3Store(S3Settings(bucket=bucket, **creds))
     assert last_good(store, "backups/app.db.restorable/history/data_app.db/s3/").at == T0
+
+
+def test_read_only_bucket_is_one_warning_and_no_failure(s3_server, caplog):
+    bucket = s3_server.make_bucket("readonly")
+    s3_server.client().put_bucket_policy(Bucket=bucket, Policy=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Deny", "Principal": "*", "Action": ["s3:PutObject", "s3:DeleteObject"],
+                       "Resource": f"arn:aws:s3:::{bucket}/*"}],
+    }))
+    replica = s3_replica("backups/app.db", bucket=bucket, endpoint=s3_server.endpoint, region="us-east-1",
+                         access_key_id=s3_server.access_key_id, secret_access_key=s3_server.secret_access_key,
+                         force_path_style=True)
+
+    report = run_once({}, replica, result([warning("stale", "latest WAL is 50 minutes old")]))
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "history unavailable" in warnings[0] and "credentials refused" in warnings[0]
+    assert (report.status, report.exit_code(), report.run_findings) == ("warning", 0, [])
+    assert s3_server.list_keys(bucket) == []
