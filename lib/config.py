@@ -1,11 +1,16 @@
-"""Read the same ``litestream.yml`` the app uses (v0.3 and v0.5 shapes).
+"""Which replicas to verify: the app's ``litestream.yml``, replica URLs, or the environment.
 
-The pipeline follows Litestream's ``ParseConfig``: find the file, expand ``$VAR`` and
-``${VAR}`` over the whole text (Go ``os.ExpandEnv`` semantics), load the YAML, then
-normalise each replica (``url:`` or ``bucket:``/``path:``, ``replica:`` or ``replicas:``)
-and fill empty fields from top-level keys and then from Railway/AWS environment
-variables. Every problem is a one-line ``ConfigError`` naming the key, the offending value
-(never a secret) and the fix.
+Three sources, strongest first (``load_effective``): replica URLs on the command line,
+then ``--config``, then ``$RESTORABLE_REPLICAS`` (a file-free deployment), then
+``$LITESTREAM_CONFIG``, ``./litestream.yml`` and ``/etc/litestream.yml``.
+
+The file pipeline follows Litestream's ``ParseConfig``: expand ``$VAR`` and ``${VAR}``
+over the whole text (Go ``os.ExpandEnv`` semantics, ``lib.envexpand``), load the YAML,
+then normalise each replica (``url:`` or ``bucket:``/``path:``, ``replica:`` or
+``replicas:``) and fill empty fields from top-level keys and then from Railway/AWS
+environment variables. Every problem is a one-line ``ConfigError`` naming the key, the
+offending value (never a secret) and the fix. Every field remembers where it came from
+(``ReplicaConfig.origin``), which ``--print-config`` shows.
 
 Deliberate differences from Litestream, all towards failing loudly:
 
@@ -18,19 +23,26 @@ from __future__ import annotations
 
 import logging
 import os
-import posixpath
 import re
-import string
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
-from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
+from typing import Any, Mapping, Sequence
 
 import yaml
 
-from lib.durations import parse_duration
+from lib import envexpand
+from lib.durations import format_duration, parse_duration
+from lib.envexpand import format_key, printable
 from lib.errors import ConfigError
+from lib.s3url import (S3Url, looks_like_url, parse_file_url, parse_s3_url, redact_url, show, url_scheme,
+                       userinfo)
 from lib.storage import LocalStore, ObjectStore, S3Settings, S3Store
+
+__all__ = [
+    "Config", "DbConfig", "ReplicaConfig", "ConfigError", "S3Url", "config_from_env", "config_from_urls",
+    "expand_env", "format_key", "load", "load_effective", "parse", "parse_file_url", "parse_replica_list",
+    "parse_s3_url", "redact_url", "resolve_config_path", "select_dbs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +52,8 @@ SUPPORTED_TYPES = ("s3", "file")
 # Litestream itself only looks at /etc/litestream.yml; ./litestream.yml comes first here
 # because Railway services run from the repository root.
 DEFAULT_CONFIG_PATHS = (Path("litestream.yml"), Path("/etc/litestream.yml"))
+CONFIG_VAR = "LITESTREAM_CONFIG"
+REPLICAS_VAR = "RESTORABLE_REPLICAS"
 
 DEFAULT_SYNC_INTERVAL = 1.0  # seconds; Litestream's default `sync-interval`
 
@@ -54,6 +68,8 @@ URL_STYLE_VAR = "AWS_S3_URL_STYLE"
 # Litestream copies LITESTREAM_* to AWS_* only when the AWS_ variable is unset.
 ACCESS_KEY_VARS = ("AWS_ACCESS_KEY_ID", "LITESTREAM_ACCESS_KEY_ID")
 SECRET_KEY_VARS = ("AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY")
+# Temporary credentials (STS, SSO): only with the AWS_ACCESS_KEY_ID pair it belongs to.
+SESSION_TOKEN_VAR = "AWS_SESSION_TOKEN"
 
 # Keys restorable reads. An unset variable anywhere else (exec:, logging:, addr:, ...)
 # expands to "" exactly as in Litestream, because it cannot change what we verify.
@@ -67,6 +83,9 @@ REPLICA_KEYS_READ = frozenset(
      "secret-access-key", "force-path-style", "skip-verify", "retention", "sync-interval"}
 )
 
+DEFAULT_ORIGIN = "default"
+MASK = "****"
+
 
 @dataclass(frozen=True)
 class ReplicaConfig:
@@ -75,7 +94,8 @@ class ReplicaConfig:
     ``path`` is kept exactly as Litestream would use it to build keys: for ``s3`` the
     configured ``path`` verbatim (may be ``""``), or for a URL the cleaned URL path
     without its leading slash (``"."`` when the URL has none); for ``file`` the absolute
-    directory.
+    directory. ``origins`` maps a field name to where its value came from (a config key,
+    a URL, ``$VARIABLE``); fields missing there are defaults.
     """
 
     name: str
@@ -90,12 +110,18 @@ class ReplicaConfig:
     skip_verify: bool = False
     retention_seconds: float | None = None  # the replica's `retention`, if set
     sync_interval_seconds: float = 1.0
+    session_token: str | None = field(default=None, repr=False)
+    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     def describe(self) -> str:
         """A human name for logs and reports, never containing a secret."""
         if self.type == "file":
             return f"file://{self.path}"
         return f"s3://{self.bucket}/{self.path.lstrip('/')}"
+
+    def origin(self, name: str) -> str:
+        """Where field ``name`` came from, or ``"default"``."""
+        return dict(self.origins).get(name, DEFAULT_ORIGIN)
 
     def s3_settings(self) -> S3Settings:
         return S3Settings(
@@ -104,6 +130,7 @@ class ReplicaConfig:
             region=self.region,
             access_key_id=self.access_key_id,
             secret_access_key=self.secret_access_key,
+            session_token=self.session_token,
             force_path_style=self.force_path_style,
             skip_verify=self.skip_verify,
         )
@@ -113,32 +140,122 @@ class ReplicaConfig:
             return LocalStore(self.path)
         return S3Store(self.s3_settings())
 
+    def effective(self) -> dict[str, dict[str, Any]]:
+        """Every field as ``{"value": ..., "from": ...}`` with secrets masked, for ``--print-config``."""
+        fields: dict[str, Any] = {"name": self.name, "type": self.type, "path": self.path}
+        if self.type == "s3":
+            fields.update({
+                "bucket": self.bucket,
+                "endpoint": redact_url(self.endpoint) if self.endpoint else None,
+                "region": self.region,
+                "force-path-style": _path_style_shown(self),
+                "skip-verify": self.skip_verify,
+                "access-key-id": _mask(self.access_key_id, keep=4),
+                "secret-access-key": _mask(self.secret_access_key),
+                "session-token": _mask(self.session_token),
+            })
+        fields["sync-interval"] = format_duration(self.sync_interval_seconds)
+        fields["retention"] = format_duration(self.retention_seconds) if self.retention_seconds else None
+        attributes = {"force-path-style": "force_path_style", "sync-interval": "sync_interval_seconds",
+                      "retention": "retention_seconds"}
+        return {key: {"value": value, "from": self.origin(attributes.get(key, key.replace("-", "_")))}
+                for key, value in fields.items()}
+
+
+def _path_style_shown(replica: ReplicaConfig) -> bool | str:
+    if replica.force_path_style is not None:
+        return replica.force_path_style
+    return "auto (path style when an endpoint is set)"
+
+
+def _mask(secret: str | None, *, keep: int = 0) -> str | None:
+    """``****`` for a secret; with ``keep``, a long value keeps that many leading characters."""
+    if not secret:
+        return None
+    if keep and len(secret) >= 16:
+        return secret[:keep] + MASK
+    return MASK
+
 
 @dataclass(frozen=True)
 class DbConfig:
-    path: str  # as written in the config (made absolute, like Litestream does)
+    path: str  # as written in the config (made absolute, like Litestream does), a URL, or a name
     replicas: tuple[ReplicaConfig, ...]
     written_path: str = ""  # the `path:` exactly as written (before ~ and CWD); "" if unknown
 
 
 @dataclass(frozen=True)
 class Config:
-    source: str  # the file it came from, or a description such as "RESTORABLE_REPLICAS"
+    source: str  # the file it came from, "command line" or "RESTORABLE_REPLICAS"
     dbs: tuple[DbConfig, ...]
+    # Lower-precedence sources that were also set and are therefore not used.
+    overridden: tuple[str, ...] = field(default=(), compare=False)
 
     def secrets(self) -> list[str]:
         """Every secret value in this config, for log and report scrubbing.
 
-        The key pairs, plus the ``user:password`` part of an endpoint that carries one.
+        The key pairs and session tokens, plus the ``user:password`` part of an endpoint
+        that carries one.
         """
         out = []
         for db in self.dbs:
             for r in db.replicas:
-                out += [s for s in (r.access_key_id, r.secret_access_key, _userinfo(r.endpoint)) if s]
+                candidates = (r.access_key_id, r.secret_access_key, r.session_token, userinfo(r.endpoint))
+                out += [s for s in candidates if s]
         return out
 
 
 # --------------------------------------------------------------------------- entry points
+
+
+def load_effective(
+    urls: Sequence[str],
+    cli_path: str | None,
+    environ: Mapping[str, str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+) -> Config:
+    """The replicas to verify, from the strongest source that is set.
+
+    Order: replica ``urls`` (command line), ``--config`` (``cli_path``),
+    ``$RESTORABLE_REPLICAS``, then ``$LITESTREAM_CONFIG`` and the default files. Weaker
+    sources that are set too are listed in ``Config.overridden``.
+
+    :raises ConfigError: for any problem in the chosen source, with a one-line message.
+    """
+    present = _sources_present(urls, cli_path, environ)
+    chosen = present[0] if present else "file"
+    if chosen == "urls":
+        config = config_from_urls(urls, environ, cwd=cwd)
+    elif chosen == REPLICAS_VAR:
+        config = config_from_env(environ, cwd=cwd)
+    else:
+        config = load(cli_path, environ)
+    overridden = tuple(_describe_source(name, cli_path, environ) for name in present[1:])
+    return replace(config, overridden=overridden)
+
+
+def _sources_present(urls: Sequence[str], cli_path: str | None, environ: Mapping[str, str]) -> list[str]:
+    present = []
+    if urls:
+        present.append("urls")
+    if cli_path:
+        present.append("--config")
+    if environ.get(REPLICAS_VAR, "").strip():
+        present.append(REPLICAS_VAR)
+    if environ.get(CONFIG_VAR):
+        present.append(CONFIG_VAR)
+    return present
+
+
+def _describe_source(name: str, cli_path: str | None, environ: Mapping[str, str]) -> str:
+    if name == "--config":
+        return f"--config {cli_path}"
+    if name == CONFIG_VAR:
+        return f"${CONFIG_VAR} ({environ[CONFIG_VAR]})"
+    if name == REPLICAS_VAR:
+        return f"${REPLICAS_VAR}"
+    return "replica URL arguments"
 
 
 def resolve_config_path(
@@ -155,15 +272,16 @@ def resolve_config_path(
     """
     if cli_path:
         return _existing_file(Path(cli_path).expanduser(), "--config")
-    if environ.get("LITESTREAM_CONFIG"):
-        return _existing_file(Path(environ["LITESTREAM_CONFIG"]).expanduser(), "LITESTREAM_CONFIG")
+    if environ.get(CONFIG_VAR):
+        return _existing_file(Path(environ[CONFIG_VAR]).expanduser(), CONFIG_VAR)
     for candidate in search:
         if candidate.is_file():
             return candidate
     tried = ", ".join(str(p) for p in search)
     raise ConfigError(
-        f"no Litestream config found (tried --config, $LITESTREAM_CONFIG, {tried}); "
-        "pass --config PATH or set LITESTREAM_CONFIG to the litestream.yml the app uses"
+        f"no Litestream config found (tried --config, ${CONFIG_VAR}, ${REPLICAS_VAR}, {tried}); "
+        f"pass --config PATH, set {CONFIG_VAR} to the litestream.yml the app uses, "
+        f"or set {REPLICAS_VAR}=s3://BUCKET/PATH"
     )
 
 
@@ -202,6 +320,28 @@ def parse(
     return _build_config(document, base, environ)
 
 
+def expand_env(text: str, environ: Mapping[str, str], *, source: str = "config") -> str:
+    """Go's ``os.ExpandEnv`` over ``text``, strict for keys restorable reads (see ``lib.envexpand``).
+
+    :raises ConfigError: an unset variable feeds a key restorable reads; names both.
+    """
+    return envexpand.expand_env(text, environ, source=source, is_read_key=_is_read_key)
+
+
+def _is_read_key(path: Sequence[str | int]) -> bool:
+    """Whether a key path (indexes included) is one restorable reads."""
+    names = [part for part in path if isinstance(part, str)]
+    if not names:
+        return True
+    if names[0] != "dbs":
+        return names[0] in TOP_KEYS_READ
+    if len(names) == 1:
+        return True
+    if names[1] in ("replica", "replicas"):
+        return len(names) == 2 or names[2] in REPLICA_KEYS_READ
+    return names[1] in DB_KEYS_READ
+
+
 def select_dbs(
     config: Config, wanted: Sequence[str], *, cwd: str | os.PathLike[str] | None = None
 ) -> tuple[DbConfig, ...]:
@@ -221,7 +361,7 @@ def select_dbs(
         if db is None:
             known = ", ".join(db.path for db in config.dbs)
             raise ConfigError(
-                f"--db {_printable(value)}: no such database in {config.source}; known databases: {known}",
+                f"--db {printable(value)}: no such database in {config.source}; known databases: {known}",
             )
         if db not in chosen:
             chosen.append(db)
@@ -229,11 +369,14 @@ def select_dbs(
 
 
 def _find_db(dbs: Sequence[DbConfig], value: str, cwd: Path) -> DbConfig | None:
-    absolute = value if _looks_like_url(value) else _absolute(value, cwd)
+    absolute = value if looks_like_url(value) else _absolute(value, cwd)
     for db in dbs:
         if value in (db.path, db.written_path) or absolute == db.path:
             return db
     return None
+
+
+# ------------------------------------------------------------------------ replicas by URL
 
 
 def config_from_urls(
@@ -246,203 +389,104 @@ def config_from_urls(
 
     Each database's ``path`` is the URL itself (credentials in it redacted). Endpoint,
     region and path style come from the URL (host detection, query parameters) and then
-    from the same environment fallbacks as the file.
+    from the same environment fallbacks as the file; credentials from the environment.
+
+    :raises ConfigError: no URL, or a URL that names no usable replica.
     """
     if not urls:
         raise ConfigError("command line: no replica URL given; pass s3://BUCKET/PATH or file:///PATH")
-    base = _Context(source="command line", cwd=Path(cwd) if cwd is not None else Path.cwd())
-    base = replace(base, env=_env_defaults(environ))
-    dbs = []
-    for number, url in enumerate(urls, start=1):
-        ctx = replace(base, source=f"command line (URL {number})")
-        replica = _build_replica({"url": url}, "", ctx)
-        shown = redact_url(url)
-        dbs.append(DbConfig(path=shown, replicas=(replica,), written_path=shown))
-    return Config(source="command line", dbs=tuple(dbs))
+    entries = [_ReplicaEntry(f"command line (URL {n})", None, url) for n, url in enumerate(urls, start=1)]
+    return _config_from_entries(entries, environ, "command line", cwd)
 
 
-# --------------------------------------------------------------------- environment expansion
-
-_SPECIAL_NAMES = frozenset("*#$@!?-0123456789")
-_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "_")
-_IDENTIFIER_START = frozenset(string.ascii_letters + "_")
+# Optional "NAME=" before a URL: no ":" or "/" before the "=", so a URL's own query
+# ("s3://b/p?region=auto") is never taken for a name.
+_NAMED_ENTRY = re.compile(r"(?P<name>[^=:/]*)=(?P<url>.*)", re.DOTALL)
+_VALID_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_LIST_SEPARATORS = re.compile(r"[\s,]+")
 
 
 @dataclass(frozen=True)
-class _Reference:
-    """An unset variable referenced in the config text."""
+class _ReplicaEntry:
+    """One replica URL from the command line or ``$RESTORABLE_REPLICAS``."""
 
-    name: str
-    offset: int  # index of its "$" in the text
+    where: str  # prefix of error messages, e.g. "RESTORABLE_REPLICAS entry 2 (app)"
+    name: str | None
+    url: str
 
 
-def expand_env(text: str, environ: Mapping[str, str], *, source: str = "config") -> str:
-    """Expand ``$NAME`` and ``${NAME}`` like Go's ``os.ExpandEnv``, but strictly.
+def parse_replica_list(text: str) -> list[tuple[str | None, str]]:
+    """Split ``$RESTORABLE_REPLICAS`` into ``(name or None, url)`` pairs, in order.
 
-    Go's quirks are kept: a name is the longest ``[A-Za-z0-9_]`` run; ``$`` plus one of
-    ``*#$@!?-`` or a digit is a special variable (so ``$$`` and ``$1`` vanish); ``${}``
-    and an unclosed ``${`` are deleted; a ``$`` before anything else is kept.
+    Entries are separated by whitespace and/or commas (percent-encode either inside a
+    URL); each is ``URL`` or ``NAME=URL`` with NAME made of letters, digits, ``.``, ``_``
+    and ``-`` (at most 64, starting with a letter or digit).
 
-    Unlike Go, an unset variable whose name starts like an identifier is an error when
-    it feeds a key restorable reads. One set to ``""`` expands to ``""``. References in
-    comments and in keys restorable ignores, and odd names such as ``${ x}``, expand to
-    ``""`` as in Litestream.
-
-    :raises ConfigError: naming the variable, the key it feeds and the fix.
+    :raises ConfigError: an empty list, a bad name, or a name or URL listed twice.
     """
-    missing: list[_Reference] = []
-
-    def lookup(name: str, offset: int) -> str:
-        if name in environ:
-            return environ[name]
-        if name[0] in _IDENTIFIER_START:
-            missing.append(_Reference(name, offset))
-        return ""
-
-    expanded = _go_expand(text, lookup)
-    if missing:
-        _raise_for_missing(text, missing, source)
-    return expanded
-
-
-def _go_expand(text: str, lookup: Callable[[str, int], str]) -> str:
-    """Go's ``os.Expand`` over ``text``; ``lookup(name, offset_of_dollar)`` gives values."""
-    out: list[str] = []
-    literal_start = 0
-    pos = 0
-    while pos < len(text):
-        if text[pos] == "$" and pos + 1 < len(text):
-            out.append(text[literal_start:pos])
-            name, width = _shell_name(text, pos + 1)
-            if name:
-                out.append(lookup(name, pos))
-            elif width == 0:
-                out.append("$")  # valid syntax but no name: keep the dollar
-            pos += width
-            literal_start = pos + 1
-        pos += 1
-    out.append(text[literal_start:])
-    return "".join(out)
+    pairs: list[tuple[str | None, str]] = []
+    for number, entry in enumerate((e for e in _LIST_SEPARATORS.split(text) if e), start=1):
+        match = _NAMED_ENTRY.fullmatch(entry)
+        name, url = (match.group("name"), match.group("url")) if match else (None, entry)
+        if name is not None and not _VALID_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{REPLICAS_VAR} entry {number}: name {show(name)} is not valid; use letters, digits, '.', '_' "
+                "or '-' (at most 64), as in app=s3://BUCKET/app.db"
+            )
+        if not url:
+            raise ConfigError(f"{REPLICAS_VAR} entry {number} ({name}): no URL after '='; write {name}=s3://BUCKET/PATH")
+        pairs.append((name, url))
+    if not pairs:
+        raise ConfigError(f"{REPLICAS_VAR} holds no replica URL; set it to e.g. app=s3://BUCKET/app.db")
+    _check_unique_entries(pairs)
+    return pairs
 
 
-def _shell_name(text: str, start: int) -> tuple[str, int]:
-    """The variable name after a ``$`` at ``start - 1`` and how many characters it uses.
+def _check_unique_entries(pairs: Sequence[tuple[str | None, str]]) -> None:
+    seen: dict[str, int] = {}
+    for number, (name, url) in enumerate(pairs, start=1):
+        label = name if name is not None else redact_url(url)
+        if label in seen:
+            what = f"name {name!r}" if name is not None else f"URL {show(label)}"
+            raise ConfigError(
+                f"{REPLICAS_VAR} entry {number}: {what} is already used by entry {seen[label]}; "
+                "give each replica a distinct name (NAME=URL)"
+            )
+        seen[label] = number
 
-    ``("", n > 0)`` means bad syntax whose ``n`` characters are swallowed.
+
+def config_from_env(environ: Mapping[str, str], *, cwd: str | os.PathLike[str] | None = None) -> Config:
+    """A config from ``$RESTORABLE_REPLICAS`` alone: one database per listed replica URL.
+
+    A named entry (``app=s3://bucket/app.db``) gives a database called ``app`` with one
+    replica called ``app``; an unnamed one is labelled by its URL (credentials redacted)
+    and its replica by its type. Connection details come from the URL and the same
+    environment fallbacks as the file (endpoint, region, URL style, credentials).
+
+    :raises ConfigError: the variable is unset or malformed, or an entry is unusable.
     """
-    first = text[start]
-    if first == "{":
-        if start + 2 < len(text) and text[start + 1] in _SPECIAL_NAMES and text[start + 2] == "}":
-            return text[start + 1], 3
-        close = text.find("}", start + 1)
-        if close == -1:
-            return "", 1  # unclosed "${": eat it
-        if close == start + 1:
-            return "", 2  # "${}": eat it
-        return text[start + 1 : close], close - start + 1
-    if first in _SPECIAL_NAMES:
-        return first, 1
-    end = start
-    while end < len(text) and text[end] in _NAME_CHARS:
-        end += 1
-    return text[start:end], end - start
+    entries = []
+    for number, (name, url) in enumerate(parse_replica_list(environ.get(REPLICAS_VAR, "")), start=1):
+        where = f"{REPLICAS_VAR} entry {number}" + (f" ({name})" if name else "")
+        entries.append(_ReplicaEntry(where, name, url))
+    return _config_from_entries(entries, environ, REPLICAS_VAR, cwd)
 
 
-def _raise_for_missing(text: str, missing: Sequence[_Reference], source: str) -> None:
-    """Raise for the first unset variable that feeds a key restorable reads, if any."""
-    tree = _compose_quietly(text)
-    feeding: list[tuple[_Reference, str]] = []
-    for ref in missing:
-        key = _reference_key(tree, text, ref.offset)
-        if key is None:
-            log.debug("unset variable in an ignored part of the config name=%s", ref.name)
-        else:
-            feeding.append((ref, key))
-    if not feeding:
-        return
-    ref, key = feeding[0]
-    name = _printable(ref.name)
-    others = sorted({other.name for other, _ in feeding} - {ref.name})
-    also = f" (also unset: {', '.join(map(_printable, others))})" if others else ""
-    hint = "" if ref.name.isidentifier() else " (Litestream has no ${VAR:-default} syntax)"
-    raise ConfigError(
-        f"{source}: {key} uses ${{{name}}}, which is not set{hint}; set {name} in the environment{also}"
-    )
-
-
-def _printable(text: str) -> str:
-    """``text`` itself if it fits on one line, else its repr (messages are one line)."""
-    return text if text.isprintable() else repr(text)
-
-
-def _compose_quietly(text: str) -> yaml.Node | None:
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return None
-
-
-def _reference_key(tree: yaml.Node | None, text: str, offset: int) -> str | None:
-    """The dotted key a ``$`` at ``offset`` feeds, or None when it feeds nothing we read."""
-    line = text.count("\n", 0, offset) + 1
-    if tree is None:  # unparsable before expansion: fall back to the line
-        return _line_key(text, offset, line)
-    path = _node_path(tree, offset, set())
-    if path is None or not _is_read_key(path):
-        return None
-    return format_key(path) or f"line {line}"
-
-
-def _line_key(text: str, offset: int, line: int) -> str:
-    start = text.rfind("\n", 0, offset) + 1
-    match = re.match(r"\s*(?:-\s+)?([\w.-]+)\s*:", text[start:offset])
-    return f"{match.group(1)} (line {line})" if match else f"line {line}"
-
-
-def _node_path(node: yaml.Node, offset: int, seen: set[int]) -> list[str | int] | None:
-    """Keys and indexes from the root to the scalar covering ``offset``; None if none does."""
-    if isinstance(node, yaml.ScalarNode):
-        return [] if node.start_mark.index <= offset < node.end_mark.index else None
-    if id(node) in seen:  # aliases can make the node graph cyclic
-        return None
-    seen.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            label = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
-            if _node_path(key_node, offset, seen) is not None:
-                return [label]
-            below = _node_path(value_node, offset, seen)
-            if below is not None:
-                return [label, *below]
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            below = _node_path(item, offset, seen)
-            if below is not None:
-                return [index, *below]
-    return None
-
-
-def _is_read_key(path: Sequence[str | int]) -> bool:
-    """Whether a key path (indexes included) is one restorable reads."""
-    names = [part for part in path if isinstance(part, str)]
-    if not names:
-        return True
-    if names[0] != "dbs":
-        return names[0] in TOP_KEYS_READ
-    if len(names) == 1:
-        return True
-    if names[1] in ("replica", "replicas"):
-        return len(names) == 2 or names[2] in REPLICA_KEYS_READ
-    return names[1] in DB_KEYS_READ
-
-
-def format_key(path: Sequence[str | int]) -> str:
-    """``["dbs", 0, "replicas", 1, "bucket"]`` -> ``dbs[0].replicas[1].bucket``."""
-    out = ""
-    for part in path:
-        name = _printable(str(part))
-        out += f"[{part}]" if isinstance(part, int) else (f".{name}" if out else name)
-    return out
+def _config_from_entries(
+    entries: Sequence[_ReplicaEntry], environ: Mapping[str, str], source: str, cwd: str | os.PathLike[str] | None
+) -> Config:
+    base = _Context(source=source, cwd=Path(cwd) if cwd is not None else Path.cwd(), env=_env_defaults(environ))
+    dbs = []
+    for entry in entries:
+        ctx = replace(base, source=entry.where)
+        if not isinstance(entry.url, str) or "\x00" in entry.url:
+            raise ctx.fail("url", "contains a NUL byte; use s3://BUCKET/PATH or file:///PATH")
+        replica = _build_replica({"url": entry.url}, "", ctx)
+        if entry.name is not None:
+            replica = replace(replica, name=entry.name, origins=replica.origins + (("name", entry.where),))
+        label = entry.name if entry.name is not None else redact_url(entry.url)
+        dbs.append(DbConfig(path=label, replicas=(replica,), written_path=label))
+    return Config(source=source, dbs=tuple(dbs))
 
 
 # ------------------------------------------------------------------------------------- YAML
@@ -469,11 +513,6 @@ for _tag in ("bool", "int", "float", "binary", "timestamp"):
 # YAML 1.1 booleans, as yaml.v2 reads them.
 _TRUE_WORDS = frozenset("y Y yes Yes YES true True TRUE on On ON".split())
 _FALSE_WORDS = frozenset("n N no No NO false False FALSE off Off OFF".split())
-# Go's strconv.ParseBool, used for URL query values.
-_GO_TRUE = frozenset("1 t T TRUE true True".split())
-_GO_FALSE = frozenset("0 f F FALSE false False".split())
-
-
 def _load_yaml(text: str, source: str) -> Any:
     """Load YAML; syntax errors become one line with the line number and no file excerpt.
 
@@ -493,21 +532,32 @@ def _load_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: invalid YAML value (a tagged scalar?); check tags such as !!set") from None
 
 
+
+
 # ------------------------------------------------------------------------------ normalising
 
 
 @dataclass(frozen=True)
 class _Defaults:
-    """Values a replica inherits for keys it leaves empty (top-level keys or environment)."""
+    """Values a replica inherits for keys it leaves empty (top-level keys or environment).
+
+    ``origins`` maps a field to where its value came from (``$VAR`` or a key).
+    """
 
     bucket: str | None = None
     endpoint: str | None = None
     region: str | None = None
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
     force_path_style: bool | None = None
     skip_verify: bool | None = None
     sync_interval: float | None = None
+    origins: tuple[tuple[str, str], ...] = ()
+
+    def get(self, name: str) -> tuple[Any, str]:
+        """``(value, origin)`` of field ``name``."""
+        return getattr(self, name), dict(self.origins).get(name, "")
 
 
 def _env_defaults(environ: Mapping[str, str]) -> _Defaults:
@@ -515,28 +565,35 @@ def _env_defaults(environ: Mapping[str, str]) -> _Defaults:
 
     :raises ConfigError: ``AWS_S3_URL_STYLE`` is set to something other than path/virtual.
     """
-    style = environ.get(URL_STYLE_VAR, "").strip().lower()
+    raw_style = environ.get(URL_STYLE_VAR) or ""
+    style = raw_style.strip().lower()
     styles = {"": None, "path": True, "virtual": False}
     if style not in styles:
         raise ConfigError(
-            f"{URL_STYLE_VAR}={_show(environ[URL_STYLE_VAR])} is not a URL style; "
-            "set it to 'path' or 'virtual', or unset it"
+            f"{URL_STYLE_VAR}={show(raw_style)} is not a URL style; set it to 'path' or 'virtual', or unset it"
         )
-    return _Defaults(
-        bucket=_first_set(environ, BUCKET_VARS),
-        endpoint=_first_set(environ, ENDPOINT_VARS),
-        region=_first_set(environ, REGION_VARS),
-        access_key_id=_first_set(environ, ACCESS_KEY_VARS),
-        secret_access_key=_first_set(environ, SECRET_KEY_VARS),
-        force_path_style=styles[style],
-    )
+    found = {
+        "bucket": _first_set(environ, BUCKET_VARS),
+        "endpoint": _first_set(environ, ENDPOINT_VARS),
+        "region": _first_set(environ, REGION_VARS),
+        "access_key_id": _first_set(environ, ACCESS_KEY_VARS),
+        "secret_access_key": _first_set(environ, SECRET_KEY_VARS),
+    }
+    if found["access_key_id"][1] == f"${ACCESS_KEY_VARS[0]}":
+        found["session_token"] = _first_set(environ, (SESSION_TOKEN_VAR,))
+    if style:
+        found["force_path_style"] = (styles[style], f"${URL_STYLE_VAR}")
+    values = {name: value for name, (value, _) in found.items()}
+    origins = tuple((name, origin) for name, (value, origin) in found.items() if value is not None)
+    return _Defaults(**values, origins=origins)
 
 
-def _first_set(environ: Mapping[str, str], names: Sequence[str]) -> str | None:
+def _first_set(environ: Mapping[str, str], names: Sequence[str]) -> tuple[str | None, str]:
+    """The first non-empty variable of ``names`` as ``(value, "$NAME")``; ``(None, "")`` if none."""
     for name in names:
         if environ.get(name):
-            return environ[name]
-    return None
+            return environ[name], f"${name}"
+    return None, ""
 
 
 @dataclass(frozen=True)
@@ -580,13 +637,18 @@ class _Context:
             return value
         if isinstance(value, str) and value in _TRUE_WORDS | _FALSE_WORDS:
             return value in _TRUE_WORDS
-        raise self.fail(_join(key, name), f"expected true or false, got {_show(value)}")
+        raise self.fail(_join(key, name), f"expected true or false, got {show(value)}")
 
     def duration(self, raw: Mapping, name: str, key: str) -> float | None:
         value = raw.get(name)
         if value is None or value == "":
             return None
         return parse_duration(value, self.where(_join(key, name)))
+
+    def keyed(self, raw: Mapping, name: str, key: str, read=None) -> tuple[Any, str]:
+        """``(value, origin)`` of key ``name`` read with ``read`` (default: ``text``)."""
+        value = (read or self.text)(raw, name, key)
+        return value, self.where(_join(key, name))
 
 
 def _build_config(document: Any, base: _Context, environ: Mapping[str, str]) -> Config:
@@ -606,16 +668,16 @@ def _build_config(document: Any, base: _Context, environ: Mapping[str, str]) -> 
 
 def _top_defaults(top: Mapping, ctx: _Context) -> _Defaults:
     """Top-level keys replicas inherit (v0.3 credentials; v0.5 global S3 settings)."""
-    return _Defaults(
-        bucket=ctx.text(top, "bucket", ""),
-        endpoint=ctx.text(top, "endpoint", ""),
-        region=ctx.text(top, "region", ""),
-        access_key_id=ctx.text(top, "access-key-id", ""),
-        secret_access_key=ctx.text(top, "secret-access-key", ""),
-        force_path_style=ctx.flag(top, "force-path-style", ""),
-        skip_verify=ctx.flag(top, "skip-verify", ""),
-        sync_interval=ctx.duration(top, "sync-interval", ""),
-    )
+    readers = {
+        "bucket": ("bucket", ctx.text), "endpoint": ("endpoint", ctx.text), "region": ("region", ctx.text),
+        "access_key_id": ("access-key-id", ctx.text), "secret_access_key": ("secret-access-key", ctx.text),
+        "force_path_style": ("force-path-style", ctx.flag), "skip_verify": ("skip-verify", ctx.flag),
+        "sync_interval": ("sync-interval", ctx.duration),
+    }
+    values = {attr: read(top, key, "") for attr, (key, read) in readers.items()}
+    origins = tuple((attr, f"{ctx.where(readers[attr][0])} (top level)")
+                    for attr, value in values.items() if value is not None)
+    return _Defaults(**values, origins=origins)
 
 
 def _build_db(raw: Any, index: int, ctx: _Context) -> DbConfig:
@@ -675,33 +737,37 @@ def _build_replica(raw: Any, key: str, ctx: _Context) -> ReplicaConfig:
             _join(key, "age"),
             "age-encrypted replicas are not supported by restorable; verify an unencrypted replica",
         )
-    sync_interval = ctx.duration(raw, "sync-interval", key)
-    if sync_interval is None:
-        sync_interval = ctx.top.sync_interval if ctx.top.sync_interval is not None else DEFAULT_SYNC_INTERVAL
-    build = _file_replica if kind == "file" else _s3_replica
-    return replace(
-        build(raw, url, key, ctx),
-        name=ctx.text(raw, "name", key) or kind,
-        retention_seconds=ctx.duration(raw, "retention", key),
-        sync_interval_seconds=sync_interval,
-    )
+    sync_interval, sync_origin = _pick(
+        ctx.keyed(raw, "sync-interval", key, ctx.duration), ctx.top.get("sync_interval"),
+        (DEFAULT_SYNC_INTERVAL, DEFAULT_ORIGIN))
+    name, name_origin = ctx.keyed(raw, "name", key)
+    retention, retention_origin = ctx.keyed(raw, "retention", key, ctx.duration)
+    built = (_file_replica if kind == "file" else _s3_replica)(raw, url, key, ctx)
+    type_origin = ctx.where(_join(key, "url" if url else "type")) if url or raw.get("type") else DEFAULT_ORIGIN
+    origins = dict(built.origins, type=type_origin, sync_interval_seconds=sync_origin)
+    if name is not None:
+        origins["name"] = name_origin
+    if retention is not None:
+        origins["retention_seconds"] = retention_origin
+    return replace(built, name=name or kind, retention_seconds=retention, sync_interval_seconds=sync_interval,
+                   origins=tuple(origins.items()))
 
 
 def _replica_type(raw: Mapping, url: str | None, key: str, ctx: _Context) -> str:
     """The replica type: the URL scheme, else ``type:``, else ``file`` (Litestream's rule)."""
     explicit = ctx.text(raw, "type", key)
-    scheme = _url_scheme(url, ctx.where(_join(key, "url"))) if url else None
+    scheme = url_scheme(url, ctx.where(_join(key, "url"))) if url else None
     if scheme and explicit and scheme != explicit:
         raise ctx.fail(
             _join(key, "type"),
-            f"type {explicit!r} contradicts the url scheme {scheme!r}; remove type: or fix url:",
+            f"type {show(explicit)} contradicts the url scheme {show(scheme)}; remove type: or fix url:",
         )
     kind = scheme or explicit or "file"
     if kind not in SUPPORTED_TYPES:
         origin = "url" if scheme else "type"
         raise ctx.fail(
             _join(key, origin),
-            f"replica type {_show(kind)} is not supported by restorable (supported: {', '.join(SUPPORTED_TYPES)})",
+            f"replica type {show(kind)} is not supported by restorable (supported: {', '.join(SUPPORTED_TYPES)})",
         )
     return kind
 
@@ -712,17 +778,23 @@ def _file_replica(raw: Mapping, url: str | None, key: str, ctx: _Context) -> Rep
         raise ctx.fail(key, "cannot specify url & path for file replica; keep one of them")
     if url is not None:
         path = parse_file_url(url, ctx.where(_join(key, "url")))
+        origin = ctx.where(_join(key, "url"))
     elif path is None:
         raise ctx.fail(
             _join(key, "path"),
             "a file replica needs a directory; set path: /backups/app.db or url: file:///backups/app.db",
         )
-    elif _looks_like_url(path):
+    elif looks_like_url(path):
         raise ctx.fail(_join(key, "path"), "replica path cannot be a url; move it to url:")
-    return ReplicaConfig(name="file", type="file", path=_absolute(path, ctx.cwd))
+    else:
+        origin = ctx.where(_join(key, "path"))
+    if "\x00" in path:
+        raise ctx.fail(_join(key, "path"), "contains a NUL byte; name the replica directory")
+    return ReplicaConfig(name="file", type="file", path=_absolute(path, ctx.cwd), origins=(("path", origin),))
 
 
 def _s3_replica(raw: Mapping, url: str | None, key: str, ctx: _Context) -> ReplicaConfig:
+    url_origin = ctx.where(_join(key, "url"))
     if url is not None:
         for conflicting in ("path", "bucket"):
             if ctx.text(raw, conflicting, key) is not None:
@@ -730,28 +802,38 @@ def _s3_replica(raw: Mapping, url: str | None, key: str, ctx: _Context) -> Repli
                     key,
                     f"cannot specify url & {conflicting} for s3 replica; put them in the url or drop url:",
                 )
-        parsed = parse_s3_url(url, ctx.where(_join(key, "url")))
+        parsed = parse_s3_url(url, url_origin)
+        path_origin = url_origin
     else:
         path = ctx.text(raw, "path", key) or ""
-        if _looks_like_url(path):
+        if looks_like_url(path):
             raise ctx.fail(_join(key, "path"), "replica path cannot be a url; move it to url:")
         parsed = S3Url(bucket=ctx.text(raw, "bucket", key), path=path)
-    bucket = _first(parsed.bucket, ctx.top.bucket, ctx.env.bucket)
-    if not bucket:
+        path_origin = ctx.where(_join(key, "path")) if path else DEFAULT_ORIGIN
+    fields = {
+        "bucket": _pick((parsed.bucket, url_origin if url else ctx.where(_join(key, "bucket"))),
+                        ctx.top.get("bucket"), ctx.env.get("bucket")),
+        "endpoint": _pick(ctx.keyed(raw, "endpoint", key),
+                          (parsed.endpoint, _url_part(url_origin, parsed.endpoint_from_query, "endpoint")),
+                          ctx.top.get("endpoint"), ctx.env.get("endpoint")),
+        "region": _pick(ctx.keyed(raw, "region", key),
+                        (parsed.region, _url_part(url_origin, parsed.region_from_query, "region")),
+                        ctx.top.get("region"), ctx.env.get("region")),
+        "force_path_style": _path_style(ctx.keyed(raw, "force-path-style", key, ctx.flag), parsed, url_origin, ctx),
+        "skip_verify": _pick(ctx.keyed(raw, "skip-verify", key, ctx.flag), (parsed.skip_verify, url_origin),
+                             ctx.top.get("skip_verify"), (False, DEFAULT_ORIGIN)),
+        **_credentials(raw, key, ctx),
+    }
+    if not fields["bucket"][0]:
         raise _missing_bucket(key, url is not None, ctx)
-    access_key_id, secret_access_key = _credentials(raw, key, ctx)
-    return ReplicaConfig(
-        name="s3",
-        type="s3",
-        path=parsed.path,
-        bucket=bucket,
-        endpoint=_first(ctx.text(raw, "endpoint", key), parsed.endpoint, ctx.top.endpoint, ctx.env.endpoint),
-        region=_first(ctx.text(raw, "region", key), parsed.region, ctx.top.region, ctx.env.region),
-        access_key_id=access_key_id,
-        secret_access_key=secret_access_key,
-        force_path_style=_path_style(ctx.flag(raw, "force-path-style", key), parsed, ctx),
-        skip_verify=bool(_first(ctx.flag(raw, "skip-verify", key), parsed.skip_verify, ctx.top.skip_verify)),
-    )
+    origins = {name: origin for name, (value, origin) in fields.items() if value is not None and origin}
+    origins["path"] = path_origin
+    return ReplicaConfig(name="s3", type="s3", path=parsed.path, origins=tuple(origins.items()),
+                         **{name: value for name, (value, _) in fields.items()})
+
+
+def _url_part(url_origin: str, from_query: bool, name: str) -> str:
+    return f"{url_origin} (?{name}=)" if from_query else f"{url_origin} (host)"
 
 
 def _missing_bucket(key: str, from_url: bool, ctx: _Context) -> ConfigError:
@@ -767,211 +849,49 @@ def _missing_bucket(key: str, from_url: bool, ctx: _Context) -> ConfigError:
     )
 
 
-def _path_style(explicit: bool | None, parsed: S3Url, ctx: _Context) -> bool | None:
+def _path_style(explicit: tuple[bool | None, str], parsed: S3Url, url_origin: str, ctx: _Context
+                ) -> tuple[bool | None, str]:
     """Path-style addressing: explicit setting, forced by a provider URL, then environment.
 
     Litestream applies a provider host's path style whenever the configured value is not
     true, so a provider URL wins even over ``force-path-style: false``. ``None`` leaves the
     choice to the storage layer (path style exactly when there is an endpoint).
     """
-    style = _first(explicit, parsed.force_path_style, ctx.top.force_path_style)
+    style, origin = _pick(explicit, (parsed.force_path_style, f"{url_origin} (?forcePathStyle=)"),
+                          ctx.top.get("force_path_style"))
     if parsed.is_provider_path_style and not style:
-        style = True
-    return style if style is not None else ctx.env.force_path_style
+        return True, f"{url_origin} (provider host)"
+    if style is not None:
+        return style, origin
+    return ctx.env.get("force_path_style")
 
 
-def _credentials(raw: Mapping, key: str, ctx: _Context) -> tuple[str | None, str | None]:
-    """The key pair: replica keys, else top-level keys (per field), else the environment pair."""
-    access = ctx.text(raw, "access-key-id", key) or ctx.top.access_key_id
-    secret = ctx.text(raw, "secret-access-key", key) or ctx.top.secret_access_key
-    if access or secret:
-        if not (access and secret):
+def _credentials(raw: Mapping, key: str, ctx: _Context) -> dict[str, tuple[str | None, str]]:
+    """The key pair (and session token): replica keys, else top-level keys (per field), else the environment."""
+    access = _pick(ctx.keyed(raw, "access-key-id", key), ctx.top.get("access_key_id"))
+    secret = _pick(ctx.keyed(raw, "secret-access-key", key), ctx.top.get("secret_access_key"))
+    if access[0] or secret[0]:
+        if not (access[0] and secret[0]):
             pair = ("access-key-id", "secret-access-key")
-            present, absent = pair if access else pair[::-1]
+            present, absent = pair if access[0] else pair[::-1]
             raise ctx.fail(
                 key,
                 f"{present} is set but {absent} is empty; set both, or neither to use the environment's credentials",
             )
-        return access, secret
-    access, secret = ctx.env.access_key_id, ctx.env.secret_access_key
-    if bool(access) != bool(secret):
-        present, absent = (ACCESS_KEY_VARS, SECRET_KEY_VARS) if access else (SECRET_KEY_VARS, ACCESS_KEY_VARS)
+        return {"access_key_id": access, "secret_access_key": secret}
+    access, secret = ctx.env.get("access_key_id"), ctx.env.get("secret_access_key")
+    if bool(access[0]) != bool(secret[0]):
+        present, absent = (ACCESS_KEY_VARS, SECRET_KEY_VARS) if access[0] else (SECRET_KEY_VARS, ACCESS_KEY_VARS)
         raise ctx.fail(key, f"{present[0]} is set but {absent[0]} is not; set both in the environment, or neither")
-    return access, secret
-
-
-# ------------------------------------------------------------------------------------- URLs
-
-
-@dataclass(frozen=True)
-class S3Url:
-    """What an ``s3://`` URL says about a replica (query parameters included)."""
-
-    bucket: str | None
-    path: str
-    endpoint: str | None = None
-    region: str | None = None
-    force_path_style: bool | None = None  # from ?forcePathStyle=
-    skip_verify: bool | None = None  # from ?skipVerify=
-    is_provider_path_style: bool = False  # the host named a provider Litestream forces path style for
-
-
-@dataclass(frozen=True)
-class _Provider:
-    bucket: str | None
-    region: str | None
-    endpoint: str | None
-    is_path_style: bool
-
-
-# Litestream 0.3's host detection (s3.ParseHost): (host pattern, endpoint, fixed region).
-# The port, if any, is appended to the endpoint; localhost is plain http.
-_PROVIDER_HOSTS = (
-    (re.compile(r"(?:(?P<bucket>.+)\.)?localhost"), "http://localhost", "us-east-1"),
-    (re.compile(r"(?:(?P<bucket>.+)\.)?s3\.(?P<region>[^.]+)\.backblazeb2\.com"),
-     "https://s3.{region}.backblazeb2.com", None),
-    (re.compile(r"(?:(?P<bucket>.+)\.)?s3\.filebase\.com"), "https://s3.filebase.com", None),
-    (re.compile(r"(?:(?P<bucket>.+)\.)?(?P<region>[^.]+)\.digitaloceanspaces\.com"),
-     "https://{region}.digitaloceanspaces.com", None),
-    (re.compile(r"(?:(?P<bucket>.+)\.)?s3\.(?P<region>[^.]+)\.scw\.cloud"), "https://s3.{region}.scw.cloud", None),
-    (re.compile(r"(?:(?P<bucket>.+)\.)?(?P<region>[^.]+)\.linodeobjects\.com"),
-     "https://{region}.linodeobjects.com", None),
-)
-# Litestream 0.5 also reads AWS virtual-host names (bucket.s3[.region].amazonaws.com).
-_AWS_HOST = re.compile(r"(?P<bucket>.+)\.s3(?:[.-](?P<region>[^.]+))?\.amazonaws\.com")
-_HOST_PORT = re.compile(r"(?P<host>\[[^\]]*\]|[^:\[\]]*)(?::(?P<port>[^:]*))?")
-
-
-def parse_s3_url(url: str, where: str) -> S3Url:
-    """Read bucket, path, endpoint, region and flags from an ``s3://`` URL.
-
-    The path is cleaned like Go's ``path.Clean`` minus its leading slash (``.`` when the
-    URL has none). Query keys ``endpoint``, ``region``, ``forcePathStyle`` and
-    ``skipVerify`` are honoured (Litestream 0.5); others are ignored. Credentials in the
-    URL are ignored, as Litestream does.
-
-    :param where: the source and key, prefixed to error messages.
-    :raises ConfigError: the URL cannot be parsed; the message never shows credentials.
-    """
-    parts = _split_url(url, where)
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    if userinfo:
-        log.warning("ignoring credentials in a replica url (Litestream ignores them too) key=%s", where)
-    host, port = _split_host_port(hostport, url, where)
-    provider = _detect_provider(host, port)
-    query = parse_qs(parts.query, keep_blank_values=True)
-    return S3Url(
-        bucket=provider.bucket,
-        path=_clean_url_path(unquote(parts.path)),
-        endpoint=_query_text(query, "endpoint") or provider.endpoint,
-        region=_query_text(query, "region") or provider.region,
-        force_path_style=_query_flag(query, "forcePathStyle", where),
-        skip_verify=_query_flag(query, "skipVerify", where),
-        is_provider_path_style=provider.is_path_style,
-    )
-
-
-def parse_file_url(url: str, where: str) -> str:
-    """The directory of a ``file:///abs/path`` URL (``file:/abs/path`` also accepted).
-
-    :raises ConfigError: the URL has a host or a relative path.
-    """
-    parts = _split_url(url, where)
-    path = unquote(parts.path)
-    if parts.netloc not in ("", "localhost") or not path.startswith("/"):
-        raise ConfigError(
-            f"{where}: {_show(redact_url(url))} is not a file URL with an absolute path; use file:///ABSOLUTE/PATH",
-        )
-    return posixpath.normpath(path)
-
-
-def _url_scheme(url: str, where: str) -> str:
-    scheme = _split_url(url, where).scheme
-    if not scheme:
-        raise ConfigError(f"{where}: {_show(redact_url(url))} is not a URL; use s3://BUCKET/PATH or file:///PATH")
-    return scheme
-
-
-def _split_url(url: str, where: str) -> SplitResult:
-    try:
-        return urlsplit(url)
-    except ValueError:  # e.g. unbalanced [ ] in the host; the exception text quotes the URL
-        raise ConfigError(
-            f"{where}: {_show(redact_url(url))} is not a valid URL; use s3://BUCKET/PATH or file:///PATH",
-        ) from None
-
-
-def _split_host_port(hostport: str, url: str, where: str) -> tuple[str, str]:
-    match = _HOST_PORT.fullmatch(hostport)
-    port = (match.group("port") or "") if match else ""
-    if match is None or not (port.isascii() and port.isdigit() or port == ""):
-        raise ConfigError(f"{where}: {_show(redact_url(url))} has an invalid host or port; use s3://BUCKET/PATH")
-    return match.group("host"), port
-
-
-def _detect_provider(host: str, port: str) -> _Provider:
-    """Bucket, region and endpoint implied by an ``s3://`` URL's host (Litestream's table)."""
-    suffix = f":{port}" if port else ""
-    for pattern, endpoint, fixed_region in _PROVIDER_HOSTS:
-        match = pattern.fullmatch(host)
-        if match:
-            region = fixed_region or match.groupdict().get("region")
-            return _Provider(match.group("bucket") or None, region, endpoint.format(region=region) + suffix, True)
-    match = _AWS_HOST.fullmatch(host)
-    if match:
-        return _Provider(match.group("bucket"), match.group("region"), None, False)
-    if port and "." in host and not host.endswith(".com"):
-        # Litestream 0.5's MinIO form bucket.host:port (0.3 dropped the port and used AWS).
-        bucket, _, server = host.partition(".")
-        return _Provider(bucket, "us-east-1", f"http://{server}{suffix}", True)
-    return _Provider(host or None, None, None, False)
-
-
-def _clean_url_path(path: str) -> str:
-    """Go's ``strings.TrimPrefix(path.Clean(p), "/")``: ``""`` -> ``.``, ``/`` -> ``""``."""
-    cleaned = posixpath.normpath(path) if path else "."
-    if cleaned.startswith("//"):  # POSIX keeps a double leading slash; Go does not
-        cleaned = "/" + cleaned.lstrip("/")
-    return cleaned[1:] if cleaned.startswith("/") else cleaned
-
-
-def _query_text(query: Mapping[str, list[str]], name: str) -> str | None:
-    values = query.get(name)
-    return values[0] if values and values[0] else None
-
-
-def _query_flag(query: Mapping[str, list[str]], name: str, where: str) -> bool | None:
-    value = _query_text(query, name)
-    if value is None:
-        return None
-    if value in _GO_TRUE | _GO_FALSE:
-        return value in _GO_TRUE
-    raise ConfigError(f"{where}: query {name}={_show(value)} is not a boolean; use {name}=true or {name}=false")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with anything that could be ``user:password@`` replaced by ``***@``.
-
-    Everything between ``://`` and the last ``@`` goes, even if that over-redacts a path
-    containing ``@``: a password may itself contain ``/`` or ``@``.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    if "@" not in rest:
-        return url
-    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}"
+    return {"access_key_id": access, "secret_access_key": secret, "session_token": ctx.env.get("session_token")}
 
 
 # ------------------------------------------------------------------------------------ small
 
 
-def _userinfo(url: str | None) -> str | None:
-    """The ``user:password`` before the host of ``url``, if any."""
-    if not url or "@" not in url:
-        return None
-    rest = url.partition("://")[2] or url
-    return rest.rpartition("@")[0] or None
+def _pick(*candidates: tuple[Any, str]) -> tuple[Any, str]:
+    """The first ``(value, origin)`` whose value is not None; ``(None, "")`` when none is."""
+    return next(((value, origin) for value, origin in candidates if value is not None), (None, ""))
 
 
 def _absolute(path: str, cwd: Path) -> str:
@@ -979,25 +899,9 @@ def _absolute(path: str, cwd: Path) -> str:
     return os.path.normpath(os.path.join(cwd, os.path.expanduser(path)))
 
 
-def _looks_like_url(text: str) -> bool:
-    """Litestream's ``isURL``: a word, then ``://``."""
-    return re.match(r"\w+://", text) is not None
-
-
 def _join(key: str, name: str) -> str:
     return f"{key}.{name}" if key else name
 
 
-def _first(*values: Any) -> Any:
-    """The first value that is not None."""
-    return next((value for value in values if value is not None), None)
-
-
 def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(type(value), f"a {type(value).__name__}")
-
-
-def _show(value: Any, limit: int = 80) -> str:
-    """A one-line, length-limited rendering of a non-secret value for messages."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

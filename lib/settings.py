@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from lib.durations import parse_duration
+from lib.durations import format_duration, parse_duration
 from lib.errors import ConfigError
 
 DEFAULT_SETTINGS_PATH = Path("restorable.yml")
@@ -33,6 +33,7 @@ ENV_ALLOW_EMPTY = "RESTORABLE_ALLOW_EMPTY"
 ENV_RETENTION = "RESTORABLE_RETENTION"
 ENV_ENFORCE_RETENTION = "RESTORABLE_ENFORCE_RETENTION"
 ENV_SETTINGS = "RESTORABLE_SETTINGS"
+BUILT_IN = "built-in default"
 
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
@@ -69,6 +70,8 @@ class DbSettings:
     min_rows: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     freshness: Freshness | None = None
     probes: tuple[Probe, ...] = ()
+    # (attribute, where its value came from) for values that are not built-in defaults.
+    origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     @staticmethod
     def default_max_age(sync_interval_seconds: float) -> float:
@@ -80,6 +83,20 @@ class DbSettings:
         if self.max_age_seconds is not None:
             return self.max_age_seconds
         return self.default_max_age(sync_interval_seconds)
+
+    def origin(self, attribute: str) -> str:
+        """Where ``attribute``'s value came from: a flag, ``$VARIABLE``, a settings key, or the default."""
+        return dict(self.origins).get(attribute, BUILT_IN)
+
+    def effective(self) -> dict[str, dict[str, Any]]:
+        """Every setting as ``{"value": ..., "from": ...}`` in file syntax, for ``--print-config``."""
+        out = {}
+        for key, (attribute, _) in _READERS.items():
+            value = _shown(getattr(self, attribute), is_duration=attribute in _DURATIONS)
+            if attribute == "max_age_seconds" and value is None:
+                value = "derived per replica: max(60 x sync-interval, 1h)"
+            out[key] = {"value": value, "from": self.origin(attribute)}
+        return out
 
 
 @dataclass(frozen=True)
@@ -170,7 +187,7 @@ def parse_settings(document: Any, source: str) -> Settings:
     per_db: dict[str, DbSettings] = {}
     for raw_key, block in blocks.items():
         key = _normalise_key(str(raw_key))
-        label = f"dbs.{_printable(str(raw_key))}"
+        label = f"dbs.{printable(str(raw_key))}"
         if key in per_db:
             raise ConfigError(f"{source}: {label}: names the same database as another entry; merge them")
         per_db[key] = _merge(defaults, block or {}, source, label)
@@ -184,11 +201,13 @@ def _merge(base: DbSettings, block: Any, source: str, where: str) -> DbSettings:
     """``base`` with the keys present in ``block`` replaced (lists and maps replace whole)."""
     block = _mapping(block, f"{source}: {where}")
     _reject_unknown(block, set(_READERS), f"{source}: {where}")
-    changes = {}
+    changes: dict[str, Any] = {}
+    origins = dict(base.origins)
     for name, value in block.items():
         attribute, reader = _READERS[name]
         changes[attribute] = reader(value, f"{source}: {where}.{name}")
-    merged = replace(base, **changes)
+        origins[attribute] = f"{source}: {where}.{printable(str(name))}"
+    merged = replace(base, **changes, origins=tuple(origins.items()))
     _check_thresholds(merged, source, where)
     return merged
 
@@ -237,7 +256,7 @@ def _read_min_rows(value: Any, key: str) -> Mapping[str, int]:
         raise ConfigError(f"{key}: expected a mapping of table to row count, e.g. {{users: 1}}")
     for table, count in value.items():
         if not isinstance(table, str) or isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise ConfigError(f"{key}.{_printable(str(table))}: expected a row count of 0 or more, got {count!r}")
+            raise ConfigError(f"{key}.{printable(str(table))}: expected a row count of 0 or more, got {count!r}")
     return MappingProxyType(dict(value))
 
 
@@ -309,44 +328,49 @@ def with_overrides(
     Durations may be seconds or duration text (``"2h"``); ``None`` leaves a value alone.
     Flags are applied after the environment, so they win over it and over the file.
     """
-    changes: dict[str, Any] = {}
+    changes: dict[str, tuple[Any, str]] = {}
     if max_age is not None:
-        changes["max_age_seconds"] = _read_duration(max_age, "--max-age")
+        changes["max_age_seconds"] = (_read_duration(max_age, "--max-age"), "--max-age")
     if allow_empty is not None:
-        changes["allow_empty"] = allow_empty
+        changes["allow_empty"] = (allow_empty, "--allow-empty")
     if retention is not None:
-        changes["retention_seconds"] = _read_duration(retention, "--retention")
+        changes["retention_seconds"] = (_read_duration(retention, "--retention"), "--retention")
     if enforce is not None:
-        changes["enforce_retention"] = enforce
+        changes["enforce_retention"] = (enforce, "--enforce")
     return _override_all(settings, changes)
 
 
 def _apply_environment(settings: Settings, environ: Mapping[str, str]) -> Settings:
     """Apply ``RESTORABLE_*`` overrides; empty variables count as unset."""
-    changes: dict[str, Any] = {}
-    if environ.get(ENV_MAX_AGE):
-        changes["max_age_seconds"] = _read_duration(environ[ENV_MAX_AGE], ENV_MAX_AGE)
-    if environ.get(ENV_ALLOW_EMPTY):
-        changes["allow_empty"] = _env_bool(environ, ENV_ALLOW_EMPTY)
-    if environ.get(ENV_RETENTION):
-        changes["retention_seconds"] = _read_duration(environ[ENV_RETENTION], ENV_RETENTION)
-    if environ.get(ENV_ENFORCE_RETENTION):
-        changes["enforce_retention"] = _env_bool(environ, ENV_ENFORCE_RETENTION)
+    readers = {
+        ENV_MAX_AGE: ("max_age_seconds", _read_duration),
+        ENV_ALLOW_EMPTY: ("allow_empty", _env_bool),
+        ENV_RETENTION: ("retention_seconds", _read_duration),
+        ENV_ENFORCE_RETENTION: ("enforce_retention", _env_bool),
+    }
+    changes = {attribute: (read(environ[name], name), f"${name}")
+               for name, (attribute, read) in readers.items() if environ.get(name)}
     return _override_all(settings, changes)
 
 
-def _env_bool(environ: Mapping[str, str], name: str) -> bool:
-    word = environ[name].strip().lower()
+def _env_bool(value: str, name: str) -> bool:
+    word = value.strip().lower()
     if word not in _TRUE_WORDS | _FALSE_WORDS:
-        raise ConfigError(f"{name}={environ[name]!r} is not a boolean; set it to true or false")
+        raise ConfigError(f"{name}={value!r} is not a boolean; set it to true or false (or 1/0, yes/no, on/off)")
     return word in _TRUE_WORDS
 
 
-def _override_all(settings: Settings, changes: Mapping[str, Any]) -> Settings:
+def _override_all(settings: Settings, changes: Mapping[str, tuple[Any, str]]) -> Settings:
+    """Apply ``{attribute: (value, origin)}`` to the defaults and to every database block."""
     if not changes:
         return settings
-    per_db = {key: replace(db, **changes) for key, db in settings.per_db.items()}
-    return replace(settings, defaults=replace(settings.defaults, **changes), per_db=MappingProxyType(per_db))
+
+    def apply(db: DbSettings) -> DbSettings:
+        origins = dict(db.origins, **{attribute: origin for attribute, (_, origin) in changes.items()})
+        return replace(db, **{a: value for a, (value, _) in changes.items()}, origins=tuple(origins.items()))
+
+    per_db = {key: apply(db) for key, db in settings.per_db.items()}
+    return replace(settings, defaults=apply(settings.defaults), per_db=MappingProxyType(per_db))
 
 
 # --------------------------------------------------------------------------------- small
@@ -363,12 +387,12 @@ def _reject_unknown(block: Mapping, known: set[str], label: str, *, is_top: bool
     """Refuse keys outside ``known``; ``label`` is the block's ``source: key``."""
     for name in block:
         if name not in known:
-            shown = _printable(str(name))
+            shown = printable(str(name))
             key = f"{label}: {shown}" if is_top else f"{label}.{shown}"
             raise ConfigError(f"{key}: unknown key; known keys here: {', '.join(sorted(known))}")
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """``text`` itself if it fits on one line, else its repr (messages are one line)."""
     return text if text.isprintable() else repr(text)
 
@@ -382,3 +406,54 @@ def _normalise_key(db_path: str) -> str:
 
 def _basename(db_path: str) -> str:
     return db_path.rstrip("/").rsplit("/", 1)[-1]
+
+
+_DURATIONS = frozenset({"max_age_seconds", "retention_seconds"})
+
+
+def _shown(value: Any, *, is_duration: bool = False) -> Any:
+    """A setting's value in file syntax: durations as text, records as mappings."""
+    if is_duration and value is not None:
+        return format_duration(value)
+    if isinstance(value, Freshness):
+        return {"sql": value.sql, "max-age": format_duration(value.max_age_seconds)}
+    if isinstance(value, tuple):
+        return [_shown(item) for item in value]
+    if isinstance(value, Probe):
+        return {"name": value.name, "sql": value.sql}
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value
+
+
+# --------------------------------------------------------------------- --print-config
+
+
+def effective_config(config: Any, settings: Settings) -> dict[str, Any]:
+    """What a run would use, as JSON-able data with secrets masked and every value's source.
+
+    :param config: a ``lib.config.Config``; each replica gets the max-age that applies to it.
+    """
+    from lib.config import CONFIG_VAR, REPLICAS_VAR
+
+    dbs = []
+    for db in config.dbs:
+        db_settings = settings.for_db(db.path)
+        replicas = []
+        for replica in db.replicas:
+            fields = replica.effective()
+            max_age = db_settings.effective_max_age(replica.sync_interval_seconds)
+            origin = db_settings.origin("max_age_seconds")
+            if db_settings.max_age_seconds is None:
+                origin = "derived: max(60 x sync-interval, 1h)"
+            fields["max-age"] = {"value": format_duration(max_age), "from": origin}
+            replicas.append(fields)
+        dbs.append({"path": db.path, "replicas": replicas, "settings": db_settings.effective()})
+    return {
+        "source": config.source,
+        "precedence": ["replica URL arguments", "--config", f"${REPLICAS_VAR}", f"${CONFIG_VAR}",
+                       "./litestream.yml", "/etc/litestream.yml"],
+        "overridden": list(config.overridden),
+        "settings_source": settings.source or "built-in defaults",
+        "dbs": dbs,
+    }
