@@ -66,21 +66,70 @@ def parse_txid(text: str) -> int:
 
 
 def load_config(args: argparse.Namespace, environ: Mapping[str, str]):
-    """The Config named by URLs, by $RESTORABLE_REPLICAS, or by a litestream.yml, filtered by --db."""
+    """The Config to verify, filtered by ``--db``.
+
+    Source precedence (``lib.config.load_effective``): replica URLs, ``--config``,
+    ``$RESTORABLE_REPLICAS``, ``$LITESTREAM_CONFIG``, ``./litestream.yml``, ``/etc/litestream.yml``.
+    """
     from lib import config as cfg
 
-    if args.urls:
-        config = cfg.config_from_urls(list(args.urls), environ)
-    elif not args.config and environ.get("RESTORABLE_REPLICAS", "").strip() and hasattr(cfg, "config_from_env"):
-        config = cfg.config_from_env(environ)
-    else:
-        config = cfg.load(args.config, environ)
+    config = cfg.load_effective(list(args.urls), args.config, environ)
     if args.db:
-        config = type(config)(source=config.source, dbs=cfg.select_dbs(config, args.db))
+        config = type(config)(source=config.source, dbs=cfg.select_dbs(config, args.db), overridden=config.overridden)
     if args.replica and not any(r.name == args.replica for db in config.dbs for r in db.replicas):
         names = sorted({r.name for db in config.dbs for r in db.replicas})
         raise ConfigError(f"--replica {args.replica}: no replica with that name (replicas: {', '.join(names)})")
     return config
+
+
+def add_print_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the effective configuration (secrets masked, each value with its source) "
+                        "and exit 0 without verifying; with --json as JSON")
+
+
+def print_config(config, settings, as_json: bool, environ: Mapping[str, str]) -> None:
+    """Write the effective configuration to stdout: YAML with ``# from`` comments, or JSON."""
+    import json
+
+    from lib.scrub import Scrubber
+    from lib.settings import effective_config
+
+    document = effective_config(config, settings)
+    text = json.dumps(document, indent=2) + "\n" if as_json else _config_text(document)
+    sys.stdout.write(Scrubber.from_environ(environ, config.secrets()).text(text))
+    sys.stdout.flush()
+
+
+def _config_text(document: dict) -> str:
+    import yaml
+
+    lines = ["# restorable: effective configuration (secrets masked); nothing was verified",
+             f"# replicas from: {document['source']}",
+             f"# precedence: {' > '.join(document['precedence'])}"]
+    lines += [f"# not used (a stronger source is set): {name}" for name in document["overridden"]]
+    lines += [f"# settings from: {document['settings_source']}", "dbs:"]
+    for db in document["dbs"]:
+        lines.append(f"  - path: {_scalar(yaml, db['path'])}")
+        lines.append("    replicas:")
+        for replica in db["replicas"]:
+            lines += _field_lines(yaml, replica, "      - ", "        ")
+        lines.append("    settings:")
+        lines += _field_lines(yaml, db["settings"], "      ", "      ")
+    return "\n".join(lines) + "\n"
+
+
+def _field_lines(yaml, fields: dict, first: str, rest: str) -> list[str]:
+    lines = []
+    for number, (key, entry) in enumerate(fields.items()):
+        comment = f"  # from {entry['from']}" if entry.get("from") else ""
+        lines.append(f"{first if number == 0 else rest}{key}: {_scalar(yaml, entry['value'])}{comment}")
+    return lines
+
+
+def _scalar(yaml, value) -> str:
+    """``value`` as one line of YAML flow text."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip().removesuffix("\n...").strip()
 
 
 def _raise_interrupted(signum, frame):
