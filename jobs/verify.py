@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--max-runtime", help=f"give up (inconclusive) after this long (default "
                         f"$RESTORABLE_MAX_RUNTIME or {DEFAULT_MAX_RUNTIME})")
     parser.add_argument("--parallel", type=int, default=None, help="replicas verified at once (default 2)")
+    cli.add_print_config_arg(parser)
     return parser.parse_args(argv)
 
 
@@ -84,6 +85,10 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         args = parse_args(argv)
         config = cli.load_config(args, environ)
         settings = load_settings(args.settings, environ)
+        if args.print_config:
+            settings = with_overrides(settings, max_age=args.max_age, allow_empty=args.allow_empty)
+            cli.print_config(config, settings, args.json, environ)
+            return 0
         options = build_options(args, environ)
         setup_logging(environ, secrets=config.secrets())
         notifier = RunNotifier.from_environ(environ, secrets=config.secrets(), job="verify")
