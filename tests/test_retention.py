@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -353,6 +354,31 @@ def test_s3_refused_delete_is_a_loud_retention_error(v3_multigen_file_replica, s
     result.findings += findings
     assert result.status == "failed"
     assert_restores_like_before(db, replica, result, built, tmp_path)
+
+
+def test_s3_deletes_more_than_one_delete_objects_batch(v3_s3_replica, clone, s3_server, tmp_path):
+    built = clone(v3_s3_replica)
+    client = s3_server.client()
+    real = set(s3_server.list_keys(built.bucket, PREFIX + "/"))
+    # An abandoned generation of 1,010 small WAL segments in two indexes (more than S3's 1,000
+    # keys per DeleteObjects), then the real generation rewritten so that it is the newer one.
+    old = f"{PREFIX}/generations/0000000000000001"
+    keys = [f"{old}/snapshots/00000000.snapshot.lz4"]
+    keys += [f"{old}/wal/{n % 2:08x}_{(n // 2) * 32:08x}.wal.lz4" for n in range(1010)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda key: client.put_object(Bucket=built.bucket, Key=key, Body=b"x"), keys))
+    time.sleep(1.1)
+    for key in sorted(real):
+        client.copy_object(Bucket=built.bucket, Key=key, CopySource={"Bucket": built.bucket, "Key": key},
+                           MetadataDirective="REPLACE")
+    db, replica = pair(built)
+
+    before, findings = enforce(db, replica, now=datetime.now(timezone.utc) + timedelta(days=30), tmp_path=tmp_path)
+
+    assert findings == []
+    assert before.extra["retention"]["deleted"]["objects"] == len(keys)
+    assert set(s3_server.list_keys(built.bucket, PREFIX + "/")) == real
+    assert_restores_like_before(db, replica, before, built, tmp_path)
 
 
 # --------------------------------------------------------------------------- v0.5

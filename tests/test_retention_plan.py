@@ -369,3 +369,24 @@ def test_format_dry_run_lists_key_size_and_reason():
     d = Decision("generations/x/wal/00000000_00000000.wal.lz4", 4152, NOW, retention.DELETE, "old")
 
     assert retention.format_dry_run([d]) == "generations/x/wal/00000000_00000000.wal.lz4\t4152\told\n"
+
+
+# --------------------------------------------------------------------------- delete failures
+
+
+def test_refused_deletes_are_errors_and_other_failures_warnings():
+    from lib.storage import DeleteFailure
+
+    chosen = retention.plan(v3_state(SNAPSHOTS), DAY, NOW).delete
+    outcome = retention.RetentionOutcome(retention.MODE_ENFORCE, selected=chosen, failures=[
+        DeleteFailure(chosen[0].key, "AccessDenied: Access Denied"),
+        DeleteFailure(chosen[1].key, "Permission denied"),
+        DeleteFailure(chosen[2].key, "SlowDown: Please reduce your request rate"),
+    ])
+
+    findings = retention._failure_findings(outcome, SimpleNamespace(description="s3://bucket"))
+
+    assert [(f.severity, f.kind, f.object) for f in findings] == [
+        ("error", "retention", chosen[0].key), ("warning", "retention", chosen[2].key)]
+    assert f"could not delete 2 of {len(chosen)} object(s) from s3://bucket: AccessDenied" in findings[0].message
+    assert "the next run tries again" in findings[1].message
