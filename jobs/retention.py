@@ -69,11 +69,19 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
 
 def verify_options(args, environ: Mapping[str, str]):
+    """Verify the newest restore point, with the same environment knobs as ``jobs.verify``."""
+    from jobs.verify import check_scratch_dir
     from lib.verify import VerifyOptions
 
     max_runtime = parse_duration(args.max_runtime or environ.get("RESTORABLE_MAX_RUNTIME") or DEFAULT_MAX_RUNTIME,
                                  "--max-runtime / RESTORABLE_MAX_RUNTIME")
-    return VerifyOptions(replica_name=args.replica, deadline=time.monotonic() + max_runtime)
+    scratch = environ.get("RESTORABLE_SCRATCH_DIR")
+    return VerifyOptions(
+        replica_name=args.replica,
+        parallel=int(environ.get("RESTORABLE_PARALLEL", "2")),
+        deadline=time.monotonic() + max_runtime,
+        scratch_root=check_scratch_dir(scratch) if scratch else None,
+    )
 
 
 def _targets(config, replica_name: str | None):

@@ -289,6 +289,18 @@ def test_job_without_enforce_only_reports(v3_multigen_file_replica, clone):
     assert replica_listing(built) == listing
 
 
+def test_job_enforces_when_the_environment_says_so(v3_multigen_file_replica, clone, restorable_env):
+    built = clone(v3_multigen_file_replica)
+    old, current = built.generations
+    age_files(built, generation_keys(built, old), timedelta(days=3))
+
+    proc = run_job("jobs.retention", "--config", built.config_path,
+                   env={**restorable_env, "RESTORABLE_ENFORCE_RETENTION": "true"})
+
+    assert proc.returncode == 0, proc.stderr
+    assert set(replica_listing(built)) == generation_keys(built, current)
+
+
 # --------------------------------------------------------------------------- S3 (moto server)
 
 
