@@ -20,7 +20,8 @@ from lib import lz4stream, wal
 from lib.errors import CorruptObject
 from lib.fetch import ObjectChanged, prefetch
 from lib.outcome import RestoreOutcome, RestoreTarget
-from lib.replica import FORMAT_V3, Generation, Snapshot, V3State, WalSegment, format_wal_segment_name
+from lib.replica import (FORMAT_V3, WAL_SEGMENT_RE, Generation, Snapshot, V3State, WalSegment,
+                         format_wal_segment_name)
 from lib.report import Finding, error, warning
 from lib.storage import ObjectInfo, ObjectStore
 
@@ -195,6 +196,10 @@ class _Output:
     def set_pages(self, pages: int) -> None:
         os.ftruncate(self.fd, pages * self.page_size)
 
+    def change_counter(self) -> int:
+        """The file change counter in the database header (page 1, offset 24)."""
+        return int.from_bytes(os.pread(self.fd, 4, 24), "big")
+
     def close(self) -> None:
         os.close(self.fd)
 
@@ -321,6 +326,9 @@ class _Replay:
         self.applying = output is not None
         self.applied = _position(generation, snapshot_index, 0)  # end of the last applied commit
         self.stopped_at: str | None = None
+        self.snapshot_index = snapshot_index
+        self.snapshot_counter = output.change_counter() if output else 0
+        self.behind_snapshot: tuple[int, int, int] | None = None  # (counter reached, snapshot's, WAL end)
         self.next_index = snapshot_index
         self.scan: _IndexScan | None = None
 
@@ -346,9 +354,32 @@ class _Replay:
         self._finish_index()
 
     def _finish_index(self) -> None:
-        if self.scan is not None:
-            self.scan.finish()
-            self.scan = None
+        if self.scan is None:
+            return
+        self.scan.finish()
+        if self.scan.index == self.snapshot_index and self.applying:
+            self._check_reaches_snapshot(self.scan.length or 0)
+        self.scan = None
+
+    def _check_reaches_snapshot(self, wal_end: int) -> None:
+        """After the snapshot's own index, page 1 must be at least as new as the snapshot's.
+
+        SQLite stamps page 1 with the next change counter whenever a WAL transaction
+        writes it, so the counter never goes back. An older page 1 means the WAL listed
+        ends before the state the snapshot was taken at: replaying it wrote older pages
+        over newer ones. Applying stops; ``restore_v3`` decides whether that is a race
+        with Litestream's uploads or missing segments.
+        """
+        reached = self.output.change_counter()
+        if is_older_counter(reached, self.snapshot_counter):
+            self.behind_snapshot = (reached, self.snapshot_counter, wal_end)
+            self.applying = False
+            self.stopped_at = _position(self.generation, self.snapshot_index, 0)
+
+
+def is_older_counter(a: int, b: int) -> bool:
+    """True when 32-bit change counter ``a`` comes before ``b`` (serial-number arithmetic)."""
+    return 0 < (b - a) % (1 << 32) < (1 << 31)
 
 
 class _IndexScan:
@@ -648,10 +679,40 @@ def restore_v3(
         replay = _replay(store, plan, state.prefix, output, outcome, workers)
     finally:
         output.close()
+    if replay.behind_snapshot:
+        outcome.findings.append(_wal_behind_snapshot(store, state.prefix, plan, replay.behind_snapshot))
+        restore_snapshot(store, plan.snapshot, out_path, max_bytes)  # the newest consistent state
     outcome.position = replay.stopped_at or plan.position
     outcome.path = out_path
     outcome.bytes, outcome.sha256 = _size_and_sha256(out_path)
     return outcome
+
+
+def _wal_behind_snapshot(store: ObjectStore, prefix: str, plan: V3Plan, behind: tuple[int, int, int]) -> Finding:
+    """The WAL of the snapshot's index ends before the snapshot's state: a race, or segments are missing.
+
+    Raises ``ObjectChanged`` when a fresh listing shows that index grew since the plan
+    (Litestream uploaded the snapshot before the WAL it contains: the caller re-lists);
+    otherwise the segments are missing and this returns the finding.
+    """
+    reached, wanted, wal_end = behind
+    index = plan.snapshot.index
+    listed = {s.info.key for s in plan.segments if s.index >= index}
+    wal_prefix = f"{prefix}{plan.generation.id}/wal/"
+    fresh = [o for o in store.list(wal_prefix) if _segment_index(o.key[len(wal_prefix):]) >= index]
+    if any(o.key not in listed for o in fresh):
+        raise ObjectChanged(plan.snapshot.info.key, "the snapshot is newer than the WAL listed with it: Litestream "
+                            "was uploading")
+    return error("wal_gap", f"WAL index {index:08x} ends at offset {wal_end}, before the state snapshot "
+                 f"{index:08x} was taken at (page 1 change counter {reached} < the snapshot's {wanted}): its last "
+                 "segments are missing, or litestream stopped right after the snapshot; `litestream restore` would "
+                 "write these older pages over the snapshot's newer ones. Restored the snapshot alone",
+                 wal_key(prefix, plan.generation.id, index, wal_end))
+
+
+def _segment_index(name: str) -> int:
+    match = WAL_SEGMENT_RE.match(name)
+    return int(match.group(1), 16) if match else -1
 
 
 def _replay(store: ObjectStore, plan: V3Plan, prefix: str, output: _Output | None, outcome: RestoreOutcome,
@@ -708,3 +769,67 @@ def _prove_fallback(store: ObjectStore, state: V3State, target: RestoreTarget, o
 
 def _generation_of(key: str, prefix: str) -> str:
     return key[len(prefix):].split("/", 1)[0] if key.startswith(prefix) else ""
+
+
+# --------------------------------------------------------------------------- races
+
+# Finding kinds that a listing racing Litestream's uploads, checkpoints and retention can
+# produce on a healthy replica; ``findings_stand`` re-examines them on a fresh listing.
+RACE_KINDS = ("corrupt_object", "wal_gap", "missing_snapshot", "integrity")
+
+
+def findings_stand(old: V3State, fresh: V3State, findings: list[Finding],
+                   target: RestoreTarget = RestoreTarget()) -> bool:
+    """True when a fresh listing still holds the basis of every racy error finding.
+
+    Litestream never rewrites a WAL segment, so what a restore found is settled when the
+    objects it read up to the culprit are listed unchanged in ``fresh`` and nothing new
+    appeared before the culprit (a missing object is settled when it is still missing).
+    ``integrity`` has no culprit: it stands when the whole plan is unchanged, apart from
+    new indexes after the snapshot's (Litestream uploads them only once that index is
+    complete). Otherwise the caller verifies again from ``fresh``.
+    """
+    racy = [f for f in findings if f.severity == "error" and f.kind in RACE_KINDS and not f.inconclusive]
+    if not racy:
+        return True
+    old_plan, old_problems = plan_v3(old, target)
+    new_plan, new_problems = plan_v3(fresh, target)
+    if old_plan is None or new_plan is None:
+        return old_plan is None and new_plan is None and _same_problems(old_problems, new_problems)
+    old_objects, new_objects = _plan_objects(old_plan), _plan_objects(new_plan)
+    return all(_stands(f, old_plan, old_objects, new_objects) for f in racy)
+
+
+def _same_problems(old: list[Finding], new: list[Finding]) -> bool:
+    return {(f.kind, f.object) for f in old} == {(f.kind, f.object) for f in new}
+
+
+def _plan_objects(plan: V3Plan) -> list[tuple[str, int, datetime]]:
+    infos = [plan.snapshot.info] + [s.info for s in plan.segments]
+    return [(o.key, o.size, o.last_modified) for o in infos]
+
+
+def _stands(finding: Finding, old_plan: V3Plan, old: list, new: list) -> bool:
+    if finding.kind == "integrity" or not finding.object:
+        return new[: len(old)] == old and _no_new_in_index(new, old, old_plan.snapshot.index)
+    keys = [o[0] for o in old]
+    if finding.object in keys:
+        end = keys.index(finding.object) + 1
+        return new[:end] == old[:end]
+    if finding.object.endswith("/"):
+        return new[:1] == old[:1]  # about the generation's snapshots: settled by the snapshot
+    # A missing object: everything listed before its place, and the next one, are unchanged.
+    end = 1 + sum(1 for key in keys[1:] if _segment_order(key) < _segment_order(finding.object))
+    return new[: end + 1] == old[: end + 1] and finding.object not in {o[0] for o in new}
+
+
+def _no_new_in_index(new: list, old: list, index: int) -> bool:
+    """The fresh plan holds no segment of ``index`` that the old one lacked."""
+    old_keys = {o[0] for o in old}
+    prefix = f"{index:08x}_"
+    return not any(o[0].rsplit("/", 1)[-1].startswith(prefix) and o[0] not in old_keys for o in new)
+
+
+def _segment_order(key: str) -> tuple[int, int]:
+    match = WAL_SEGMENT_RE.match(key.rsplit("/", 1)[-1])
+    return (int(match.group(1), 16), int(match.group(2), 16)) if match else (-1, -1)
