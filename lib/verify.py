@@ -197,18 +197,27 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
         if db_settings.freshness and outcome.path is not None:
             with checks.open_readonly(outcome.path) as sdb:
                 result.findings.extend(checks.freshness(sdb, db_settings.freshness, now))
-    if any(f.severity == "error" and f.kind in ("corrupt_object", "wal_gap", "missing_snapshot")
-           for f in result.findings):
-        return _listing_changed(store, replica, state)
+    racy = ("corrupt_object", "wal_gap", "missing_snapshot") + (("integrity",) if state.format == FORMAT_V3 else ())
+    if any(f.severity == "error" and f.kind in racy for f in result.findings):
+        return _listing_changed(store, replica, state, result.findings, options.target)
     if options.keep_restored is not None and outcome.path is not None:
         shutil.move(str(outcome.path), options.keep_restored)
     return False
 
 
-def _listing_changed(store, replica, state: ReplicaState) -> bool:
-    """Before calling a backup damaged, make sure it was not changing under us."""
+def _listing_changed(store, replica, state: ReplicaState, findings: list[Finding], target: RestoreTarget) -> bool:
+    """Before calling a backup damaged, make sure it was not changing under us.
+
+    v0.3: only a change to what the findings rest on counts (``restore.findings_stand``),
+    so damage on a replica Litestream keeps writing to is still reported as such.
+    """
     fresh = discover(store, replica)
-    changed = fresh.fingerprint() != state.fingerprint()
+    if state.format == FORMAT_V3 and fresh.format == FORMAT_V3:
+        from lib.restore import findings_stand
+
+        changed = not findings_stand(state.v3, fresh.v3, findings, target)
+    else:
+        changed = fresh.fingerprint() != state.fingerprint()
     if changed:
         log.info("replica changed during verification; verifying again replica=%s", replica.describe())
     return changed
