@@ -32,6 +32,12 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--max-runtime", help=f"give up (inconclusive) after this long (default "
                         f"$RESTORABLE_MAX_RUNTIME or {DEFAULT_MAX_RUNTIME})")
     parser.add_argument("--parallel", type=int, default=None, help="replicas verified at once (default 2)")
+    parser.add_argument("--retention", metavar="DURATION", help="retention window to plan with, e.g. 24h or 7d "
+                        "(default: settings, else the replica's retention, else 24h)")
+    parser.add_argument("--enforce", action="store_true", help="after a successful verification, delete what the "
+                        "retention policy allows (default: report only; also enforce-retention in the settings)")
+    parser.add_argument("--dry-run", action="store_true", help="print what retention would delete; delete nothing "
+                        "(wins over --enforce)")
     cli.add_print_config_arg(parser)
     return parser.parse_args(argv)
 
@@ -79,6 +85,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         nonlocal notifier
         from lib.logs import setup_logging
         from lib.notify import RunNotifier
+        from lib.outcome import RestoreTarget
         from lib.settings import load_settings, with_overrides
         from lib.verify import run, targets
 
@@ -95,6 +102,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         notifier.run_started()
         report = run(config, settings, options, notifier)
         pairs = targets(config, options.replica_name)
+        if options.target == RestoreTarget():
+            apply_retention_all(pairs, report, settings, args, environ)
         notifier.run_finished(report, [(db, rep, res) for (db, rep), res in zip(pairs, report.results)])
         print_report(report, args.json, config.secrets())
         return report.exit_code()
@@ -106,11 +115,24 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     return code
 
 
+def apply_retention_all(pairs, report, settings, args, environ) -> None:
+    """Plan (and, when enabled, enforce) retention for every replica that verified."""
+    from jobs.retention import apply_retention
+
+    override = parse_duration(args.retention, "--retention") if args.retention else None
+    for (db, replica), result in zip(pairs, report.results):
+        apply_retention(db, replica, result, settings.for_db(db.path), args, override, environ, None)
+
+
 def print_report(report, as_json: bool, secrets: list[str]) -> None:
+    from jobs.retention import render_retention
     from lib.render import render_text
     from lib.scrub import Scrubber
 
-    text = json.dumps(report.to_json(), indent=2) + "\n" if as_json else render_text(report)
+    if as_json:
+        text = json.dumps(report.to_json(), indent=2) + "\n"
+    else:
+        text = render_text(report) + "".join(render_retention(r) for r in report.results)
     sys.stdout.write(Scrubber.from_environ(os.environ, secrets).text(text))
     sys.stdout.flush()
 
