@@ -132,9 +132,10 @@ class S3Server:
 
 @dataclass(frozen=True)
 class Run:
-    """One measured process: wall time, peak resident set size, exit code, output tail."""
+    """One measured process: wall time, CPU time (user + system), peak resident set size, exit code, output tail."""
 
     seconds: float
+    cpu_seconds: float
     max_rss_mb: float
     returncode: int
     output: str
@@ -160,4 +161,5 @@ def measure(cmd: Sequence[str | os.PathLike], env: Mapping[str, str], timeout: f
         seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     output = log_path.read_text(errors="replace")[-2000:]
-    return Run(seconds, usage.ru_maxrss / 1024, proc.returncode, output)  # ru_maxrss is KiB on Linux
+    cpu = usage.ru_utime + usage.ru_stime
+    return Run(seconds, cpu, usage.ru_maxrss / 1024, proc.returncode, output)  # ru_maxrss is KiB on Linux

@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -39,13 +40,12 @@ from bench import harness
 
 V3 = "0.3.13"
 V5 = "0.5.17"
-BUILD_REVISION = 2  # bump when the way replicas are built changes: cached ones are rebuilt
+BUILD_REVISION = 3  # bump when the way replicas are built changes: cached ones are rebuilt
 REPLICA_PATH = "db"  # the replica's key prefix inside its bucket
 
-ROW_RANDOM_BYTES = 300  # per row: incompressible part...
-ROW_TEXT_REPEAT = 12  # ...and a compressible one (~2.7x LZ4 ratio overall, like the issue's 213/79 MB)
+ROW_RANDOM_BYTES = 80  # per row, plus ~300 bytes of JSON-ish text: ~2.7x LZ4 ratio, like the issue's 213/79 MB
 FILL_ROWS_PER_TXN = 5000
-ROW_BYTES_ON_DISK = 700  # a row plus its index entry, roughly
+ROW_BYTES_ON_DISK = 420  # a row plus its index entry, roughly
 STOP_TIMEOUT = 120.0
 SETTLE_SECONDS = 2.0  # a listing unchanged this long (20 sync intervals) means litestream caught up
 
@@ -148,12 +148,15 @@ class Writer:
                          "name TEXT NOT NULL, payload BLOB NOT NULL)")
         self.con.execute("CREATE INDEX IF NOT EXISTS items_name ON items (name)")
         self.batch = 0
-        self.words = [f"{w} " for w in "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()]
+        self.words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()
 
     def _row(self) -> tuple:
-        text = "".join(self.rng.choice(self.words) for _ in range(ROW_TEXT_REPEAT * 4))
-        name = f"item-{self.rng.getrandbits(40):012x}"
-        return self.batch, name, self.rng.randbytes(ROW_RANDOM_BYTES) + text.encode()
+        rng, words = self.rng, self.words
+        a, b, c = rng.choice(words), rng.choice(words), rng.choice(words)
+        doc = (f'{{"status": "active", "plan": "{a}", "region": "eu-west-{rng.randint(1, 3)}", "tags": ["{b}", '
+               f'"{c}"], "owner": "{a}.{b}@example.com", "note": "written by the restorable benchmark; random-ish '
+               f'so the database compresses about like an application database", "n": {rng.randint(0, 10**6)}}}')
+        return self.batch, f"item-{rng.getrandbits(40):012x}", rng.randbytes(ROW_RANDOM_BYTES) + doc.encode()
 
     def insert(self, rows: int) -> None:
         self.batch += 1
@@ -352,8 +355,19 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def prune_old_revisions(cache: Cache) -> None:
+    """Remove replicas built by an older BUILD_REVISION (they are never used again)."""
+    for bucket_dir in cache.s3_root.iterdir():
+        m = re.search(r"-r(\d+)(-[0-9a-f]{8})?$", bucket_dir.name)
+        if m and int(m.group(1)) != BUILD_REVISION:
+            shutil.rmtree(bucket_dir)
+            for suffix in (".json", ".done"):
+                (cache.meta_dir / f"{bucket_dir.name}{suffix}").unlink(missing_ok=True)
+
+
 def ensure(cache: Cache, specs: list[Spec], say=print) -> dict[Spec, Built]:
     """Every spec's replica, building (with its own rclone server) those not cached."""
+    prune_old_revisions(cache)
     found = {spec: cache.load(spec) for spec in specs}
     missing = [spec for spec, built in found.items() if built is None]
     if missing:

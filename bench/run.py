@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -42,6 +43,7 @@ INTEGRITY_SCRIPT = (
     "rows = con.execute('PRAGMA integrity_check').fetchall()\n"
     "sys.exit(0 if rows == [('ok',)] else 1)\n"
 )
+CASES = ("restore-v3", "restore-v5", "verify-v3", "verify-v5", "segments-v3", "many")
 # Targets from issue 8.
 TARGET_V3_RATIO = 1.0
 TARGET_V5_RATIO = 0.6
@@ -64,6 +66,9 @@ class Command:
     def median(self) -> float:
         return statistics.median(r.seconds for r in self.runs)
 
+    def median_cpu(self) -> float:
+        return statistics.median(r.cpu_seconds for r in self.runs)
+
     def peak_rss(self) -> float:
         return max(r.max_rss_mb for r in self.runs)
 
@@ -80,6 +85,8 @@ def parse_args(argv):
     parser.add_argument("--timeout", type=float, default=600, help="seconds any one measured command may take")
     parser.add_argument("--repo", type=Path, default=harness.REPO_ROOT,
                         help="the checkout whose jobs.restore / jobs.verify are measured (default: this one)")
+    parser.add_argument("--cases", help="comma-separated subset of: " + ", ".join(CASES))
+    parser.add_argument("--build-only", action="store_true", help="build (or find) the replicas, measure nothing")
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -87,6 +94,10 @@ def parse_args(argv):
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.segments = args.segments or (100 if args.quick else 2000)
     args.many = args.many or (4 if args.quick else 50)
+    args.cases = args.cases.split(",") if args.cases else list(CASES)
+    unknown = set(args.cases) - set(CASES)
+    if unknown:
+        parser.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(CASES)}")
     return args
 
 
@@ -109,11 +120,16 @@ def main(argv=None) -> int:
     built = replicas.ensure(cache, list(specs.values()), say=lambda m: print(m, file=sys.stderr, flush=True))
     many = replicas.clone_many(cache, [built[specs["small3"]], built[specs["small5"]]], args.many)
     print(f"replicas ready in {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+    if args.build_only:
+        return 0
+    load_before = os.getloadavg()
 
     with harness.S3Server(cache.s3_root, cache.logs / "rclone-bench.log") as server:
         cases = make_cases(cache, server, {k: built[s] for k, s in specs.items()}, many, args)
+        cases = {name: case for name, case in cases.items() if name in args.cases}
         prepare_integrity_input(cache, cases)
         run_rounds(cases, args, cache)
+    args.load = (load_before, os.getloadavg())
     print_report(cases, {k: built[s] for k, s in specs.items()}, args)
     if args.json:
         write_json(args.json, cases, args)
@@ -190,6 +206,8 @@ def make_cases(cache, server, built: dict, many_bucket: str, args) -> dict[str, 
 def prepare_integrity_input(cache, cases) -> None:
     """The integrity_check command reads a restored copy made once, untimed, by litestream."""
     for key, pair in (("verify-v3", "restore-v3"), ("verify-v5", "restore-v5")):
+        if key not in cases:
+            continue
         litestream_cmd = cases[pair][0]
         target = Path(cases[key][1].argv[-1])
         argv = [str(a) for a in litestream_cmd.argv]
@@ -229,7 +247,8 @@ def run_one(cmd: Command, args, cache) -> None:
 
 def print_report(cases, built: dict, args) -> None:
     print(f"\nrestorable benchmark: {platform.python_implementation()} {platform.python_version()}, "
-          f"{_cpu()}, rounds={args.rounds}{' (quick)' if args.quick else ''}\n")
+          f"{_cpu()}, rounds={args.rounds}{' (quick)' if args.quick else ''}, load average "
+          f"{args.load[0][0]:.1f} before / {args.load[1][0]:.1f} after\n")
     print("| replica | database | stored objects |")
     print("|---|---:|---:|")
     for key, label in (("big3", "v0.3 big"), ("big5", "v0.5 big"), ("seg3", "v0.3 many segments"),
@@ -237,15 +256,15 @@ def print_report(cases, built: dict, args) -> None:
         b = built[key]
         print(f"| {label} | {b.db_bytes / 1e6:.1f} MB | {b.objects} ({b.wal_objects} WAL/L0-8), "
               f"{b.object_bytes / 1e6:.1f} MB |")
-    print("\n| case | command | median s | min-max s | peak RSS MB | same bytes |")
-    print("|---|---|---:|---:|---:|---|")
+    print("\n| case | command | median wall s | min-max wall s | median CPU s | peak RSS MB | same bytes |")
+    print("|---|---|---:|---:|---:|---:|---|")
     for case_name, case in cases.items():
         for c in case:
             times = [r.seconds for r in c.runs]
             same = {None: "", True: "yes", False: "NO"}[c.same_bytes]
             fail = "" if not any(r.returncode for r in c.runs) else f" (exit {max(r.returncode for r in c.runs)})"
             print(f"| {case_name} | {c.name}{fail} | {c.median():.2f} | {min(times):.2f}-{max(times):.2f} | "
-                  f"{c.peak_rss():.0f} | {same} |")
+                  f"{c.median_cpu():.2f} | {c.peak_rss():.0f} | {same} |")
     print("\n| check (issue 8) | measured | target | met |")
     print("|---|---:|---:|---|")
     for name, value, target, met in checks(cases, built, args):
@@ -253,35 +272,43 @@ def print_report(cases, built: dict, args) -> None:
 
 
 def checks(cases, built, args):
-    """(name, measured, target, met) rows."""
+    """(name, measured, target, met) rows for the cases that ran."""
     size = f"{built['big3'].db_bytes / 1e6:.0f} MB"
-    v3l, v3r = cases["restore-v3"]
-    v5l, v5r = cases["restore-v5"]
-    yield _ratio_row(f"v0.3 restore {size}: restorable / litestream 0.3.13", v3r, v3l, TARGET_V3_RATIO)
-    yield _ratio_row(f"v0.5 restore {size}: restorable / litestream 0.5.17", v5r, v5l, TARGET_V5_RATIO)
-    for key, restore in (("verify-v3", v3r), ("verify-v5", v5r)):
-        verify, integrity = cases[key]
-        ratio = verify.median() / (restore.median() + integrity.median())
-        yield (f"{key.split('-')[1]} verify / (restore + integrity_check) = {verify.median():.2f} / "
-               f"({restore.median():.2f} + {integrity.median():.2f})", f"{ratio:.2f}x", f"<= {TARGET_VERIFY_RATIO:.2f}x",
-               _met(ratio <= TARGET_VERIFY_RATIO))
-    for label, cmd in (("v0.3", v3r), ("v0.5", v5r)):
+    restores = {}
+    for version, key, target in (("v0.3", "restore-v3", TARGET_V3_RATIO), ("v0.5", "restore-v5", TARGET_V5_RATIO)):
+        if key in cases:
+            theirs, ours = cases[key]
+            restores[version] = ours
+            yield _ratio_row(f"{version} restore {size}: restorable / {theirs.name.rsplit(' ', 1)[0]}", ours, theirs,
+                             target)
+    for version, key in (("v0.3", "verify-v3"), ("v0.5", "verify-v5")):
+        if key in cases and version in restores:
+            (verify, integrity), restore = cases[key], restores[version]
+            ratio = verify.median() / (restore.median() + integrity.median())
+            yield (f"{version} verify / (restore + integrity_check) = {verify.median():.2f} / "
+                   f"({restore.median():.2f} + {integrity.median():.2f}) s", f"{ratio:.2f}x",
+                   f"<= {TARGET_VERIFY_RATIO:.2f}x", _met(ratio <= TARGET_VERIFY_RATIO))
+    for version, cmd in restores.items():
         rss = cmd.peak_rss()
-        yield f"peak RSS, jobs.restore {label} {size}", f"{rss:.0f} MB", f"< {TARGET_RSS_MB} MB", _met(rss < TARGET_RSS_MB)
-    segl, segr = cases["segments-v3"]
-    count = built["seg3"].wal_objects
-    yield _ratio_row(f"{count} tiny WAL segments: restorable / litestream 0.3.13", segr, segl, None)
-    yield (f"{count} tiny WAL segments: restorable per segment", f"{segr.median() / count * 1000:.2f} ms", "", "")
-    many, one = cases["many"]
-    per_db = (many.median() - one.median()) / max(1, args.many - 1)
-    yield (f"verify {args.many} small databases in one run (default pool of 2)", f"{many.median():.2f} s", "",
-           "" if not any(r.returncode for r in many.runs) else "NO (failed)")
-    yield "per-database overhead: (verify N - verify 1) / (N - 1)", f"{per_db * 1000:.0f} ms", "", ""
+        yield f"peak RSS, jobs.restore {version} {size}", f"{rss:.0f} MB", f"< {TARGET_RSS_MB} MB", _met(rss < TARGET_RSS_MB)
+    if "segments-v3" in cases:
+        segl, segr = cases["segments-v3"]
+        count = built["seg3"].wal_objects
+        yield _ratio_row(f"{count} tiny WAL segments: restorable / litestream 0.3.13", segr, segl, None)
+        yield f"{count} tiny WAL segments: restorable per segment", f"{segr.median() / count * 1000:.2f} ms", "", ""
+    if "many" in cases:
+        many, one = cases["many"]
+        per_db = (many.median() - one.median()) / max(1, args.many - 1)
+        yield (f"verify {args.many} small databases in one run (default pool of 2)", f"{many.median():.2f} s", "",
+               "" if not any(r.returncode for r in many.runs) else "NO (failed)")
+        yield "per-database overhead: (verify N - verify 1) / (N - 1)", f"{per_db * 1000:.0f} ms", "", ""
 
 
 def _ratio_row(name, ours, theirs, target):
+    """Wall-time ratio of medians; the CPU-time ratio alongside, as it moves less with machine load."""
     ratio = ours.median() / theirs.median()
-    return (f"{name} = {ours.median():.2f} / {theirs.median():.2f} s", f"{ratio:.2f}x",
+    cpu = ours.median_cpu() / theirs.median_cpu()
+    return (f"{name} = {ours.median():.2f} / {theirs.median():.2f} s wall", f"{ratio:.2f}x (CPU {cpu:.2f}x)",
             f"<= {target:.1f}x" if target else "", _met(ratio <= target) if target else "")
 
 
@@ -305,7 +332,8 @@ def _cpu() -> str:
 
 def write_json(path: Path, cases, args) -> None:
     doc = {"args": {k: str(v) for k, v in vars(args).items()}, "cases": {
-        name: [{"command": c.name, "seconds": [r.seconds for r in c.runs], "max_rss_mb": [r.max_rss_mb for r in c.runs],
+        name: [{"command": c.name, "seconds": [r.seconds for r in c.runs], "cpu_seconds": [r.cpu_seconds for r in c.runs],
+                "max_rss_mb": [r.max_rss_mb for r in c.runs],
                 "returncodes": [r.returncode for r in c.runs], "same_bytes": c.same_bytes} for c in case]
         for name, case in cases.items()}}
     path.write_text(json.dumps(doc, indent=2))

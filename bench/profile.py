@@ -1,0 +1,113 @@
+"""Profile one restorable restore of a cached benchmark replica (build them with bench/run.py first).
+
+    .venv/bin/python bench/profile.py v3|v5|segments [--size-mb 200] [--repo PATH] [--py-spy BIN]
+
+Serves the cached replicas with ``rclone serve s3`` on 127.0.0.1 and runs
+``python -m jobs.restore`` under cProfile (the top functions by own time and by
+cumulative time are printed, the .prof file is kept), then, with ``--py-spy``, once more
+under ``py-spy record --idle --threads`` (a sampling profile of every thread, waiting
+included), summarised as seconds per thread and per leaf function. py-spy is not a
+dependency: install it anywhere (``pip install --target DIR py-spy``) and pass its path.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import pstats
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import harness, replicas  # noqa: E402
+from bench.replicas import V3, V5, Spec  # noqa: E402
+
+PY_SPY_RATE = 250  # samples per second
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("replica", choices=("v3", "v5", "segments"))
+    parser.add_argument("--size-mb", type=float, default=200)
+    parser.add_argument("--segments", type=int, default=2000)
+    parser.add_argument("--repo", type=Path, default=harness.REPO_ROOT, help="checkout whose jobs.restore runs")
+    parser.add_argument("--cache-dir", type=Path, default=harness.BENCH_DIR / ".cache")
+    parser.add_argument("--py-spy", type=Path, help="py-spy executable: also take a sampling profile")
+    parser.add_argument("--top", type=int, default=25)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    spec = {"v3": Spec("big", V3, args.size_mb), "v5": Spec("big", V5, args.size_mb),
+            "segments": Spec("segments", V3, 1, segments=args.segments)}[args.replica]
+    cache = replicas.Cache(args.cache_dir.resolve())
+    built = cache.load(spec)
+    if built is None:
+        print(f"profile: replica {spec.bucket} is not built; run bench/run.py --build-only with the same size",
+              file=sys.stderr)
+        return 3
+    repo = args.repo.resolve()
+    out_dir = cache.work / "profile"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with harness.S3Server(cache.s3_root, cache.logs / "rclone-profile.log") as server:
+        replica = replicas.replica_config(spec.version, server.endpoint, spec.bucket)
+        config = replicas.write_config(cache.work / "configs" / f"profile-{spec.bucket}.yml",
+                                       [replicas.db_entry(spec.version, cache.db_path(spec.bucket), replica)])
+        output = out_dir / f"{spec.bucket}.db"
+        restore = ["-m", "jobs.restore", "--config", str(config), "-o", str(output), "--force"]
+        env = harness.base_env(repo=repo)
+        prof = out_dir / f"{spec.bucket}.prof"
+        run(repo, env, [sys.executable, "-m", "cProfile", "-o", str(prof), *restore], output)
+        stats = pstats.Stats(str(prof))
+        for key in ("tottime", "cumulative"):
+            print(f"\n=== cProfile, main thread only, by {key} ({prof})")
+            stats.sort_stats(key).print_stats(args.top)
+        if args.py_spy:
+            raw = out_dir / f"{spec.bucket}.py-spy.txt"
+            run(repo, env, [str(args.py_spy), "record", "--idle", "--threads", "--rate", str(PY_SPY_RATE),
+                            "--format", "raw", "--output", str(raw), "--", sys.executable, *restore], output)
+            summarise_py_spy(raw, args.top)
+    return 0
+
+
+def run(repo: Path, env: dict, cmd: list[str], output: Path) -> None:
+    output.unlink(missing_ok=True)
+    proc = subprocess.run(cmd, cwd=repo, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    output.unlink(missing_ok=True)
+
+
+def summarise_py_spy(raw: Path, top: int) -> None:
+    """py-spy's raw format: one line per distinct stack, ``thread (tid): name;frame;... count``."""
+    by_thread: collections.Counter = collections.Counter()
+    main_leaf: collections.Counter = collections.Counter()
+    main_inner: collections.Counter = collections.Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = stack.split(";")
+        thread = frames[0].split("): ", 1)[-1] if frames[0].startswith("thread") else "?"
+        n = int(count)
+        by_thread[thread] += n
+        if thread == "MainThread":
+            main_leaf[frames[-1]] += n
+            ours = [f for f in frames[1:] if "(lib/" in f or "(jobs/" in f]
+            main_inner[ours[-1] if ours else frames[-1]] += n
+    print(f"\n=== py-spy ({raw}), seconds of samples per thread (waiting included)")
+    for thread, n in by_thread.most_common():
+        print(f"{n / PY_SPY_RATE:8.2f}  {thread}")
+    print("\n=== py-spy, main thread: innermost restorable frame (lib/, jobs/) of each sample")
+    for frame, n in main_inner.most_common(top):
+        print(f"{n / PY_SPY_RATE:8.2f}  {frame}")
+    print("\n=== py-spy, main thread: leaf frames")
+    for frame, n in main_leaf.most_common(top):
+        print(f"{n / PY_SPY_RATE:8.2f}  {frame}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
