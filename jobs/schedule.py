@@ -293,9 +293,14 @@ def sweep_scratch(scratch_root: Path | None) -> None:
     sweep_leftovers(scratch_root or Path(tempfile.gettempdir()))
 
 
-def child_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The worker's environment, with this repository importable wherever the worker runs."""
+def child_env(environ: Mapping[str, str], max_runtime: float) -> dict[str, str]:
+    """The worker's environment, with this repository importable wherever the worker runs.
+
+    ``RESTORABLE_MAX_RUNTIME`` is set to the run's limit too: the Sentry monitor's
+    ``max_runtime`` is derived from that variable, not from the command line.
+    """
     env = dict(environ)
+    env[MAX_RUNTIME_VAR] = format_duration(max_runtime)
     paths = [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
@@ -334,7 +339,7 @@ class Worker:
             number = self.runs
             self._idle.clear()
             try:
-                child = self._child = ChildRun(self.command(), child_env(self.environ))
+                child = self._child = ChildRun(self.command(), child_env(self.environ, self.options.max_runtime))
             except OSError:
                 self._idle.set()
                 raise

@@ -6,6 +6,7 @@ crontab cannot go below a minute). Worker processes are real; their log lines
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 import sys
@@ -17,8 +18,8 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from jobs.schedule import (ChildRun, Worker, WorkerOptions, build_trigger, cron_trigger, cron_weekdays, describe_exit,
-                           load_options)
+from jobs.schedule import (REPO_ROOT, ChildRun, Worker, WorkerOptions, build_trigger, child_env, cron_trigger,
+                           cron_weekdays, describe_exit, load_options)
 from lib.errors import ConfigError
 from tests.test_signals import Job, job_env, proxied_config, scratch_entries, slow_restores, wait_until_restoring
 from tests.test_signals import proxy, scratch, sentry  # noqa: F401 (fixtures)
@@ -103,6 +104,14 @@ def test_options_pass_arguments_after_double_dash_to_verify():
     assert options.stop_grace == 20
     assert Worker(options, {}).command()[1:] == ["-m", "jobs.verify", "--max-runtime", "90s",
                                                  "--config", "ls.yml", "--json"]
+
+
+def test_child_environment_carries_the_max_runtime_and_the_repository():
+    env = child_env({"PYTHONPATH": "/elsewhere", "KEEP": "1"}, 600)
+
+    assert env["RESTORABLE_MAX_RUNTIME"] == "10m"  # the Sentry monitor's max_runtime follows it
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(REPO_ROOT), "/elsewhere"]
+    assert env["KEEP"] == "1"
 
 
 def test_max_runtime_after_double_dash_is_refused():
