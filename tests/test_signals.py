@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -147,7 +148,9 @@ def test_signal_mid_restore_exits_130_removes_scratch_and_closes_check_in(
     job = Job("jobs.verify", "--config", config, "--json", env=job_env(scratch, SENTRY_DSN=sentry.dsn),
               logs=tmp_path)
     wait_until_restoring(proxy, job)
-    assert scratch_entries(scratch), "the run should have a scratch directory while restoring"
+    entries = scratch_entries(scratch)
+    assert entries, "the run should have a scratch directory while restoring"
+    assert {stat.S_IMODE((scratch / name).stat().st_mode) for name in entries} == {0o700}
 
     started = time.monotonic()
     job.signal(signum)
