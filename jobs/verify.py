@@ -62,6 +62,14 @@ def build_options(args, environ: Mapping[str, str]):
     )
 
 
+REPORTING_GRACE_SECONDS = 5.0  # history/email/Sentry after the deadline
+
+
+def reporting_budget(options) -> float:
+    """Time left for history, email and Sentry: what remains of the run, plus a short grace."""
+    return max(0.0, options.deadline - time.monotonic()) + REPORTING_GRACE_SECONDS
+
+
 def check_scratch_dir(path: str):
     from pathlib import Path
 
@@ -104,7 +112,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         pairs = targets(config, options.replica_name)
         if options.target == RestoreTarget():
             apply_retention_all(pairs, report, settings, args, environ)
-        notifier.run_finished(report, [(db, rep, res) for (db, rep), res in zip(pairs, report.results)])
+        finished = [(db, rep, res) for (db, rep), res in zip(pairs, report.results)]
+        cli.bounded(lambda: notifier.run_finished(report, finished), reporting_budget(options), "reporting")
         print_report(report, args.json, config.secrets())
         return report.exit_code()
 
@@ -121,7 +130,8 @@ def apply_retention_all(pairs, report, settings, args, environ) -> None:
 
     override = parse_duration(args.retention, "--retention") if args.retention else None
     for (db, replica), result in zip(pairs, report.results):
-        apply_retention(db, replica, result, settings.for_db(db.path), args, override, environ, None)
+        if result.status in ("ok", "warning"):  # never touch (or even re-list) a replica that did not verify
+            apply_retention(db, replica, result, settings.for_db(db.path), args, override, environ, None)
 
 
 def print_report(report, as_json: bool, secrets: list[str]) -> None:

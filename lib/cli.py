@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
@@ -177,6 +178,19 @@ def _abort(on_abort, reason: str) -> None:
             on_abort(reason)
         except Exception:
             log.debug("abort hook failed", exc_info=True)
+
+
+def bounded(work: Callable[[], None], seconds: float, what: str) -> None:
+    """Run ``work`` in a daemon thread and wait at most ``seconds``; a hang is logged, not waited for.
+
+    For reporting after the run's deadline (history, email, Sentry): slow storage must not
+    keep a cron job alive past its maximum runtime.
+    """
+    thread = threading.Thread(target=work, name=what, daemon=True)
+    thread.start()
+    thread.join(max(0.0, seconds))
+    if thread.is_alive():
+        log.warning("%s did not finish within %.0fs; giving up on it", what, seconds)
 
 
 def exit_now(code: int) -> None:

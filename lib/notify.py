@@ -204,13 +204,21 @@ class RunNotifier:
         return self._locations[key]
 
     def run_finished(self, report: Report, targets: list[tuple[DbConfig, ReplicaConfig, DbResult]]) -> None:
-        """Write history, send alert emails, send Sentry events, close the check-in, flush. Never raises."""
+        """Send Sentry events, close the check-in and flush first (no storage I/O), then write
+        history and send alert emails, which need the bucket and may be slow. Never raises."""
+        try:
+            for db, replica, result in targets:
+                self._capture_result(db, replica, result)
+            self._capture_run_findings(report)
+            self._close_check_in("error" if report.status in (FAILED, INCONCLUSIVE) else "ok")
+        except Exception:
+            log.exception("reporting failed; verification result unchanged", extra={"stage": "notify"})
+        finally:
+            self._flush()
         try:
             for db, replica, result in targets:
                 self._finish_target(report, db, replica, result)
-            self._capture_run_findings(report)
             self._warn_history_problems()
-            self._close_check_in("error" if report.status in (FAILED, INCONCLUSIVE) else "ok")
         except Exception:
             log.exception("reporting failed; verification result unchanged", extra={"stage": "notify"})
         finally:
@@ -236,10 +244,13 @@ class RunNotifier:
 
     @never_raises()  # one database's reporting trouble must not silence the others
     def _finish_target(self, report: Report, db: DbConfig, replica: ReplicaConfig, result: DbResult) -> None:
-        where = replica.describe()
         previous = self.previous(db, replica)
         alerted = self._alert(report, db, replica, result, previous)
         self._write_history(report, db, replica, result, previous, alerted)
+
+    @never_raises()
+    def _capture_result(self, db: DbConfig, replica: ReplicaConfig, result: DbResult) -> None:
+        where = replica.describe()
         if result.status != OK:
             message = headline(result, where)
             step = advice(deciding_findings(result))

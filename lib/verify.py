@@ -127,10 +127,15 @@ def restore_state(store, state: ReplicaState, out: Path, target: RestoreTarget, 
 
 
 def verify_replica(db: DbConfig, replica: ReplicaConfig, db_settings, options: VerifyOptions, scratch: Scratch,
-                   previous: dict | None = None) -> DbResult:
-    """Verify one replica of one database; never raises for storage or backup problems."""
+                   notifier=None) -> DbResult:
+    """Verify one replica of one database; never raises for storage or backup problems.
+
+    The history (``notifier.previous``) is read here, inside the per-replica work, so a
+    hanging history read is bounded by the run's deadline like everything else.
+    """
     result = DbResult(db=db.path, replica=replica.name)
     started = time.monotonic()
+    previous = notifier.previous(db, replica) if notifier else None
     last_problem = ""
     for attempt in range(max(LISTING_ATTEMPTS, STORAGE_ATTEMPTS)):
         result = DbResult(db=db.path, replica=replica.name)
@@ -289,8 +294,7 @@ def run(config: Config, settings, options: VerifyOptions, notifier=None) -> Repo
     try:
         futures: dict[Future, tuple[DbConfig, ReplicaConfig]] = {}
         for db, replica in pairs:
-            previous = notifier.previous(db, replica) if notifier else None
-            fut = pool.submit(verify_replica, db, replica, settings.for_db(db.path), options, scratch, previous)
+            fut = pool.submit(verify_replica, db, replica, settings.for_db(db.path), options, scratch, notifier)
             futures[fut] = (db, replica)
         results = _collect(futures, options.deadline)
         report.results = [results[f] for f in futures]

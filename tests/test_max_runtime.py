@@ -82,9 +82,6 @@ def test_worker_reports_the_inconclusive_run_and_keeps_going(v3_s3_replica, prox
     assert scratch_entries(scratch) == []
 
 
-@pytest.mark.xfail(strict=True, reason="lib.verify.run reads each database's history (latest.json) in the main "
-                   "thread before the deadline applies, with boto3's 30 s read timeout and 5 attempts; move that "
-                   "read into the per-replica work (see the scheduling report)")
 def test_hanging_history_read_still_ends_within_max_runtime(v3_s3_replica, proxy, scratch, tmp_path):
     config = proxied_config(v3_s3_replica, proxy, tmp_path / "litestream.yml")
     proxy.set_rules([delay(120, method="GET")])  # every read, the history's latest.json included
