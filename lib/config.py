@@ -530,6 +530,8 @@ def _load_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: invalid YAML; check the file is a YAML mapping") from None
     except (ValueError, TypeError, IndexError, OverflowError):  # a constructor choking on a value
         raise ConfigError(f"{source}: invalid YAML value (a tagged scalar?); check tags such as !!set") from None
+    except RecursionError:  # PyYAML recurses once per nesting level
+        raise ConfigError(f"{source}: YAML nested too deeply; a Litestream config needs a few levels") from None
 
 
 
@@ -826,6 +828,7 @@ def _s3_replica(raw: Mapping, url: str | None, key: str, ctx: _Context) -> Repli
     }
     if not fields["bucket"][0]:
         raise _missing_bucket(key, url is not None, ctx)
+    _check_bucket(*fields["bucket"])
     origins = {name: origin for name, (value, origin) in fields.items() if value is not None and origin}
     origins["path"] = path_origin
     return ReplicaConfig(name="s3", type="s3", path=parsed.path, origins=tuple(origins.items()),
@@ -834,6 +837,25 @@ def _s3_replica(raw: Mapping, url: str | None, key: str, ctx: _Context) -> Repli
 
 def _url_part(url_origin: str, from_query: bool, name: str) -> str:
     return f"{url_origin} (?{name}=)" if from_query else f"{url_origin} (host)"
+
+
+# What botocore itself accepts as a Bucket parameter (anything else fails before any
+# request is sent), plus access point and Outposts ARNs, which it also takes.
+_VALID_BUCKET = re.compile(r"[A-Za-z0-9._-]{1,255}")
+
+
+def _check_bucket(bucket: str, origin: str) -> None:
+    """Refuse a bucket name no S3 client can send, naming where it came from.
+
+    :raises ConfigError: the name has characters outside ``[A-Za-z0-9._-]``; an
+        unresolved ``${...}`` or ``${{...}}`` reference gets its own hint.
+    """
+    if _VALID_BUCKET.fullmatch(bucket) or bucket.startswith("arn:"):
+        return
+    hint = ("use letters, digits, '.', '-' and '_'" if not set(bucket) & set("${}") else
+            "it looks like an unresolved variable reference: Railway fills ${{Service.VARIABLE}} only when "
+            "that service and variable exist, and litestream.yml needs ${VARIABLE}")
+    raise ConfigError(f"{origin}: bucket {show(bucket)} is not a valid bucket name; {hint}")
 
 
 def _missing_bucket(key: str, from_url: bool, ctx: _Context) -> ConfigError:

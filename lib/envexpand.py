@@ -61,7 +61,7 @@ def expand_env(
     def lookup(name: str, offset: int) -> str:
         if name in environ:
             return environ[name]
-        if name[0] in _IDENTIFIER_START:
+        if name[0] in _IDENTIFIER_START or _is_railway_reference(name):
             missing.append(_Reference(name, offset))
         return ""
 
@@ -129,12 +129,28 @@ def _raise_for_missing(
     if not feeding:
         return
     ref, key = feeding[0]
+    if _is_railway_reference(ref.name):
+        _raise_for_railway_reference(ref.name, key, source)
     name = printable(ref.name)
     others = sorted({other.name for other, _ in feeding} - {ref.name})
     also = f" (also unset: {', '.join(map(printable, others))})" if others else ""
     hint = "" if ref.name.isidentifier() else " (Litestream has no ${VAR:-default} syntax)"
     raise ConfigError(
         f"{source}: {key} uses ${{{name}}}, which is not set{hint}; set {name} in the environment{also}"
+    )
+
+
+def _is_railway_reference(name: str) -> bool:
+    """``{Service.VAR`` is what Go's rules read from Railway's ``${{Service.VAR}}`` syntax."""
+    return name.startswith("{") and len(name) > 1
+
+
+def _raise_for_railway_reference(name: str, key: str, source: str) -> None:
+    reference = printable(name[1:])
+    raise ConfigError(
+        f"{source}: {key} uses ${{{{{reference}}}}}, a Railway reference, which Railway fills only in a service's "
+        f"variables, not inside files; set a service variable such as NAME=${{{{{reference}}}}} and write ${{NAME}} "
+        "here"
     )
 
 
@@ -146,7 +162,7 @@ def printable(text: str) -> str:
 def _compose_quietly(text: str) -> yaml.Node | None:
     try:
         return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         return None
 
 
@@ -157,7 +173,10 @@ def _reference_key(
     line = text.count("\n", 0, offset) + 1
     if tree is None:  # unparsable before expansion: fall back to the line
         return _line_key(text, offset, line)
-    path = _node_path(tree, offset, set())
+    try:
+        path = _node_path(tree, offset, set())
+    except RecursionError:  # nested deeper than Python's stack: name the line instead
+        return _line_key(text, offset, line)
     if path is None or not is_read_key(path):
         return None
     return format_key(path) or f"line {line}"

@@ -80,7 +80,9 @@ def parse_s3_url(url: str, where: str) -> S3Url:
     parts = split_url(url, where)
     userinfo, _, hostport = parts.netloc.rpartition("@")
     if userinfo:
-        log.warning("ignoring credentials in a replica url (Litestream ignores them too) key=%s", where)
+        # debug, not warning: config is read before logging is set up, and a stray
+        # unformatted stderr line would break the one-line error contract.
+        log.debug("ignoring credentials in a replica url (Litestream ignores them too) key=%s", where)
     host, port = _split_host_port(hostport, url, where)
     provider = _detect_provider(host, port)
     query = parse_qs(parts.query, keep_blank_values=True)

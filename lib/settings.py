@@ -173,6 +173,8 @@ def _read_file(path: Path) -> Settings:
         raise ConfigError(f"{source}: invalid YAML; check the file is a YAML mapping") from None
     except (ValueError, TypeError, IndexError, OverflowError):  # e.g. an empty `!!int`
         raise ConfigError(f"{source}: invalid YAML value; check explicit tags such as !!int") from None
+    except RecursionError:  # PyYAML recurses once per nesting level
+        raise ConfigError(f"{source}: YAML nested too deeply; settings need a few levels") from None
     return parse_settings(document, source)
 
 
