@@ -39,10 +39,18 @@ def integrity(db: sqlite_utils.Database) -> list[Finding]:
         return [error("integrity", f"restored database cannot be checked: {exc}")]
     if rows == ["ok"]:
         return []
-    shown = rows[:MAX_INTEGRITY_ROWS_REPORTED]
-    more = f" (+{len(rows) - len(shown)} more)" if len(rows) > len(shown) else ""
-    return [error("integrity", f"PRAGMA integrity_check reported {len(rows)} problem(s): "
+    problems = integrity_problems(rows)
+    shown = problems[:MAX_INTEGRITY_ROWS_REPORTED]
+    more = f" (+{len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
+    return [error("integrity", f"PRAGMA integrity_check reported {len(problems)} problem(s): "
                   + "; ".join(shown) + more)]
+
+
+def integrity_problems(rows: list[str]) -> list[str]:
+    """One entry per problem: SQLite may pack several, newline-separated, into one row,
+    under a ``*** in database main ***`` heading that is not a problem itself."""
+    lines = [line.strip() for row in rows for line in str(row).splitlines()]
+    return [line for line in lines if line and not line.startswith("*** in database")]
 
 
 def count_rows(db: sqlite_utils.Database) -> tuple[dict[str, int], dict[str, int]]:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
+
 from lib import lz4stream, wal
 from lib.errors import CorruptObject
 from lib.fetch import ObjectChanged, prefetch
@@ -302,6 +304,13 @@ def _validate_db_header(key: str, head: bytes) -> tuple[int, int | None]:
 HOLD_LIMIT_BYTES = 64 << 20
 
 
+# SQLite stamps page 1 with (the counter it last read) + 1 whenever a WAL transaction
+# writes page 1 (pager.c, pagerWalFrames -> pager_write_changecounter), and a writer has
+# always read the newest page 1 or written it itself: consecutive versions of page 1 carry
+# equal or consecutive counters, so a larger step means transactions are missing.
+COUNTER_STEP = 1
+
+
 def _position(generation: str, index: int, offset: int) -> str:
     return f"{generation}/{index:08x}:{offset}"
 
@@ -331,9 +340,16 @@ class _Replay:
         self.behind_snapshot: tuple[int, int, int] | None = None  # (counter reached, snapshot's, WAL end)
         self.next_index = snapshot_index
         self.scan: _IndexScan | None = None
+        self.last_counter: tuple[int, int] | None = None  # (page 1 change counter, WAL index) last seen
+        self.index_ends: dict[int, tuple[int, int]] = {}  # index -> (index, bytes listed)
 
     def stop(self) -> str:
-        """Stop applying (idempotent); return the note that says where the restore ends."""
+        """Stop applying (idempotent); return the note that says where the restore ends.
+
+        Called at every problem, so it also forgets page 1's change counter: what lies
+        between here and the next page-1 frame is unknown.
+        """
+        self.last_counter = None
         if self.applying:
             self.applying = False
             self.stopped_at = self.applied
@@ -357,6 +373,7 @@ class _Replay:
         if self.scan is None:
             return
         self.scan.finish()
+        self.index_ends[self.scan.index] = (self.scan.index, self.scan.length or 0)
         if self.scan.index == self.snapshot_index and self.applying:
             self._check_reaches_snapshot(self.scan.length or 0)
         self.scan = None
@@ -374,6 +391,7 @@ class _Replay:
         if is_older_counter(reached, self.snapshot_counter):
             self.behind_snapshot = (reached, self.snapshot_counter, wal_end)
             self.applying = False
+            self.last_counter = None  # reported once, by restore_v3
             self.stopped_at = _position(self.generation, self.snapshot_index, 0)
 
 
@@ -449,7 +467,7 @@ class _IndexScan:
         if self.length == seg.offset:
             return
         if self.length is None:
-            pass  # the previous segment could not be decoded (reported)
+            self.has_frames = self.has_frames and self.header is not None  # undecodable segment (reported)
         elif self.length == 0 and self.header is None:
             self.has_frames = False  # no offset-0 segment, so no header (planning reported it)
             self._stop()
@@ -585,12 +603,43 @@ class _IndexScan:
         first_bad = scan.first_problem()
         if first_bad is not None:
             self._report_frames(scan, first_bad)
+        jump = self._check_counters(frames, scan)
         if self.replay.applying:
-            self._apply(frames, scan, scan.count if first_bad is None else first_bad)
-        if first_bad is not None:
+            self._apply(frames, scan, min(x for x in (first_bad, jump, scan.count) if x is not None))
+        if first_bad is not None or jump is not None:
             self.stop_note = self.stop_note or self._stop()
         self.last_commit = bool(scan.commits[-1])
         self.frame_offset += scan.count * self.frame_size
+
+    def _check_counters(self, frames: memoryview, scan: wal.FrameScan) -> int | None:
+        """Page 1's change counter may only repeat or step by one (see ``COUNTER_STEP``).
+
+        Returns the number of the first sound page-1 frame that jumps further (transactions
+        are missing before it), or None.
+        """
+        for n in np.flatnonzero((scan.pgnos == 1) & (scan.problems == 0)).tolist():
+            at = n * self.frame_size + wal.FRAME_HEADER_SIZE + 24
+            counter = int.from_bytes(frames[at : at + 4], "big")
+            last = self.replay.last_counter
+            if last is not None and (counter - last[0]) % (1 << 32) > COUNTER_STEP:
+                self._report_jump(last, counter, self.frame_offset + n * self.frame_size)
+                return n
+            self.replay.last_counter = (counter, self.index)
+        return None
+
+    def _report_jump(self, last: tuple[int, int], counter: int, offset: int) -> None:
+        previous, where = last
+        if where == self.index:
+            self.problems.append(f"page 1's change counter jumps from {previous} to {counter} at offset {offset}: "
+                                 "the index lacks transactions between them")
+            return
+        end_index, end = self.replay.index_ends.get(self.index - 1, (self.index - 1, 0))
+        note = self._stop()
+        self.replay.findings.append(error(
+            "wal_gap", f"page 1's change counter jumps from {previous} (WAL index {where:08x}) to {counter} (WAL "
+            f"index {self.index:08x}, offset {offset}): transactions between them are missing, most likely the "
+            f"last segment(s) of WAL index {end_index:08x} from offset {end} (deleted or never uploaded){note}",
+            wal_key(self.replay.prefix, self.replay.generation, end_index, end)))
 
     def _report_frames(self, scan: wal.FrameScan, first_bad: int) -> None:
         if not self.first_bad:
@@ -662,7 +711,7 @@ def restore_v3(
                                 if f.kind == "missing_snapshot" else f for f in findings)
         return outcome
     outcome.findings.extend(findings)
-    outcome.findings.extend(plan.findings)
+    outcome.findings.extend(_confirm_warnings(store, state.prefix, plan))
     outcome.generation = plan.generation.id
     outcome.last_backup_at = plan.last_backup_at
     try:
@@ -708,6 +757,25 @@ def _wal_behind_snapshot(store: ObjectStore, prefix: str, plan: V3Plan, behind: 
                  "segments are missing, or litestream stopped right after the snapshot; `litestream restore` would "
                  "write these older pages over the snapshot's newer ones. Restored the snapshot alone",
                  wal_key(prefix, plan.generation.id, index, wal_end))
+
+
+def _confirm_warnings(store: ObjectStore, prefix: str, plan: V3Plan) -> list[Finding]:
+    """Keep the planning warnings (an index below the snapshot without its offset-0
+    segment) that a fresh listing confirms: Litestream's retention deletes such indexes
+    segment by segment, so a listing taken meanwhile shows one half deleted."""
+    if not plan.findings:
+        return []
+    wal_prefix = f"{prefix}{plan.generation.id}/wal/"
+    fresh: dict[int, list[int]] = {}
+    for obj in store.list(wal_prefix):
+        order = _segment_order(obj.key)
+        fresh.setdefault(order[0], []).append(order[1])
+    return [f for f in plan.findings if _still_without_offset0(f, fresh)]
+
+
+def _still_without_offset0(finding: Finding, fresh: dict[int, list[int]]) -> bool:
+    index = _segment_order(finding.object or "")[0]
+    return index < 0 or (index in fresh and 0 not in fresh[index])
 
 
 def _segment_index(name: str) -> int:
