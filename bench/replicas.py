@@ -400,3 +400,13 @@ def clone_many(cache: Cache, sources: list[Built], count: int) -> str:
         shutil.copytree(cache.s3_root / src.bucket / REPLICA_PATH, bucket_dir / f"db{i:02d}")
     marker.write_text(names)
     return bucket
+
+
+def many_config(cache: Cache, endpoint: str, bucket: str, sources: list[Built], count: int, name: str) -> Path:
+    """A litestream.yml naming the first ``count`` databases of a :func:`clone_many` bucket."""
+    dbs = []
+    for i in range(count):
+        source = sources[i % len(sources)]
+        replica = replica_config(source.spec.version, endpoint, bucket, path=f"db{i:02d}")
+        dbs.append(db_entry(source.spec.version, cache.work / "src" / bucket / f"db{i:02d}.db", replica))
+    return write_config(cache.work / "configs" / name, dbs)

@@ -60,6 +60,7 @@ class Command:
     env: dict
     output: Path | None = None  # a restore's output: removed after each run
     reference_sha256: str | None = None  # what the output must hash to
+    cwd: Path = harness.REPO_ROOT
     runs: list = field(default_factory=list)
     same_bytes: bool | None = None
 
@@ -87,6 +88,8 @@ def parse_args(argv):
                         help="the checkout whose jobs.restore / jobs.verify are measured (default: this one)")
     parser.add_argument("--cases", help="comma-separated subset of: " + ", ".join(CASES))
     parser.add_argument("--build-only", action="store_true", help="build (or find) the replicas, measure nothing")
+    parser.add_argument("--baseline-repo", type=Path,
+                        help="also time this checkout's jobs, interleaved, marked [baseline] (A/B of a change)")
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     args = parser.parse_args(argv)
     if args.quick:
@@ -127,6 +130,8 @@ def main(argv=None) -> int:
     with harness.S3Server(cache.s3_root, cache.logs / "rclone-bench.log") as server:
         cases = make_cases(cache, server, {k: built[s] for k, s in specs.items()}, many, args)
         cases = {name: case for name, case in cases.items() if name in args.cases}
+        if args.baseline_repo:
+            cases = {name: with_baseline(case, args.baseline_repo.resolve()) for name, case in cases.items()}
         prepare_integrity_input(cache, cases)
         run_rounds(cases, args, cache)
     args.load = (load_before, os.getloadavg())
@@ -152,6 +157,7 @@ def make_cases(cache, server, built: dict, many_bucket: str, args) -> dict[str, 
     scratch.mkdir(exist_ok=True)
     py = sys.executable
     renv = harness.base_env({"RESTORABLE_SCRATCH_DIR": str(scratch)}, repo=args.repo.resolve())
+    here = args.repo.resolve()
     lenv = harness.litestream_env()
 
     def config_for(key: str, b) -> tuple[Path, Path]:
@@ -170,14 +176,14 @@ def make_cases(cache, server, built: dict, many_bucket: str, args) -> dict[str, 
             Command(f"litestream {b.spec.version} restore", [lbin, "restore", "-config", cfg, "-o", lout, db_path],
                     lenv, lout, b.reference_sha256),
             Command("restorable jobs.restore", [py, "-m", "jobs.restore", "--config", cfg, "-o", rout],
-                    renv, rout, b.reference_sha256),
+                    renv, rout, b.reference_sha256, cwd=here),
         ]
 
     def verify_trio(key: str) -> list[Command]:
         cfg, _ = config_for(key, built[key])
         check_db = out_dir / f"{key}-integrity-input.db"
         return [
-            Command("restorable jobs.verify", [py, "-m", "jobs.verify", "--config", cfg, "--json"], renv),
+            Command("restorable jobs.verify", [py, "-m", "jobs.verify", "--config", cfg, "--json"], renv, cwd=here),
             Command("PRAGMA integrity_check alone", [py, "-c", INTEGRITY_SCRIPT, check_db], renv),
         ]
 
@@ -188,19 +194,29 @@ def make_cases(cache, server, built: dict, many_bucket: str, args) -> dict[str, 
         "verify-v5": verify_trio("big5"),
         "segments-v3": restore_pair("seg3"),
     }
-    dbs = []
-    for i in range(args.many):
-        source = built["small3"] if i % 2 == 0 else built["small5"]
-        replica = replicas.replica_config(source.spec.version, server.endpoint, many_bucket, path=f"db{i:02d}")
-        dbs.append(replicas.db_entry(source.spec.version, cache.work / "src" / many_bucket / f"db{i:02d}.db", replica))
-    many_cfg = replicas.write_config(cache.work / "configs" / "bench-many.yml", dbs)
-    one_cfg = replicas.write_config(cache.work / "configs" / "bench-many-one.yml", dbs[:1])
+    small = [built["small3"], built["small5"]]
+    many_cfg = replicas.many_config(cache, server.endpoint, many_bucket, small, args.many, "bench-many.yml")
+    one_cfg = replicas.many_config(cache, server.endpoint, many_bucket, small, 1, "bench-many-one.yml")
     cases["many"] = [
         Command(f"restorable jobs.verify, {args.many} databases", [py, "-m", "jobs.verify", "--config", many_cfg,
-                                                                   "--json"], renv),
-        Command("restorable jobs.verify, 1 database", [py, "-m", "jobs.verify", "--config", one_cfg, "--json"], renv),
+                                                                   "--json"], renv, cwd=here),
+        Command("restorable jobs.verify, 1 database", [py, "-m", "jobs.verify", "--config", one_cfg, "--json"], renv,
+                cwd=here),
     ]
     return cases
+
+
+def with_baseline(case: list[Command], repo: Path) -> list[Command]:
+    """The case plus a copy of each restorable command that runs ``repo``'s code."""
+    out = []
+    for cmd in case:
+        out.append(cmd)
+        if cmd.name.startswith("restorable"):
+            env = dict(cmd.env, PYTHONPATH=str(repo))
+            output = cmd.output.with_name(cmd.output.stem + "-baseline.db") if cmd.output else None
+            argv = [output if a == cmd.output else a for a in cmd.argv]
+            out.append(Command(cmd.name + " [baseline]", argv, env, output, cmd.reference_sha256, cwd=repo))
+    return out
 
 
 def prepare_integrity_input(cache, cases) -> None:
@@ -232,7 +248,7 @@ def run_one(cmd: Command, args, cache) -> None:
     if cmd.output is not None:
         cmd.output.unlink(missing_ok=True)
     slug = "".join(ch if ch.isalnum() else "-" for ch in cmd.name)
-    run = harness.measure(cmd.argv, cmd.env, args.timeout, cache.logs / f"run-{slug}.log", cwd=args.repo.resolve())
+    run = harness.measure(cmd.argv, cmd.env, args.timeout, cache.logs / f"run-{slug}.log", cwd=cmd.cwd)
     cmd.runs.append(run)
     if run.returncode:
         print(f"bench: {cmd.name} exited {run.returncode}:\n{run.output}", file=sys.stderr)
@@ -273,6 +289,13 @@ def print_report(cases, built: dict, args) -> None:
 
 def checks(cases, built, args):
     """(name, measured, target, met) rows for the cases that ran."""
+    if args.baseline_repo:
+        for name, case in cases.items():
+            for cmd in case:
+                base = next((c for c in case if c.name == cmd.name + " [baseline]"), None)
+                if base is not None:
+                    yield _ratio_row(f"{name}: {cmd.name} / [baseline]", cmd, base, None)
+        return
     size = f"{built['big3'].db_bytes / 1e6:.0f} MB"
     restores = {}
     for version, key, target in (("v0.3", "restore-v3", TARGET_V3_RATIO), ("v0.5", "restore-v5", TARGET_V5_RATIO)):
