@@ -30,14 +30,12 @@ import json
 import os
 import resource
 import shutil
-import stat
 import struct
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
-from textwrap import dedent
 
 import lz4.frame
 import pytest
