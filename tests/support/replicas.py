@@ -42,6 +42,8 @@ V5_L1_INTERVAL = "2s"
 # (several sync intervals, so a segment whose sync was already under way shows up).
 SETTLE_SECONDS = 0.4
 SYNC_TIMEOUT_SECONDS = 30.0
+# Gap between a recorded checkpoint time and the next write (see _Builder.before_write).
+WRITE_MARGIN_SECONDS = 0.05
 
 USER_TABLES_SQL = """
 CREATE TABLE items (id INTEGER PRIMARY KEY, batch INTEGER NOT NULL, name TEXT NOT NULL, payload BLOB);
@@ -448,11 +450,18 @@ class _Builder:
         self.wait_synced()  # the first sync: a snapshot (v0.3) or L0 file 1 (v0.5)
 
     def before_write(self) -> None:
-        # S3 LastModified has whole seconds. Start the next write in a later second than
-        # the last recorded time, so restoring at that time excludes the next write.
-        if self.kind == "s3" and self.checkpoints:
-            last = self.checkpoints[-1][0].timestamp()
-            time.sleep(max(0.0, math.floor(last) + 1.05 - time.time()))
+        """Keep the next write's uploads clearly later than the last recorded time.
+
+        Restoring at a recorded time must exclude the next write. File mtimes come from
+        the kernel's coarse clock (a few ms behind time.time()) and litestream can upload
+        within a millisecond of a commit, so leave a margin; S3 LastModified has whole
+        seconds, so start the next write in a later second.
+        """
+        if not self.checkpoints:
+            return
+        last = self.checkpoints[-1][0].timestamp()
+        start = math.floor(last) + 1 + WRITE_MARGIN_SECONDS if self.kind == "s3" else last + WRITE_MARGIN_SECONDS
+        time.sleep(max(0.0, start - time.time()))
 
     def wait_synced(self) -> None:
         """Wait until the listing changed and then stayed unchanged for SETTLE_SECONDS."""
@@ -482,7 +491,7 @@ class _Builder:
 
     def stop(self) -> None:
         code = self.replicator.stop()
-        if code != 0:
+        if code != 0 and not _is_shutdown_checkpoint_race(self.replicator.log()):
             raise RuntimeError(f"litestream replicate exited {code} on SIGINT; log:\n{self.replicator.log()}")
         self.replicator = None
         self.listing = self.lister()
@@ -491,6 +500,15 @@ class _Builder:
         if self.replicator is not None:
             self.replicator.__exit__(None, None, None)
             self.replicator = None
+
+
+def _is_shutdown_checkpoint_race(log: str) -> bool:
+    """litestream 0.3.13 sometimes exits 1 on SIGINT because its closing checkpoint runs
+    with an already-cancelled context ("checkpoint: mode=PASSIVE err=release read lock:
+    context canceled"). Everything was uploaded before we stopped it (wait_synced) and the
+    reference restore checks the row counts, so this exit is harmless here."""
+    tail = log.strip().splitlines()[-3:]
+    return any("failed to run" in line and "context canceled" in line for line in tail)
 
 
 # ------------------------------------------------------------------------- clone
