@@ -203,7 +203,9 @@ def make_s3_client(settings: S3Settings):
         region_name=region,
         signature_version="s3v4",
         s3={"addressing_style": "path" if path_style else "virtual"},
-        retries={"mode": "standard", "max_attempts": settings.max_attempts},
+        # botocore's client-config "max_attempts" counts retries only (one more request in
+        # all); "total_max_attempts" counts the first try too, as our field's name says.
+        retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         max_pool_connections=settings.max_pool_connections,
