@@ -57,7 +57,8 @@ def fetch_whole(store: ObjectStore, info: ObjectInfo, attempts: int = RETRY_ATTE
             raise
         except StorageUnavailable as exc:
             last = exc
-        time.sleep(RETRY_BASE_DELAY * (2**attempt) * (0.5 + random.random()))
+        if attempt + 1 < attempts:  # no point waiting after the last attempt
+            time.sleep(RETRY_BASE_DELAY * (2**attempt) * (0.5 + random.random()))
     assert last is not None
     raise last
 
