@@ -309,6 +309,9 @@ HOLD_LIMIT_BYTES = 64 << 20
 # always read the newest page 1 or written it itself: consecutive versions of page 1 carry
 # equal or consecutive counters, so a larger step means transactions are missing.
 COUNTER_STEP = 1
+# Said of a WAL index whose last frame is not a commit frame; ``findings_stand`` treats the
+# finding as a possible upload in flight.
+MID_TRANSACTION = "ends inside a transaction"
 
 
 def _position(generation: str, index: int, offset: int) -> str:
@@ -428,19 +431,22 @@ class _IndexScan:
         self.held_bytes = 0
         self.commit_pages = 0  # database size after the last applied commit of this index
         self.short = False  # the previous segment ended early (already reported)
+        self.last_commit = True  # the last frame judged is a commit frame
+        self.last_key = ""  # the segment fed last
+        self.last_reported = False  # a finding was reported for it
         # per segment
         self.problems: list[str] = []
         self.bad_frames = 0
         self.first_bad = ""
-        self.last_commit = True
         self.stop_note = ""
 
     # -- segments
 
     def segment(self, seg: WalSegment, data: bytes) -> None:
         key = seg.info.key
-        self.problems, self.bad_frames, self.first_bad, self.last_commit, self.stop_note = [], 0, "", True, ""
+        self.problems, self.bad_frames, self.first_bad, self.stop_note = [], 0, "", ""
         self._check_offset(seg)
+        self.last_key, self.last_reported = key, False
         self.short = False
         limit = max(len(data) * 300, 1 << 20)  # LZ4's best ratio is ~255:1
         try:
@@ -451,13 +457,14 @@ class _IndexScan:
             # The decoded bytes can't be trusted: report the LZ4 problem alone.
             note = self._stop()
             self.replay.findings.append(error("corrupt_object", exc.problem + note, key))
-            self.length = None
+            self.length, self.last_reported = None, True
             return
         if self.bad_frames:
             more = f" ({self.bad_frames} bad frames)" if self.bad_frames > 1 else ""
             self.problems.append(f"{self.first_bad}{more}; litestream restore would silently drop it and "
                                  "every later frame of the index")
         self._check_ending()
+        self.last_reported = bool(self.problems)
         if self.problems:
             self.replay.findings.append(error("corrupt_object", f"WAL index {self.index:08x}: "
                                               + "; ".join(self.problems) + self.stop_note, key))
@@ -475,9 +482,11 @@ class _IndexScan:
             note = self._stop()
             if not self.short:
                 missing = wal_key(self.replay.prefix, self.replay.generation, self.index, self.length)
+                after = self.last_key.rsplit("/", 1)[-1]
                 self.replay.findings.append(error(
                     "wal_gap", f"WAL index {self.index:08x}: bytes {self.length}..{seg.offset} are missing (no "
-                    f"segment at offset {self.length}; the next one starts at {seg.offset}){note}", missing))
+                    f"segment at offset {self.length}, after {after}; the next one starts at {seg.offset}){note}",
+                    missing))
         else:
             note = self._stop()
             self.replay.findings.append(error(
@@ -494,7 +503,12 @@ class _IndexScan:
         self.aligned = not self.frame_size or (offset - wal.WAL_HEADER_SIZE) % self.frame_size == 0
 
     def _check_ending(self) -> None:
-        """A Litestream segment holds whole frames and ends on a commit frame."""
+        """A Litestream segment holds whole frames.
+
+        Whether the index ends on a commit frame is judged at the end of the index: a
+        segment may legitimately end inside a transaction that the next segment continues
+        (Litestream uploads the shadow WAL while it is still being appended to).
+        """
         if not (self.has_frames and self.aligned):
             return
         if self.header is None:
@@ -504,8 +518,6 @@ class _IndexScan:
         elif self.pending:
             self.problems.append(f"segment ends mid-frame ({len(self.pending)} bytes of a {self.frame_size}-byte "
                                  "frame): it was truncated")
-        elif not self.last_commit:
-            self.problems.append("segment does not end on a commit frame: its last transaction is cut off")
         else:
             return
         self.short = True
@@ -680,7 +692,16 @@ class _IndexScan:
         self.held_bytes = 0
 
     def finish(self) -> None:
-        """Set the database size to the last applied commit, as SQLite's checkpoint does."""
+        """End the index: it must end on a commit frame; set the database size to the last
+        applied commit, as SQLite's checkpoint does (an unfinished transaction is not applied)."""
+        if self.has_frames and self.aligned and self.header is not None and not self.last_commit \
+                and not self.last_reported:
+            note = self._stop()
+            name = self.last_key.rsplit("/", 1)[-1]
+            self.replay.findings.append(error(
+                "wal_gap", f"WAL index {self.index:08x} {MID_TRANSACTION} at offset {self.length}: the segment "
+                f"continuing its last transaction is missing, or {name} was cut (litestream restore silently drops "
+                f"that transaction){note}", self.last_key))
         self._drop_held()
         if self.commit_pages and self.replay.output is not None:
             self.replay.output.set_pages(self.commit_pages)
@@ -883,6 +904,10 @@ def _stands(finding: Finding, old_plan: V3Plan, old: list, new: list) -> bool:
     keys = [o[0] for o in old]
     if finding.object in keys:
         end = keys.index(finding.object) + 1
+        if MID_TRANSACTION in finding.message:  # settled only if nothing has continued the index since
+            index, offset = _segment_order(finding.object)
+            later = any(_segment_order(o[0])[0] == index and _segment_order(o[0])[1] > offset for o in new)
+            return new[:end] == old[:end] and not later
         return new[:end] == old[:end]
     if finding.object.endswith("/"):
         return new[:1] == old[:1]  # about the generation's snapshots: settled by the snapshot

@@ -1,0 +1,181 @@
+"""No false alarms: a healthy replica that litestream keeps writing is never reported failed.
+
+Real litestream v0.3.13 replicates a database that a writer thread changes constantly
+(inserts that grow it, in-place updates, deletes), with short snapshot and retention
+intervals so that snapshots appear and old WAL, snapshots and generations are deleted
+while the verifier lists and reads. Each verification must end ok or warning, at worst
+inconclusive; most must end ok. Real damage on such a live replica is still reported as
+failed, naming the object.
+"""
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from lib.config import load
+from lib.settings import Settings
+from lib.verify import VerifyOptions, run
+from tests.support.litestream import V3, Replicator
+from tests.support.replicas import write_config
+
+pytestmark = pytest.mark.slow
+
+VERIFY_SECONDS = 20.0
+LIVE_CONFIG = {
+    "sync-interval": "100ms",
+    "snapshot-interval": "2s",
+    "retention": "5s",
+    "retention-check-interval": "1s",
+}
+DB_CONFIG = {"monitor-interval": "100ms", "checkpoint-interval": "1s", "min-checkpoint-page-count": 40}
+
+
+class Writer(threading.Thread):
+    """Commits small transactions back to back until stopped."""
+
+    def __init__(self, db_path: Path):
+        super().__init__(daemon=True)
+        self.db_path = db_path
+        self.halt = threading.Event()
+        self.commits = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        rng = random.Random(7)
+        con = sqlite3.connect(self.db_path, isolation_level=None)
+        try:
+            while not self.halt.is_set():
+                self._transaction(con, rng)
+                self.commits += 1
+                time.sleep(0.002)
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+        finally:
+            con.close()
+
+    @staticmethod
+    def _transaction(con: sqlite3.Connection, rng: random.Random) -> None:
+        con.execute("BEGIN IMMEDIATE")
+        kind = rng.random()
+        if kind < 0.6:
+            con.executemany("INSERT INTO t (v, at) VALUES (?, ?)",
+                            [(rng.randbytes(rng.randint(10, 3000)), time.time()) for _ in range(rng.randint(1, 15))])
+        elif kind < 0.9:
+            con.execute("UPDATE t SET v = ?, at = ? WHERE id = (SELECT max(id) FROM t) - ?",
+                        (rng.randbytes(200), time.time(), rng.randint(0, 50)))
+        else:
+            con.execute("DELETE FROM t WHERE id IN (SELECT id FROM t ORDER BY random() LIMIT 5)")
+        con.execute("COMMIT")
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.join(timeout=10)
+
+
+def create_database(path: Path) -> None:
+    con = sqlite3.connect(path, isolation_level=None)
+    con.execute("PRAGMA journal_mode = WAL")
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB, at REAL)")
+    con.close()
+
+
+@contextmanager
+def live_replica(workdir: Path, replica_cfg: dict, env=None) -> Iterator[tuple[Path, Writer, Replicator]]:
+    """litestream replicate plus a writer, both running until the block ends."""
+    db_path = workdir / "app.db"
+    create_database(db_path)
+    config = write_config(V3, workdir / "litestream.yml", db_path, replica_cfg, extra_db_config=DB_CONFIG)
+    writer = Writer(db_path)
+    writer.start()
+    with Replicator(V3, config, workdir / "litestream.log", env=env) as replicator:
+        try:
+            time.sleep(1.5)  # the first snapshot and segments
+            replicator.check_alive()
+            yield config, writer, replicator
+            replicator.check_alive()
+        finally:
+            writer.stop()
+    assert writer.error is None, writer.error
+
+
+def verify_repeatedly(config_path: Path, seconds: float, scratch: Path) -> list:
+    """Run whole verifications back to back for ``seconds``; return every database result."""
+    config = load(str(config_path), {})
+    options = dict(max_age_seconds=3600.0, scratch_root=scratch)
+    results = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        report = run(config, Settings(source=None), VerifyOptions(**options))
+        results += report.results
+    return results
+
+
+def summary(results) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.status] = counts.get(result.status, 0) + 1
+    return counts
+
+
+def assert_no_false_alarms(results, log: str) -> None:
+    failed = [(r.position, [f.to_json() for f in r.findings]) for r in results if r.status == "failed"]
+    assert not failed, "false alarms:\n" + json.dumps(failed, indent=1)
+    counts = summary(results)
+    assert counts.get("ok", 0) >= max(5, len(results) // 2), counts
+    # litestream really snapshotted and deleted while we verified
+    assert log.count('msg="snapshot written"') >= 3, log[-3000:]
+    assert 'msg="wal segmented deleted before"' in log or 'msg="snapshot deleted"' in log, log[-3000:]
+
+
+def test_live_file_replica_is_never_reported_failed(tmp_path):
+    replica_cfg = {"type": "file", "path": str(tmp_path / "replica"), **LIVE_CONFIG}
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with live_replica(tmp_path, replica_cfg) as (config, writer, replicator):
+        results = verify_repeatedly(config, VERIFY_SECONDS, scratch)
+        log = replicator.log(limit=1 << 24)
+    assert writer.commits > 500
+    assert_no_false_alarms(results, log)
+
+
+def test_live_s3_replica_is_never_reported_failed(tmp_path, s3_server):
+    bucket = s3_server.make_bucket("live")
+    replica_cfg = {"type": "s3", "bucket": bucket, "path": "db", "endpoint": s3_server.endpoint,
+                   "region": s3_server.region, "force-path-style": True,
+                   "access-key-id": s3_server.access_key_id, "secret-access-key": s3_server.secret_access_key,
+                   **LIVE_CONFIG}
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with live_replica(tmp_path, replica_cfg, env=s3_server.credentials_env()) as (config, writer, replicator):
+        results = verify_repeatedly(config, VERIFY_SECONDS, scratch)
+        log = replicator.log(limit=1 << 24)
+    assert_no_false_alarms(results, log)
+
+
+def test_damage_on_a_live_replica_is_still_reported_failed(tmp_path):
+    """Litestream keeps appending; the damaged object is immutable and still needed."""
+    replica_dir = tmp_path / "replica"
+    replica_cfg = {"type": "file", "path": str(replica_dir), "sync-interval": "100ms"}
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with live_replica(tmp_path, replica_cfg) as (config, writer, replicator):
+        segments = sorted(replica_dir.glob("generations/*/wal/00000000_*.wal.lz4"))
+        assert len(segments) >= 2, segments
+        victim = segments[-1]
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0x20
+        victim.write_bytes(bytes(data))
+        results = verify_repeatedly(config, 6.0, scratch)
+    assert results
+    counts = summary(results)
+    assert counts.get("failed", 0) >= max(1, len(results) - 2), counts
+    named = {f.object for r in results for f in r.findings if r.status == "failed"}
+    assert named == {victim.relative_to(replica_dir).as_posix()}, named
