@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 LISTING_ATTEMPTS = 3  # fresh listings tried when objects vanish under us (Litestream retention)
 STORAGE_ATTEMPTS = 3  # whole-replica retries on transport errors before "inconclusive"
 SCRATCH_PREFIX = "restorable-"
+SCRATCH_RESERVE_BYTES = 16 << 20  # headroom for SQLite's own temporary files during checks
 
 
 @dataclass
@@ -168,6 +169,21 @@ def verify_replica(db: DbConfig, replica: ReplicaConfig, db_settings, options: V
     return result
 
 
+def _scratch_space_finding(workdir: Path, compressed_bytes: int) -> Finding | None:
+    """Inconclusive before downloading anything when scratch can't even hold the compressed backup.
+
+    The restored database is at least as large as its compressed objects (LZ4 never
+    shrinks below that), so this lower bound never cries wolf; running out later is still
+    caught as ENOSPC and reported the same way.
+    """
+    free = shutil.disk_usage(workdir).free
+    if free >= compressed_bytes + SCRATCH_RESERVE_BYTES:
+        return None
+    return could_not_check("unreachable", f"scratch space too small: the backup holds {compressed_bytes:,} bytes "
+                           f"compressed and only {free:,} bytes are free in {workdir.parent.parent}; point "
+                           "RESTORABLE_SCRATCH_DIR at a larger volume")
+
+
 def _scratch_finding(exc: OSError) -> Finding:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return could_not_check("unreachable", "scratch disk is full while restoring; give the job more disk "
@@ -187,6 +203,10 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
     result.extra["monthly_cost_usd"] = monthly_cost(state.bytes, options.price_per_gb_month)
     if state.format is None:
         result.findings.append(_no_backups(replica, db_settings, options))
+        return False
+    space = _scratch_space_finding(workdir, state.bytes)
+    if space:
+        result.findings.append(space)
         return False
     out = workdir / "restored.db"
     t0 = time.monotonic()
