@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_MAX_RESTORE_BYTES = 1 << 40  # 1 TiB: a ceiling on any restored file, whatever headers claim
-MAX_PAGE_NUMBER = 0xFFFFFFFE
 
 
 # --------------------------------------------------------------------------- planning
@@ -329,8 +328,11 @@ class _Replay:
     """
 
     def __init__(self, generation: str, prefix: str, snapshot_index: int, output: _Output | None,
-                 findings: list[Finding]):
+                 findings: list[Finding], listed_ends: dict[int, int] | None = None):
         self.generation = generation
+        # index -> offset of its last segment in the whole listing: an index the plan ends
+        # earlier (a point-in-time target) may stop inside a transaction without damage
+        self.listed_ends = listed_ends or {}
         self.prefix = prefix
         self.output = output
         self.findings = findings
@@ -433,6 +435,7 @@ class _IndexScan:
         self.short = False  # the previous segment ended early (already reported)
         self.last_commit = True  # the last frame judged is a commit frame
         self.last_key = ""  # the segment fed last
+        self.last_offset = 0  # and its offset
         self.last_reported = False  # a finding was reported for it
         # per segment
         self.problems: list[str] = []
@@ -446,7 +449,7 @@ class _IndexScan:
         key = seg.info.key
         self.problems, self.bad_frames, self.first_bad, self.stop_note = [], 0, "", ""
         self._check_offset(seg)
-        self.last_key, self.last_reported = key, False
+        self.last_key, self.last_offset, self.last_reported = key, seg.offset, False
         self.short = False
         limit = max(len(data) * 300, 1 << 20)  # LZ4's best ratio is ~255:1
         try:
@@ -694,8 +697,9 @@ class _IndexScan:
     def finish(self) -> None:
         """End the index: it must end on a commit frame; set the database size to the last
         applied commit, as SQLite's checkpoint does (an unfinished transaction is not applied)."""
+        complete = self.replay.listed_ends.get(self.index, self.last_offset) <= self.last_offset
         if self.has_frames and self.aligned and self.header is not None and not self.last_commit \
-                and not self.last_reported:
+                and not self.last_reported and complete:
             note = self._stop()
             name = self.last_key.rsplit("/", 1)[-1]
             self.replay.findings.append(error(
@@ -750,12 +754,20 @@ def restore_v3(
     finally:
         output.close()
     if replay.behind_snapshot:
-        outcome.findings.append(_wal_behind_snapshot(store, state.prefix, plan, replay.behind_snapshot))
+        if not _target_cuts_index(plan, plan.snapshot.index):
+            outcome.findings.append(_wal_behind_snapshot(store, state.prefix, plan, replay.behind_snapshot))
         restore_snapshot(store, plan.snapshot, out_path, max_bytes)  # the newest consistent state
     outcome.position = replay.stopped_at or plan.position
     outcome.path = out_path
     outcome.bytes, outcome.sha256 = _size_and_sha256(out_path)
     return outcome
+
+
+def _target_cuts_index(plan: V3Plan, index: int) -> bool:
+    """True when the generation lists segments of ``index`` (or later) that the plan leaves out
+    (a point-in-time target before them): the snapshot alone is then the consistent state."""
+    planned = {s.info.key for s in plan.segments}
+    return any(s.index >= index and s.info.key not in planned for s in plan.generation.segments)
 
 
 def _wal_behind_snapshot(store: ObjectStore, prefix: str, plan: V3Plan, behind: tuple[int, int, int]) -> Finding:
@@ -806,7 +818,8 @@ def _segment_index(name: str) -> int:
 
 def _replay(store: ObjectStore, plan: V3Plan, prefix: str, output: _Output | None, outcome: RestoreOutcome,
             workers: int) -> _Replay:
-    replay = _Replay(plan.generation.id, prefix, plan.snapshot.index, output, outcome.findings)
+    listed_ends = {s.index: s.offset for s in plan.generation.segments}  # segments are in (index, offset) order
+    replay = _Replay(plan.generation.id, prefix, plan.snapshot.index, output, outcome.findings, listed_ends)
     for seg, data in prefetch(store, plan.segments, workers=workers):
         outcome.objects_read += 1
         outcome.bytes_downloaded += len(data)

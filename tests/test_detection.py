@@ -8,6 +8,7 @@ One case per class also runs ``python -m jobs.verify --json`` and checks the exi
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import struct
@@ -29,8 +30,8 @@ from lib.storage import ObjectInfo
 from lib.verify import Scratch, VerifyOptions, verify_replica
 from lib.wal import checksum_bytes
 from tests.support import run_job
-from tests.support.replicas import (clone_replica, delete_object, integrity_check, read_object, replica_listing,
-                                    sha256_file, write_object)
+from tests.support.replicas import (clone_replica, delete_object, integrity_check, litestream_restore, read_object,
+                                    replica_listing, sha256_file, write_object)
 
 WEEK = 7 * 86400.0
 SNAPSHOT_RE = re.compile(r"^generations/([0-9a-f]{16})/snapshots/([0-9a-f]{8})\.snapshot\.lz4$")
@@ -822,3 +823,33 @@ def test_planning_findings_stand_while_planning_fails_the_same_way():
 def test_findings_that_cannot_race_always_stand():
     findings = [error_finding("stale", "old"), error_finding("row_count", "few")]
     assert findings_stand(listing(*BASE), listing("snap:5", "5_0"), findings, RestoreTarget())
+
+
+def test_point_in_time_inside_a_split_transaction_matches_litestream(v3_file_replica, clone, tmp_path):
+    """A target between two segments of one transaction restores the state before it, no finding."""
+    replica = clone(v3_file_replica)
+    lay = layout(replica)
+    size = 24 + replica.page_size
+    for index in reversed(lay.indexes):
+        offset, key = lay.segments[index][-1]
+        wal = decoded(replica, key)
+        inside = [s + size for s in frame_starts(wal, offset, replica.page_size)[:-1] if wal[s + 4 : s + 8] == bytes(4)]
+        if inside:
+            break
+    else:
+        pytest.skip("no transaction spans two frames")
+    cut = inside[0]
+    first = replica.replica_dir / key
+    moment = datetime.fromtimestamp(first.stat().st_mtime, tz=timezone.utc)
+    write_object(replica, key, lz4_frame(bytes(wal[:cut])))
+    second = replica.replica_dir / (key.rsplit("_", 1)[0] + f"_{offset + cut:08x}.wal.lz4")
+    second.write_bytes(lz4_frame(bytes(wal[cut:])))
+    later = (moment + timedelta(seconds=2)).timestamp()
+    os.utime(second, (later, later))
+    target = moment + timedelta(seconds=1)
+    rep = load(str(replica.config_path), {}).dbs[0].replicas[0]
+    store = rep.open_store()
+    ours = restore_v3(store, discover(store, rep).v3, tmp_path / "ours.db", RestoreTarget(timestamp=target))
+    assert ours.findings == []
+    theirs = litestream_restore(replica, tmp_path / "theirs.db", timestamp=target)
+    assert ours.sha256 == sha256_file(theirs)
