@@ -176,6 +176,8 @@ def test_damage_on_a_live_replica_is_still_reported_failed(tmp_path):
         results = verify_repeatedly(config, 6.0, scratch)
     assert results
     counts = summary(results)
-    assert counts.get("failed", 0) >= max(1, len(results) - 2), counts
+    # never missed; inconclusive only when a listing races a deletion (see docs/detection.md)
+    assert counts.get("ok", 0) == counts.get("warning", 0) == 0, counts
+    assert counts.get("failed", 0) >= 0.7 * len(results), counts
     named = {f.object for r in results for f in r.findings if r.status == "failed"}
     assert named == {victim.relative_to(replica_dir).as_posix()}, named
