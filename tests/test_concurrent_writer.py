@@ -176,7 +176,7 @@ def test_damage_on_a_live_replica_is_still_reported_failed(tmp_path):
         results = verify_repeatedly(config, 6.0, scratch)
     assert results
     counts = summary(results)
-    # never missed; inconclusive only when a listing races a deletion (see docs/detection.md)
+    # never missed; inconclusive only when a listing races litestream renaming its temporary files
     assert counts.get("ok", 0) == counts.get("warning", 0) == 0, counts
     assert counts.get("failed", 0) >= 0.7 * len(results), counts
     named = {f.object for r in results for f in r.findings if r.status == "failed"}
