@@ -484,18 +484,28 @@ class _IndexScan:
         elif seg.offset > self.length:
             note = self._stop()
             if not self.short:
-                missing = wal_key(self.replay.prefix, self.replay.generation, self.index, self.length)
-                after = self.last_key.rsplit("/", 1)[-1]
-                self.replay.findings.append(error(
-                    "wal_gap", f"WAL index {self.index:08x}: bytes {self.length}..{seg.offset} are missing (no "
-                    f"segment at offset {self.length}, after {after}; the next one starts at {seg.offset}){note}",
-                    missing))
+                self.replay.findings.append(self._gap(seg.offset, note))
         else:
             note = self._stop()
             self.replay.findings.append(error(
                 "corrupt_object", f"WAL index {self.index:08x}: segment starts at offset {seg.offset} but the "
                 f"previous segment ends at {self.length}: they overlap{note}", seg.info.key))
         self._resync(seg.offset)
+
+    def _gap(self, next_offset: int, note: str) -> Finding:
+        """The finding for bytes missing before ``next_offset``.
+
+        It names the segment that should hold them, unless the previous segment ended
+        inside a transaction: Litestream continues such a segment contiguously, so that
+        segment was cut and is named instead.
+        """
+        after = self.last_key.rsplit("/", 1)[-1]
+        message = (f"WAL index {self.index:08x}: bytes {self.length}..{next_offset} are missing (no segment at offset "
+                   f"{self.length}, after {after}; the next one starts at {next_offset})")
+        if not self.last_commit:
+            return error("wal_gap", f"{message}: {after} {MID_TRANSACTION}, so it was cut{note}", self.last_key)
+        return error("wal_gap", message + note, wal_key(self.replay.prefix, self.replay.generation, self.index,
+                                                        self.length))
 
     def _resync(self, offset: int) -> None:
         """Go on after a discontinuity: nothing before ``offset`` can seed the checksum."""
@@ -917,16 +927,27 @@ def _stands(finding: Finding, old_plan: V3Plan, old: list, new: list) -> bool:
     keys = [o[0] for o in old]
     if finding.object in keys:
         end = keys.index(finding.object) + 1
-        if MID_TRANSACTION in finding.message:  # settled only if nothing has continued the index since
-            index, offset = _segment_order(finding.object)
-            later = any(_segment_order(o[0])[0] == index and _segment_order(o[0])[1] > offset for o in new)
-            return new[:end] == old[:end] and not later
+        if MID_TRANSACTION in finding.message:
+            return new[:end] == old[:end] and not _continued(finding.object, keys, new)
         return new[:end] == old[:end]
     if finding.object.endswith("/"):
         return new[:1] == old[:1]  # about the generation's snapshots: settled by the snapshot
     # A missing object: everything listed before its place, and the next one, are unchanged.
     end = 1 + sum(1 for key in keys[1:] if _segment_order(key) < _segment_order(finding.object))
     return new[: end + 1] == old[: end + 1] and finding.object not in {o[0] for o in new}
+
+
+def _continued(key: str, old_keys: list[str], new: list) -> bool:
+    """Whether ``new`` holds a segment, absent before, that may continue ``key``'s transaction
+    (between it and the next segment of its index that was already listed)."""
+    index, offset = _segment_order(key)
+    following = [o for i, o in map(_segment_order, old_keys) if i == index and o > offset]
+    bound = min(following, default=None)
+    for other in (o[0] for o in new if o[0] not in old_keys):
+        i, o = _segment_order(other)
+        if i == index and o > offset and (bound is None or o < bound):
+            return True
+    return False
 
 
 def _no_new_in_index(new: list, old: list, index: int) -> bool:

@@ -853,3 +853,10 @@ def test_point_in_time_inside_a_split_transaction_matches_litestream(v3_file_rep
     assert ours.findings == []
     theirs = litestream_restore(replica, tmp_path / "theirs.db", timestamp=target)
     assert ours.sha256 == sha256_file(theirs)
+
+
+def test_a_cut_segment_before_a_gap_stands_while_the_gap_stays():
+    old = listing("snap:0", "0_0", "0_100", "0_300")
+    finding = error_finding("wal_gap", f"00000000_00000064.wal.lz4 {MID_TRANSACTION}, so it was cut", wal(0, 100))
+    assert findings_stand(old, listing("snap:0", "0_0", "0_100", "0_300", "0_400", "1_0"), [finding])
+    assert not findings_stand(old, listing("snap:0", "0_0", "0_100", "0_200", "0_300"), [finding])
