@@ -336,11 +336,16 @@ def _collect(futures: dict[Future, tuple[DbConfig, ReplicaConfig]], deadline: fl
         if deadline is not None and time.monotonic() >= deadline and pending:
             for fut in pending:
                 db, replica = futures[fut]
-                results[fut] = DbResult(db=db.path, replica=replica.name, findings=[could_not_check(
-                    "unreachable", "verification did not finish within the maximum runtime "
-                    "(RESTORABLE_MAX_RUNTIME); storage too slow or hanging?")])
+                results[fut] = DbResult(db=db.path, replica=replica.name, findings=[_deadline_finding(replica)])
             break
     return results
+
+
+def _deadline_finding(replica: ReplicaConfig) -> Finding:
+    """Inconclusive: the run's deadline passed first. Names the storage, as every storage finding does."""
+    where = replica.describe() + (f" (endpoint {replica.endpoint})" if replica.endpoint else "")
+    return could_not_check("unreachable", f"verification of {where} did not finish within the maximum runtime "
+                           "(RESTORABLE_MAX_RUNTIME); storage too slow or hanging?")
 
 
 def _result_of(fut: Future, db: DbConfig, replica: ReplicaConfig) -> DbResult:
