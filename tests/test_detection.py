@@ -462,6 +462,9 @@ def test_missing_tail_of_the_snapshot_index_is_a_gap(v3_file_replica, clone, tmp
     replica = clone(v3_file_replica)
     lay = layout(replica)
     index = lay.indexes[0]
+    counters = [_page1_counters(replica, key, offset) for offset, key in lay.segments[index]]
+    if not counters[-1] or max(counters[-1]) <= max(sum(counters[:-1], []), default=0):
+        pytest.skip("page 1's change counter does not advance in the last segment (see docs/detection.md)")
     state_at_index_end = _state_after(replica, index, tmp_path)
     write_object(replica, lay.snapshot, lz4_frame(state_at_index_end.read_bytes()))
     offset, key = lay.segments[index][-1]
@@ -469,6 +472,13 @@ def test_missing_tail_of_the_snapshot_index_is_a_gap(v3_file_replica, clone, tmp
     result = verify(replica, tmp_path)
     assert_culprit(result, "wal_gap", key)
     assert "snapshot" in errors(result)[0].message
+
+
+def _page1_counters(replica, key: str, offset: int) -> list[int]:
+    """The change counters that the segment's page-1 frames carry."""
+    wal = decoded(replica, key)
+    return [int.from_bytes(wal[s + 24 + 24 : s + 24 + 28], "big")
+            for s in frame_starts(wal, offset, replica.page_size) if wal[s : s + 4] == b"\x00\x00\x00\x01"]
 
 
 def _state_after(replica, index: int, tmp_path: Path) -> Path:
