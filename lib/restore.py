@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_MAX_RESTORE_BYTES = 1 << 40  # 1 TiB: a ceiling on any restored file, whatever headers claim
+# A database file may be longer than its header says (an incomplete checkpoint after the
+# database shrank leaves the old tail), so a snapshot may carry that much more, but a surplus
+# beyond the declared size or this, whichever is larger, is damage (or a decompression bomb).
+SNAPSHOT_SURPLUS_BYTES = 64 << 20
 
 
 # --------------------------------------------------------------------------- planning
@@ -242,6 +246,9 @@ def restore_snapshot(store: ObjectStore, snapshot: Snapshot, out_path: Path, lim
         for piece in lz4stream.decompress_chunks(key, iter(counted), limit):
             if written == 0:
                 page_size, expected_size = _validate_db_header(key, bytes(piece[:100]))
+            if expected_size and written + len(piece) > expected_size + max(expected_size, SNAPSHOT_SURPLUS_BYTES):
+                raise CorruptObject(key, f"snapshot inflates past {written + len(piece)} bytes but its header "
+                                    f"declares {expected_size // page_size} pages ({expected_size} bytes)")
             out.write(piece)
             written += len(piece)
         _check_unchanged(snapshot.info, counted.count)

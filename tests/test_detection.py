@@ -870,3 +870,16 @@ def test_a_cut_segment_before_a_gap_stands_while_the_gap_stays():
     finding = error_finding("wal_gap", f"00000000_00000064.wal.lz4 {MID_TRANSACTION}, so it was cut", wal(0, 100))
     assert findings_stand(old, listing("snap:0", "0_0", "0_100", "0_300", "0_400", "1_0"), [finding])
     assert not findings_stand(old, listing("snap:0", "0_0", "0_100", "0_200", "0_300"), [finding])
+
+
+def test_snapshot_inflating_far_past_its_header_is_corrupt_object(v3_file_replica, clone, tmp_path):
+    replica = clone(v3_file_replica)
+    key = layout(replica).snapshot
+    db = lz4.frame.decompress(read_object(replica, key))
+    compressor = lz4.frame.LZ4FrameCompressor(content_checksum=True)
+    bomb = compressor.begin() + compressor.compress(db)
+    bomb += b"".join(compressor.compress(bytes(8 << 20)) for _ in range(9)) + compressor.flush()  # 72 MiB of zeros
+    write_object(replica, key, bomb)
+    result = verify(replica, tmp_path)
+    assert_culprit(result, "corrupt_object", key)
+    assert "header" in errors(result)[0].message
