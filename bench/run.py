@@ -225,7 +225,8 @@ def prepare_integrity_input(cache, cases) -> None:
         if key not in cases:
             continue
         litestream_cmd = cases[pair][0]
-        target = Path(cases[key][1].argv[-1])
+        integrity_cmd = next(c for c in cases[key] if c.name.startswith("PRAGMA integrity_check"))
+        target = Path(integrity_cmd.argv[-1])
         argv = [str(a) for a in litestream_cmd.argv]
         argv[argv.index("-o") + 1] = str(target)
         subprocess.run(argv, env=litestream_cmd.env, check=True, stdin=subprocess.DEVNULL, capture_output=True,
@@ -306,7 +307,8 @@ def checks(cases, built, args):
                              target)
     for version, key in (("v0.3", "verify-v3"), ("v0.5", "verify-v5")):
         if key in cases and version in restores:
-            (verify, integrity), restore = cases[key], restores[version]
+            verify, integrity = (_named(cases[key], n) for n in ("restorable jobs.verify", "PRAGMA integrity_check"))
+            restore = restores[version]
             ratio = verify.median() / (restore.median() + integrity.median())
             yield (f"{version} verify / (restore + integrity_check) = {verify.median():.2f} / "
                    f"({restore.median():.2f} + {integrity.median():.2f}) s", f"{ratio:.2f}x",
@@ -325,6 +327,10 @@ def checks(cases, built, args):
         yield (f"verify {args.many} small databases in one run (default pool of 2)", f"{many.median():.2f} s", "",
                "" if not any(r.returncode for r in many.runs) else "NO (failed)")
         yield "per-database overhead: (verify N - verify 1) / (N - 1)", f"{per_db * 1000:.0f} ms", "", ""
+
+
+def _named(case: list[Command], prefix: str) -> Command:
+    return next(c for c in case if c.name.startswith(prefix))
 
 
 def _ratio_row(name, ours, theirs, target):
