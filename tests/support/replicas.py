@@ -21,6 +21,7 @@ import os
 import random
 import shutil
 import sqlite3
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -35,8 +36,10 @@ from tests.support.s3server import S3Server
 # Litestream's cadence while building: short enough that a build takes seconds.
 SYNC_INTERVAL = "100ms"
 MONITOR_INTERVAL = "100ms"
-CHECKPOINT_INTERVAL = "1s"
-MIN_CHECKPOINT_PAGE_COUNT = 16
+# Checkpoints are triggered by WAL size only (the time trigger is pushed out of reach),
+# with a threshold derived from a dry run of the same writes (see _checkpoint_threshold):
+# then the index/segment layout is the same on every build, not a matter of timing.
+CHECKPOINT_INTERVAL = "1h"
 V5_L1_INTERVAL = "2s"
 # A listing that has not changed for this long is taken as "litestream caught up"
 # (several sync intervals, so a segment whose sync was already under way shows up).
@@ -246,7 +249,6 @@ def write_config(
         "path": str(db_path),
         "monitor-interval": MONITOR_INTERVAL,
         "checkpoint-interval": CHECKPOINT_INTERVAL,
-        "min-checkpoint-page-count": MIN_CHECKPOINT_PAGE_COUNT,
     }
     db.update(extra_db_config or {})
     if version == V3:
@@ -318,16 +320,22 @@ def build_replica(
     replica_dir = workdir / "replica" if kind == "file" else None
     bucket = s3.make_bucket(f"v{version[2]}-{kind}") if kind == "s3" else None
     prefix = prefix if kind == "s3" else None
+    db_cfg = {"min-checkpoint-page-count": _checkpoint_threshold(workdir, page_size, _split(rows, batches),
+                                                                 blob_bytes, seed)}
+    db_cfg.update(extra_db_config or {})
     config_path = write_config(
         version, workdir / "litestream.yml", db_path,
         _replica_cfg(kind, replica_dir, s3, bucket, prefix, extra_replica_config),
-        extra_db_config=extra_db_config,
+        extra_db_config=db_cfg,
     )
     builder = _Builder(version, kind, config_path, workdir / "litestream.log",
                        lambda: _listing(kind, replica_dir, s3, bucket, prefix),
                        s3.credentials_env() if s3 else None)
     rng = random.Random(seed)
     con = _create_database(db_path, page_size)
+    # Counted here rather than queried: a read while litestream checkpoints can make its
+    # PASSIVE checkpoint fall short, which would move the index boundaries.
+    counts = {"events": 0, "items": 0}
     try:
         batch_no = 0
         for gen in range(generations):
@@ -336,26 +344,29 @@ def build_replica(
                 # next start the WAL no longer matches its shadow WAL: a new generation.
                 con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 batch_no += 1
-                _write_batch(con, rng, batch_no, max(1, rows // batches), blob_bytes)
+                _write_batch(con, rng, batch_no, max(1, rows // batches), blob_bytes, counts)
             builder.start()
-            builder.record(user_row_counts(con))
+            builder.record(counts)
             for size in _split(rows, batches):
                 batch_no += 1
                 builder.before_write()
-                _write_batch(con, rng, batch_no, size, blob_bytes)
+                _write_batch(con, rng, batch_no, size, blob_bytes, counts)
                 builder.wait_synced()
-                builder.record(user_row_counts(con))
+                builder.record(counts)
             # A last small write, so every recorded time lies inside the replica's time
             # bounds (v0.3 rejects a -timestamp after the newest upload).
             builder.before_write()
             batch_no += 1
             con.execute("INSERT INTO events (batch, note) VALUES (?, 'tail')", (batch_no,))
+            counts["events"] += 1
             builder.wait_synced()
             builder.stop()
         row_counts = user_row_counts(con)
     finally:
         builder.kill()
         con.close()
+    if row_counts != counts:
+        raise RuntimeError(f"source database has {row_counts} rows, the builder counted {counts}")
 
     replica = BuiltReplica(
         litestream_version=version, kind=kind, config_path=config_path, db_path=db_path,
@@ -415,12 +426,37 @@ def _create_database(db_path: Path, page_size: int) -> sqlite3.Connection:
     return con
 
 
+def _checkpoint_threshold(workdir: Path, page_size: int, sizes: list[int], blob_bytes: int, seed: int) -> int:
+    """A ``min-checkpoint-page-count`` that makes litestream checkpoint about every other batch.
+
+    Each commit appends one WAL frame per page it dirtied, whatever the WAL held before,
+    so a dry run of the same writes (same seed) tells the frames per batch. Litestream
+    checks the WAL size after each sync, and each batch is synced on its own.
+    """
+    scratch = workdir / "dry-run.db"
+    con = _create_database(scratch, page_size)
+    try:
+        wal = Path(f"{scratch}-wal")
+        rng = random.Random(seed)
+        frames = []
+        for batch_no, size in enumerate(sizes, 1):
+            before = wal.stat().st_size
+            _write_batch(con, rng, batch_no, size, blob_bytes)
+            frames.append((wal.stat().st_size - before) // (24 + page_size))
+    finally:
+        con.close()
+        for path in workdir.glob("dry-run.db*"):
+            path.unlink()
+    return max(2, int(1.5 * statistics.median(frames)) + 1)
+
+
 def _split(total: int, parts: int) -> list[int]:
     base, extra = divmod(total, parts)
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
-def _write_batch(con: sqlite3.Connection, rng: random.Random, batch_no: int, rows: int, blob_bytes: int) -> None:
+def _write_batch(con: sqlite3.Connection, rng: random.Random, batch_no: int, rows: int, blob_bytes: int,
+                 counts: dict[str, int] | None = None) -> None:
     con.execute("BEGIN IMMEDIATE")
     con.executemany(
         "INSERT INTO items (batch, name, payload) VALUES (?, ?, ?)",
@@ -432,6 +468,9 @@ def _write_batch(con: sqlite3.Connection, rng: random.Random, batch_no: int, row
             con.execute("UPDATE items SET payload = ? WHERE id = ?", (rng.randbytes(blob_bytes), item_id))
     con.execute("INSERT INTO events (batch, note) VALUES (?, ?)", (batch_no, f"batch {batch_no}: {rows} items"))
     con.execute("COMMIT")
+    if counts is not None:
+        counts["items"] += rows
+        counts["events"] += 1
 
 
 class _Builder:
