@@ -78,7 +78,7 @@ def verify_options(args, environ: Mapping[str, str]):
     scratch = environ.get("RESTORABLE_SCRATCH_DIR")
     return VerifyOptions(
         replica_name=args.replica,
-        parallel=int(environ.get("RESTORABLE_PARALLEL", "2")),
+        parallel=cli.positive_int(environ, "RESTORABLE_PARALLEL", 2),
         deadline=time.monotonic() + max_runtime,
         scratch_root=check_scratch_dir(scratch) if scratch else None,
     )

@@ -55,7 +55,7 @@ def build_options(args, environ: Mapping[str, str]):
         max_age_seconds=parse_duration(args.max_age, "--max-age") if args.max_age else None,
         allow_empty=args.allow_empty,
         replica_name=args.replica,
-        parallel=args.parallel or int(environ.get("RESTORABLE_PARALLEL", "2")),
+        parallel=args.parallel or cli.positive_int(environ, "RESTORABLE_PARALLEL", 2),
         deadline=time.monotonic() + max_runtime,
         scratch_root=check_scratch_dir(scratch) if scratch else None,
         price_per_gb_month=price_per_gb_month(environ),
@@ -75,9 +75,16 @@ def check_scratch_dir(path: str):
 
     from lib.errors import ConfigError
 
+    import tempfile
+
     p = Path(path)
-    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
-        raise ConfigError(f"RESTORABLE_SCRATCH_DIR={path} is not a writable directory; create it or unset it")
+    problem = ConfigError(f"RESTORABLE_SCRATCH_DIR={path} is not a writable directory; create it or unset it")
+    if not p.is_dir():
+        raise problem
+    try:  # os.access says yes to root on /proc or a read-only mount: really try
+        os.rmdir(tempfile.mkdtemp(prefix=".restorable-probe-", dir=p))
+    except OSError:
+        raise problem from None
     return p
 
 

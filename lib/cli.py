@@ -66,6 +66,16 @@ def parse_txid(text: str) -> int:
     return value
 
 
+def positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
+    """An environment variable holding a whole number >= 1; anything else is a ConfigError naming it."""
+    raw = (environ.get(name) or "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; use e.g. {default}")
+    return int(raw)
+
+
 def load_config(args: argparse.Namespace, environ: Mapping[str, str]):
     """The Config to verify, filtered by ``--db``.
 

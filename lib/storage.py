@@ -141,6 +141,8 @@ class LocalStore:
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         path = self._path(key)
         try:
+            if not self.root.exists():  # create the store root, never missing parents outside it
+                self.root.mkdir()
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".restorable-tmp")
             tmp.write_bytes(data)

@@ -202,7 +202,7 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
     result.extra["replica_bytes"] = state.bytes
     result.extra["monthly_cost_usd"] = monthly_cost(state.bytes, options.price_per_gb_month)
     if state.format is None:
-        result.findings.append(_no_backups(replica, db_settings, options))
+        result.findings.append(_no_backups(replica, db_settings, options, state.ignored))
         return False
     space = _scratch_space_finding(workdir, state.bytes)
     if space:
@@ -248,10 +248,13 @@ def _listing_changed(store, replica, state: ReplicaState, findings: list[Finding
     return changed
 
 
-def _no_backups(replica: ReplicaConfig, db_settings, options: VerifyOptions) -> Finding:
+def _no_backups(replica: ReplicaConfig, db_settings, options: VerifyOptions, foreign: list[str]) -> Finding:
     allow = options.allow_empty if options.allow_empty is not None else db_settings.allow_empty
     message = (f"no Litestream backups found at {replica.describe()}: is litestream running with this replica, "
                "and is the path right?")
+    if foreign:
+        message += (f" (the path holds {len(foreign)} other object(s), e.g. {foreign[0]}: "
+                    "is it the right path?)")
     if allow:
         return warning("no_backups", message + " (allowed: first deploy)")
     return error("no_backups", message + " (use --allow-empty on a first deploy)")

@@ -257,20 +257,12 @@ def test_scratch_dir_without_write_permission_exits_3(tmp_path):
         f"RESTORABLE_SCRATCH_DIR={target} is not a writable directory; create it or unset it")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "jobs/verify.py check_scratch_dir trusts os.access(W_OK), which is true for root on /proc and /sys; "
-    "Scratch() then fails in mkdtemp and the run ends as an internal error (exit 4). Fix: probe by creating "
-    "and removing a directory there (tempfile.mkdtemp(dir=p); os.rmdir) and raise ConfigError on OSError"))
 @pytest.mark.parametrize("path", ["/proc", "/sys"])
 def test_scratch_dir_where_nothing_can_be_created_exits_3(path):
     result = verify("file:///r", env=restorable_env({"RESTORABLE_SCRATCH_DIR": path}))
     assert config_error_line(result).startswith(f"RESTORABLE_SCRATCH_DIR={path} ")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "jobs/verify.py build_options: int(environ['RESTORABLE_PARALLEL']) raises ValueError, an internal error "
-    "(exit 4). Fix: parse it like --parallel and raise ConfigError(\"RESTORABLE_PARALLEL='many' is not a "
-    "whole number; use e.g. 2\")"))
 def test_bad_parallel_override_exits_3():
     result = verify("file:///r", env=restorable_env({"RESTORABLE_PARALLEL": "many"}))
     assert config_error_line(result) == "RESTORABLE_PARALLEL='many' is not a whole number; use e.g. 2"
@@ -355,10 +347,6 @@ def test_prefix_with_foreign_objects_is_no_backups(s3_server):
     assert finding["message"].startswith(f"no Litestream backups found at s3://{bucket}/app.db")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lib/verify.py _no_backups ignores ReplicaState.ignored, so the message does not say the prefix holds other "
-    "objects. Fix: pass state.ignored to _no_backups and append e.g. ' (the path holds 3 other objects, e.g. "
-    "app.db/readme.txt: is it the right path?)' when it is non-empty"))
 def test_prefix_with_foreign_objects_hints_at_them(s3_server):
     bucket = s3_server.make_bucket("foreign-hint")
     s3_server.client().put_object(Bucket=bucket, Key="app.db/readme.txt", Body=b"not litestream")
@@ -585,11 +573,6 @@ def test_local_store_refuses_a_symlink_leading_outside(tmp_path):
     assert store.list("") == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lib/storage.py LocalStore.put creates every missing parent (mkdir(parents=True)), so verifying a file "
-    "replica whose directory does not exist writes run history to a new <dir>.restorable tree, creating the "
-    "missing parents outside the replica. Fix: in LocalStore.put create at most the store root itself "
-    "(self.root.mkdir(exist_ok=True), no parents) and raise StorageUnavailable when its parent is missing"))
 def test_missing_file_replica_creates_nothing_outside_it(tmp_path):
     missing = tmp_path / "no-such-parent" / "replica"
     result = verify(missing.as_uri(), "--json")
