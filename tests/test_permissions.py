@@ -33,7 +33,7 @@ from urllib.parse import quote
 import pytest
 import yaml
 
-from tests.support.faultproxy import FaultProxy, delay, forbidden, reset
+from tests.support.faultproxy import delay, forbidden, reset
 from tests.support.replicas import BuiltReplica, replica_listing, sha256_file, write_object
 from tests.support.sentry_server import SentryServer
 from tests.support.smtp_server import SmtpServer
@@ -47,7 +47,8 @@ EXIT_INTERRUPTED = 130
 JOB_TIMEOUT = 90
 
 
-def verify(config: Path, env: dict[str, str], logs: Path, *args: str, timeout: float = JOB_TIMEOUT) -> tuple[int, dict, Job]:
+def verify(config: Path, env: dict[str, str], logs: Path, *args: str,
+           timeout: float = JOB_TIMEOUT) -> tuple[int, dict, Job]:
     job = Job("jobs.verify", "--config", config, "--json", *args, env=env, logs=logs)
     code = job.wait(timeout=timeout)
     text = job.stdout()
