@@ -237,8 +237,8 @@ def restore_snapshot(store: ObjectStore, snapshot: Snapshot, out_path: Path, lim
     written = 0
     page_size = 0
     expected_size = None
-    with store.open(key) as reader, open(out_path, "wb", buffering=0) as out:
-        os.chmod(out_path, 0o600)
+    private = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private from creation on
+    with store.open(key) as reader, open(private, "wb", buffering=0) as out:
         counted = _CountingChunks(reader)
         # A damaged object raises here: an open file or a GET always yields one whole
         # object, so a replacement by Litestream can't look damaged (and verify.py re-lists

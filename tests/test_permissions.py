@@ -329,10 +329,6 @@ def test_restored_copy_is_unchanged_after_writing_probes(v3_file_replica, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("kept.db")) == ["kept.db"]
 
 
-@pytest.mark.xfail(strict=True, reason="lib/checks.py: probes run one after another on one connection and "
-                   "nothing stops 'ATTACH' or 'PRAGMA query_only = 0', so a probe sequence writes any file the "
-                   "job can write, the live database included (the restored copy's mode=ro/immutable=1 covers "
-                   "only the main database)")
 @pytest.mark.parametrize("target", ["live-database", "new-file"])
 def test_probes_cannot_write_through_an_attached_database(v3_file_replica, clone, scratch, tmp_path, target):
     replica = clone(v3_file_replica)
