@@ -237,8 +237,7 @@ def restore_snapshot(store: ObjectStore, snapshot: Snapshot, out_path: Path, lim
     written = 0
     page_size = 0
     expected_size = None
-    private = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # private from creation on
-    with store.open(key) as reader, open(private, "wb", buffering=0) as out:
+    with store.open(key) as reader, open(_private_file(out_path), "wb", buffering=0) as out:
         counted = _CountingChunks(reader)
         # A damaged object raises here: an open file or a GET always yields one whole
         # object, so a replacement by Litestream can't look damaged (and verify.py re-lists
@@ -260,6 +259,11 @@ def restore_snapshot(store: ObjectStore, snapshot: Snapshot, out_path: Path, lim
         raise CorruptObject(key, f"snapshot is {written} bytes but its header says {expected_size} "
                             f"({expected_size // page_size} pages): truncated")
     return page_size, written
+
+
+def _private_file(path: Path) -> int:
+    """A descriptor for ``path``, created (or truncated) with mode 0600 from the start."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 
 
 def _check_unchanged(info: ObjectInfo, size_read: int) -> None:
