@@ -48,31 +48,28 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
 
 def restore_to(db, args, out: Path) -> int:
+    """Restore ``db``'s replica to ``out``; nothing is written there when the backup is damaged."""
     from lib import checks
-    from lib.discover import discover
     from lib.errors import EXIT_FAILED, EXIT_OK
     from lib.outcome import RestoreTarget
-    from lib.verify import restore_state
 
     replica = next(r for r in db.replicas if args.replica in (None, r.name))
-    store = replica.open_store()
-    state = discover(store, replica)
-    if state.format is None:
-        print(f"restorable: no Litestream backups found at {replica.describe()}", file=sys.stderr)
-        return EXIT_FAILED
     tmp = out.with_name(f".{out.name}.restorable-tmp")
     target = RestoreTarget(timestamp=args.timestamp, generation=args.generation, txid=args.txid)
     try:
-        outcome = restore_state(store, state, tmp, target, workers=8)
+        restored = restore_relisting(replica, tmp, target)
+        if restored is None:
+            print(f"restorable: no Litestream backups found at {replica.describe()}", file=sys.stderr)
+            return EXIT_FAILED
+        state, outcome = restored
         findings = list(outcome.findings)
         if outcome.path is not None and args.check:
             with checks.open_readonly(outcome.path) as sdb:
                 findings += checks.integrity(sdb)
-        errors = [f for f in findings if f.severity == "error"]
         for f in findings:
             where = f" ({f.object})" if f.object else ""
             print(f"restorable: {f.severity}: [{f.kind}] {f.message}{where}", file=sys.stderr)
-        if errors or outcome.path is None:
+        if outcome.path is None or any(f.severity == "error" for f in findings):
             print(f"restorable: backup is damaged; nothing written to {out}", file=sys.stderr)
             return EXIT_FAILED
         os.replace(tmp, out)
@@ -81,6 +78,29 @@ def restore_to(db, args, out: Path) -> int:
     print(f"restored {state.format} {outcome.position} to {out} ({outcome.bytes:,} bytes, sha256 {outcome.sha256})",
           file=sys.stderr)
     return EXIT_OK
+
+
+def restore_relisting(replica, out: Path, target):
+    """List and restore, listing afresh when objects vanish under us (Litestream's retention).
+
+    Returns (state, outcome), or None when the replica holds no backups; ``ObjectNotFound``
+    escapes (exit 2) only when every attempt raced.
+    """
+    from lib.discover import discover
+    from lib.errors import ObjectNotFound
+    from lib.verify import LISTING_ATTEMPTS, restore_state
+
+    store = replica.open_store()
+    for attempt in range(LISTING_ATTEMPTS):
+        state = discover(store, replica)
+        if state.format is None:
+            return None
+        try:
+            return state, restore_state(store, state, out, target, workers=8)
+        except ObjectNotFound:
+            if attempt + 1 == LISTING_ATTEMPTS:
+                raise
+    return None
 
 
 if __name__ == "__main__":

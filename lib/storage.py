@@ -118,7 +118,10 @@ class LocalStore:
                     key = rel_dir + name
                     if not key.startswith(prefix):
                         continue
-                    st = os.lstat(os.path.join(dirpath, name))
+                    try:
+                        st = os.lstat(os.path.join(dirpath, name))
+                    except FileNotFoundError:  # deleted or renamed by litestream during the walk
+                        continue
                     if not stat.S_ISREG(st.st_mode):
                         continue
                     modified = datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=timezone.utc)
