@@ -24,6 +24,7 @@ from lib.config import Config, DbConfig, ReplicaConfig
 from lib.discover import ReplicaState, discover
 from lib.errors import ObjectNotFound, StorageUnavailable
 from lib.outcome import RestoreOutcome, RestoreTarget
+from lib.progress import RestoreProgress
 from lib.replica import FORMAT_V3, FORMAT_V5
 from lib.status import monthly_cost
 from lib.report import DbResult, Finding, Report, Restored, could_not_check, error, warning
@@ -210,7 +211,8 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
         return False
     out = workdir / "restored.db"
     t0 = time.monotonic()
-    outcome = restore_state(store, state, out, options.target, options.workers)
+    with RestoreProgress(out, f"{db.path} ({replica.name})", state.bytes):
+        outcome = restore_state(store, state, out, options.target, options.workers)
     result.timings["restore"] = time.monotonic() - t0
     _record_outcome(result, outcome)
     if outcome.path is not None:
