@@ -68,7 +68,7 @@ def main(argv=None) -> int:
             name = spec.bucket
         output = out_dir / f"{name}.db"
         if args.replica == "many" or args.job == "verify":
-            job = ["-m", "jobs.verify", "--config", str(config), "--json"]
+            job = ["-m", "jobs.verify", "--config", str(config), "--json", "--max-age", "3650d"]
             name += "-verify"
         else:
             job = ["-m", "jobs.restore", "--config", str(config), "-o", str(output), "--force"]

@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import harness, replicas  # noqa: E402
 from bench.replicas import V3, V5, Spec  # noqa: E402
 
+# The cached replicas are not being written to: jobs.verify must not fail them as stale.
+VERIFY_FLAGS = ("--json", "--max-age", "3650d")
 INTEGRITY_SCRIPT = (
     "import sqlite3, sys\n"
     "con = sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True)\n"
@@ -183,7 +185,7 @@ def make_cases(cache, server, built: dict, many_bucket: str, args) -> dict[str, 
         cfg, _ = config_for(key, built[key])
         check_db = out_dir / f"{key}-integrity-input.db"
         return [
-            Command("restorable jobs.verify", [py, "-m", "jobs.verify", "--config", cfg, "--json"], renv, cwd=here),
+            Command("restorable jobs.verify", [py, "-m", "jobs.verify", "--config", cfg, *VERIFY_FLAGS], renv, cwd=here),
             Command("PRAGMA integrity_check alone", [py, "-c", INTEGRITY_SCRIPT, check_db], renv),
         ]
 
@@ -199,8 +201,8 @@ def make_cases(cache, server, built: dict, many_bucket: str, args) -> dict[str, 
     one_cfg = replicas.many_config(cache, server.endpoint, many_bucket, small, 1, "bench-many-one.yml")
     cases["many"] = [
         Command(f"restorable jobs.verify, {args.many} databases", [py, "-m", "jobs.verify", "--config", many_cfg,
-                                                                   "--json"], renv, cwd=here),
-        Command("restorable jobs.verify, 1 database", [py, "-m", "jobs.verify", "--config", one_cfg, "--json"], renv,
+                                                                   *VERIFY_FLAGS], renv, cwd=here),
+        Command("restorable jobs.verify, 1 database", [py, "-m", "jobs.verify", "--config", one_cfg, *VERIFY_FLAGS], renv,
                 cwd=here),
     ]
     return cases
@@ -252,7 +254,9 @@ def run_one(cmd: Command, args, cache) -> None:
     run = harness.measure(cmd.argv, cmd.env, args.timeout, cache.logs / f"run-{slug}.log", cwd=cmd.cwd)
     cmd.runs.append(run)
     if run.returncode:
-        print(f"bench: {cmd.name} exited {run.returncode}:\n{run.output}", file=sys.stderr)
+        tail = "\n".join(run.output.strip().splitlines()[-6:])
+        print(f"bench: {cmd.name} exited {run.returncode} (log {cache.logs / f'run-{slug}.log'}):\n{tail}",
+              file=sys.stderr)
     if cmd.output is not None:
         if cmd.same_bytes is None and cmd.output.exists():
             cmd.same_bytes = replicas.sha256_file(cmd.output) == cmd.reference_sha256
