@@ -10,4 +10,6 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 bash scripts/setup_venv.sh requirements-test.txt
 bash scripts/install_litestream.sh
-exec .venv/bin/python -m pytest "$@"
+# Three workers on two cores: most tests wait on subprocesses and servers, not the CPU.
+# Each worker builds the session replicas it needs once. PYTEST_WORKERS=0 runs serially.
+exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-3}" "$@"
