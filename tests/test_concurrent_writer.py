@@ -160,6 +160,20 @@ def test_live_s3_replica_is_never_reported_failed(tmp_path, s3_server):
     assert_no_false_alarms(results, log)
 
 
+def wait_for_multi_segment_index(replica_dir: Path, timeout: float = 20.0) -> Path:
+    """The last segment of the first WAL index that has at least two (a loaded machine may take a while)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        by_index: dict[str, list[Path]] = {}
+        for seg in sorted(replica_dir.glob("generations/*/wal/*.wal.lz4")):
+            by_index.setdefault(seg.name.split("_")[0], []).append(seg)
+        multi = [segs for _, segs in sorted(by_index.items()) if len(segs) >= 2]
+        if multi:
+            return multi[0][-1]
+        time.sleep(0.2)
+    raise AssertionError(f"no WAL index with two segments after {timeout}s")
+
+
 def test_damage_on_a_live_replica_is_still_reported_failed(tmp_path):
     """Litestream keeps appending; the damaged object is immutable and still needed."""
     replica_dir = tmp_path / "replica"
@@ -167,9 +181,7 @@ def test_damage_on_a_live_replica_is_still_reported_failed(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     with live_replica(tmp_path, replica_cfg) as (config, writer, replicator):
-        segments = sorted(replica_dir.glob("generations/*/wal/00000000_*.wal.lz4"))
-        assert len(segments) >= 2, segments
-        victim = segments[-1]
+        victim = wait_for_multi_segment_index(replica_dir)
         data = bytearray(victim.read_bytes())
         data[len(data) // 2] ^= 0x20
         victim.write_bytes(bytes(data))
