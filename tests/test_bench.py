@@ -18,7 +18,7 @@ def test_quick_bench_runs_and_prints_the_table(tmp_path):
         cwd=REPO_ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=280,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "| case | command | median s |" in proc.stdout
+    assert "| case | command | median wall s |" in proc.stdout
     for row in ("litestream 0.3.13 restore", "litestream 0.5.17 restore", "restorable jobs.restore",
                 "restorable jobs.verify", "per-database overhead"):
         assert row in proc.stdout, proc.stdout
