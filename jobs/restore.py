@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
 def restore_to(db, args, out: Path) -> int:
     """Restore ``db``'s replica to ``out``; nothing is written there when the backup is damaged."""
-    from lib import checks
     from lib.errors import EXIT_FAILED, EXIT_OK
     from lib.outcome import RestoreTarget
 
@@ -64,6 +63,8 @@ def restore_to(db, args, out: Path) -> int:
         state, outcome = restored
         findings = list(outcome.findings)
         if outcome.path is not None and args.check:
+            from lib import checks
+
             with checks.open_readonly(outcome.path) as sdb:
                 findings += checks.integrity(sdb)
         for f in findings:

@@ -186,27 +186,60 @@ def wal_key(prefix: str, generation: str, index: int, offset: int) -> str:
 # --------------------------------------------------------------------------- snapshot
 
 
+STAGE_LIMIT_BYTES = 16 << 20  # committed pages gathered before they are written in page order
+WRITE_RUN_PAGES = 256  # consecutive pages per pwritev (IOV_MAX is 1024 on Linux)
+
+
 class _Output:
-    """The scratch database file, written at page offsets."""
+    """The scratch database file, written at page offsets.
+
+    Committed pages are staged (the last version of each page wins) and written in page
+    order, consecutive pages with one ``pwritev``: random 4 KiB writes into the page cache
+    cost ~4x more than the same writes sorted. Anything that reads or resizes the file
+    flushes first.
+    """
 
     def __init__(self, path: Path, page_size: int, limit: int):
         self.path = path
         self.page_size = page_size
         self.limit = limit
         self.fd = os.open(path, os.O_RDWR)
+        self._staged: dict[int, bytes] = {}
 
     def write_page(self, pgno: int, page: memoryview) -> None:
-        os.pwrite(self.fd, page, (pgno - 1) * self.page_size)
+        self._staged[pgno] = bytes(page)  # a copy: a view would keep its whole WAL segment alive
+        if len(self._staged) * self.page_size >= STAGE_LIMIT_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        run: list[bytes] = []
+        start = prev = 0
+        for pgno in sorted(self._staged):
+            if run and (pgno != prev + 1 or len(run) >= WRITE_RUN_PAGES):
+                os.pwritev(self.fd, run, (start - 1) * self.page_size)
+                run = []
+            if not run:
+                start = pgno
+            run.append(self._staged[pgno])
+            prev = pgno
+        if run:
+            os.pwritev(self.fd, run, (start - 1) * self.page_size)
+        self._staged = {}
 
     def set_pages(self, pages: int) -> None:
+        self.flush()
         os.ftruncate(self.fd, pages * self.page_size)
 
     def change_counter(self) -> int:
         """The file change counter in the database header (page 1, offset 24)."""
+        self.flush()
         return int.from_bytes(os.pread(self.fd, 4, 24), "big")
 
     def close(self) -> None:
-        os.close(self.fd)
+        try:
+            self.flush()
+        finally:
+            os.close(self.fd)
 
 
 def _page_size_from_header(header: bytes) -> int:

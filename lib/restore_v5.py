@@ -44,6 +44,8 @@ PREFETCH_OBJECTS = 4  # objects downloading at once (the one being applied inclu
 PREFETCH_CHUNK = 1 << 20  # bytes per read from the store
 PREFETCH_CHUNKS_AHEAD = 4  # chunks buffered per object: at most ~20 MiB in flight in total
 WRITE_RUN_PAGES = 256  # consecutive pages gathered into one pwritev (IOV_MAX is 1024 on Linux)
+STAGE_MIN_RUN = 64  # shorter runs of consecutive pages are staged and written sorted
+STAGE_LIMIT_BYTES = 16 << 20  # staged pages written out once they hold this much (RSS: +16 MiB at most)
 
 
 # --------------------------------------------------------------------------- layout
@@ -474,18 +476,46 @@ class _PageWriter:
         self._bitmap = bytearray()
         self._run: list[bytes] = []
         self._run_start = 0
+        self._staged: dict[int, bytes] = {}  # scattered pages, written sorted (last writer wins)
 
     def write(self, pgno: int, page: bytes) -> None:
         if pgno != self._run_start + len(self._run) or len(self._run) >= WRITE_RUN_PAGES:
-            self.flush()
+            self._end_run()
             self._run_start = pgno
         self._run.append(page)
         self._mark(pgno)
 
-    def flush(self) -> None:
-        if self._run:
+    def _end_run(self) -> None:
+        """A long run goes straight to disk; short runs (scattered pages of L0 files) are
+        staged and written later in page order, ~4x cheaper than random 4 KiB writes."""
+        if len(self._run) >= STAGE_MIN_RUN:
+            self._flush_staged()
             os.pwritev(self.fd, self._run, (self._run_start - 1) * self.page_size)
-            self._run = []
+        else:
+            for i, page in enumerate(self._run):
+                self._staged[self._run_start + i] = page
+            if len(self._staged) * self.page_size >= STAGE_LIMIT_BYTES:
+                self._flush_staged()
+        self._run = []
+
+    def _flush_staged(self) -> None:
+        run: list[bytes] = []
+        start = prev = 0
+        for pgno in sorted(self._staged):
+            if run and (pgno != prev + 1 or len(run) >= WRITE_RUN_PAGES):
+                os.pwritev(self.fd, run, (start - 1) * self.page_size)
+                run = []
+            if not run:
+                start = pgno
+            run.append(self._staged[pgno])
+            prev = pgno
+        if run:
+            os.pwritev(self.fd, run, (start - 1) * self.page_size)
+        self._staged = {}
+
+    def flush(self) -> None:
+        self._end_run()
+        self._flush_staged()
 
     def _mark(self, pgno: int) -> None:
         bit = pgno - 1

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lib import checks
 from lib.config import Config, DbConfig, ReplicaConfig
 from lib.discover import ReplicaState, discover
 from lib.errors import ObjectNotFound, StorageUnavailable
@@ -195,6 +194,8 @@ def _scratch_finding(exc: OSError) -> Finding:
 def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path, result: DbResult,
                  previous: dict | None) -> bool:
     """One attempt. Returns True when the listing changed under error findings (retry)."""
+    from lib import checks  # here, not at the top: jobs.restore needs no sqlite_utils (~0.1 s to import)
+
     store = replica.open_store()
     t0 = time.monotonic()
     state = discover(store, replica)
@@ -274,6 +275,8 @@ def _record_outcome(result: DbResult, outcome: RestoreOutcome) -> None:
 
 
 def _check_restored(result: DbResult, path: Path, db_settings, previous: dict | None) -> None:
+    from lib import checks
+
     t0 = time.monotonic()
     with checks.open_readonly(path) as sdb:
         integrity = checks.integrity(sdb)
