@@ -55,6 +55,31 @@ class RestoreProgress:
         except OSError:
             size = 0
         elapsed = max(time.monotonic() - self._started, 1e-6)
-        rate = size / elapsed / 1e6
-        log.info("restoring %s: %.1f MB written in %.0fs (%.1f MB/s; replica holds %.1f MB compressed)",
-                 self.label, size / 1e6, elapsed, rate, self.compressed_bytes / 1e6, extra={"stage": "restore"})
+        rate = size / elapsed
+        total = expected_size(self.path)
+        if total and total > size and rate > 0:
+            estimate = f"of ~{total / 1e6:.1f} MB, ~{(total - size) / rate:.0f}s left"
+        else:
+            estimate = f"replica holds {self.compressed_bytes / 1e6:.1f} MB compressed"
+        log.info("restoring %s: %.1f MB written in %.0fs (%.1f MB/s; %s)",
+                 self.label, size / 1e6, elapsed, rate / 1e6, estimate, extra={"stage": "restore"})
+
+
+def expected_size(path: Path) -> int | None:
+    """The database size page 1's header declares, once the restore has written page 1.
+
+    Both layouts write page 1 first (a v0.3 snapshot streams from offset 0, a v0.5
+    snapshot's pages ascend from 1), so this estimates the snapshot phase honestly;
+    WAL or later LTX files may still grow or shrink the database.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except OSError:
+        return None
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return None
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    return pages * page_size or None
