@@ -7,6 +7,17 @@ it with SIGINT and restores the result once with ``litestream restore`` to recor
 reference. Building takes a few seconds, so the conftest builds each kind once per
 session; damage tests work on :func:`clone_replica` copies.
 
+Layout. Litestream checkpoints only on WAL size here (``min-checkpoint-page-count`` from a
+dry run of the same writes, time trigger out of reach), so builds repeat their layout.
+With the defaults a v0.3 replica at 4096-byte pages is: snapshot 00000000, WAL index 0
+= [offset 0, batch 1], indexes 1..3 = [offset 0 (litestream's 1-frame _litestream_seq
+write after its checkpoint), batch, batch]; the last segment of index 3 is the 1-row
+"tail" write. At 65536-byte pages litestream checkpoints before the first snapshot, so
+the only snapshot is 00000001 and there is no WAL index 0. Rarely (an incomplete WAL
+restart) an index gets one more 1-frame segment: tests should read positions from the
+listing rather than hard-code them. v0.5: L0 TXIDs 1..11 (one per sync), L1 files and
+the L9 snapshot depend on wall-clock compaction windows (2 s) and vary.
+
 Replica-relative keys (``replica_listing``, ``read_object``...) are the keys below the
 replica root: for a file replica the path relative to its directory, for S3 the key
 without ``<prefix>/``. They are the same for both kinds, e.g.
