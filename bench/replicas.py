@@ -282,6 +282,7 @@ def build(cache: Cache, spec: Spec, server: harness.S3Server) -> Built:
         wait_settled(bucket_dir, proc, log)
         expected = writer.summary()
         writer.close()
+        _wait_caught_up(cache, spec, server, db_path, expected, proc, log)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=STOP_TIMEOUT)
     finally:
@@ -328,6 +329,21 @@ def _write_after_snapshot(spec: Spec, writer: Writer, bucket_dir: Path, proc, lo
         time.sleep(0.12)  # a little over one sync interval, so most transactions are their own upload
         if proc.poll() is not None:
             raise RuntimeError(f"litestream exited {proc.returncode}; log:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def _wait_caught_up(cache: Cache, spec: Spec, server, db_path: Path, expected, proc, log: Path,
+                    timeout: float = 180) -> None:
+    """Until ``litestream restore`` gives the source's rows (a loaded machine can make
+    litestream lag behind a quiet listing), while litestream still runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _check_with_litestream(cache, spec, server, db_path, expected)
+            return
+        except RuntimeError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise
+            time.sleep(1.0)
 
 
 def _check_with_litestream(cache: Cache, spec: Spec, server, db_path: Path, expected) -> tuple[str, int]:
