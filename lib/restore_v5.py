@@ -385,6 +385,7 @@ class _Pipe:
     def close(self) -> None:
         """Stop the download and drop what is queued, so a blocked pump can finish."""
         self.closed = True
+        self._chunk = b""  # the prefetcher keeps every pipe: don't let each keep its last chunk
         while True:
             try:
                 self.queue.get_nowait()
