@@ -5,6 +5,7 @@ never reused: every caller asks :meth:`S3Server.make_bucket` for a fresh one.
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import re
@@ -74,6 +75,8 @@ class S3Server:
                     env=_server_env(),
                 )
             if self._wait_ready():
+                # A script that dies on an exception must not leave moto running.
+                atexit.register(self.stop)
                 return
             last_error = self._log_tail()
             self._kill()
