@@ -141,6 +141,10 @@ def facts(alert: Alert) -> list[tuple[str, str]]:
         rows.append(("restored size", f"{_size(restored['bytes'])} (page size {restored.get('page_size', '?')})"))
     if restored.get("sha256"):
         rows.append(("restored sha256", str(restored["sha256"])))
+    if r.get("replica_bytes") is not None:
+        cost = r.get("monthly_cost_usd")
+        held = _size(r["replica_bytes"]) + (f", ~${cost:.2f}/month" if isinstance(cost, (int, float)) else "")
+        rows.append(("held in the bucket", held))
     for table, count in sorted((r.get("tables") or {}).items()):
         rows.append((f"rows in {table}", f"{count:,}" if isinstance(count, int) else str(count)))
     total = sum(v for v in (r.get("timings") or {}).values() if isinstance(v, (int, float)))

@@ -30,7 +30,8 @@ def replica(tmp_path) -> ReplicaConfig:
 def result(findings) -> DbResult:
     return DbResult(db=DB, replica="file", format="v0.3", generation="0123456789abcdef", position="7/1f00",
                     restored=Restored(3 * 1024 * 1024, "ab" * 32, 4096), tables={"orders": 1200, "users": 7},
-                    last_backup_at=NOW - timedelta(minutes=95), findings=list(findings))
+                    last_backup_at=NOW - timedelta(minutes=95), findings=list(findings),
+                    extra={"replica_bytes": 5 * 1024 * 1024 * 1024, "monthly_cost_usd": 0.08})
 
 
 FAILED = [error("wal_gap", "generation 0123456789abcdef has WAL index 7 but no segment at offset 0")]
@@ -162,6 +163,7 @@ def test_bodies_list_findings_and_numbers(smtp, replica):
         assert "3.0 MiB" in body  # restored size
         assert "95 min" in body  # age of the latest backup
         assert "0123456789abcdef" in body
+        assert "5.0 GiB" in body and "$0.08/month" in body  # held in the bucket, and its cost
     assert text.startswith(f"{DB} on {replica.describe()}: backup verification failed:")
     assert "What to do:" in text
     assert html.startswith("<!doctype html>")
