@@ -21,6 +21,7 @@ import numpy as np
 from lib import lz4stream, wal
 from lib.errors import CorruptObject
 from lib.fetch import ObjectChanged, prefetch
+from lib.pagewrite import STAGE_LIMIT_BYTES, write_sorted
 from lib.outcome import RestoreOutcome, RestoreTarget
 from lib.replica import (FORMAT_V3, WAL_SEGMENT_RE, Generation, Snapshot, V3State, WalSegment,
                          format_wal_segment_name)
@@ -186,8 +187,6 @@ def wal_key(prefix: str, generation: str, index: int, offset: int) -> str:
 # --------------------------------------------------------------------------- snapshot
 
 
-STAGE_LIMIT_BYTES = 16 << 20  # committed pages gathered before they are written in page order
-WRITE_RUN_PAGES = 256  # consecutive pages per pwritev (IOV_MAX is 1024 on Linux)
 
 
 class _Output:
@@ -212,18 +211,7 @@ class _Output:
             self.flush()
 
     def flush(self) -> None:
-        run: list[bytes] = []
-        start = prev = 0
-        for pgno in sorted(self._staged):
-            if run and (pgno != prev + 1 or len(run) >= WRITE_RUN_PAGES):
-                os.pwritev(self.fd, run, (start - 1) * self.page_size)
-                run = []
-            if not run:
-                start = pgno
-            run.append(self._staged[pgno])
-            prev = pgno
-        if run:
-            os.pwritev(self.fd, run, (start - 1) * self.page_size)
+        write_sorted(self.fd, self._staged, self.page_size)
         self._staged = {}
 
     def set_pages(self, pages: int) -> None:

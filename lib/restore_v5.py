@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 
 from lib.errors import CorruptObject
 from lib.ltx import HEADER_SIZE, LtxDecoder, lock_pgno, parse_header, verify_file
+from lib.pagewrite import STAGE_LIMIT_BYTES, WRITE_RUN_PAGES, write_sorted
 from lib.outcome import RestoreOutcome, RestoreTarget
 from lib.report import Finding, error
 from lib.storage import ObjectInfo, ObjectStore
@@ -43,9 +44,7 @@ _FILE_LEVEL_RE = re.compile(r"^[0-9]+$")  # "%d" (file, gs, abs, sftp, ... clien
 PREFETCH_OBJECTS = 4  # objects downloading at once (the one being applied included)
 PREFETCH_CHUNK = 1 << 20  # bytes per read from the store
 PREFETCH_CHUNKS_AHEAD = 4  # chunks buffered per object: at most ~20 MiB in flight in total
-WRITE_RUN_PAGES = 256  # consecutive pages gathered into one pwritev (IOV_MAX is 1024 on Linux)
 STAGE_MIN_RUN = 64  # shorter runs of consecutive pages are staged and written sorted
-STAGE_LIMIT_BYTES = 16 << 20  # staged pages written out once they hold this much (RSS: +16 MiB at most)
 
 
 # --------------------------------------------------------------------------- layout
@@ -500,18 +499,7 @@ class _PageWriter:
         self._run = []
 
     def _flush_staged(self) -> None:
-        run: list[bytes] = []
-        start = prev = 0
-        for pgno in sorted(self._staged):
-            if run and (pgno != prev + 1 or len(run) >= WRITE_RUN_PAGES):
-                os.pwritev(self.fd, run, (start - 1) * self.page_size)
-                run = []
-            if not run:
-                start = pgno
-            run.append(self._staged[pgno])
-            prev = pgno
-        if run:
-            os.pwritev(self.fd, run, (start - 1) * self.page_size)
+        write_sorted(self.fd, self._staged, self.page_size)
         self._staged = {}
 
     def flush(self) -> None:
