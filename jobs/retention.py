@@ -96,11 +96,9 @@ def apply_retention(db, replica, result, db_settings, args, override: float | No
     from lib.discover import discover
     from lib.errors import StorageError
     from lib.report import warning
-    from lib.retention import enforce_after_verify, now_for, policy_for
+    from lib.retention import enforce_after_verify, now_for, policy_for, skipped_unverified
 
-    if result.status not in ("ok", "warning"):  # never re-list (outside the deadline) what did not verify
-        result.extra["retention"] = {"mode": "skipped", "notes": [
-            f"verification {result.status}: retention runs only after a successful verification"]}
+    if skipped_unverified(result):
         return
     policy = policy_for(replica, db_settings, override)
     store = replica.open_store()

@@ -137,8 +137,7 @@ def apply_retention_all(pairs, report, settings, args, environ) -> None:
 
     override = parse_duration(args.retention, "--retention") if args.retention else None
     for (db, replica), result in zip(pairs, report.results):
-        if result.status in ("ok", "warning"):  # never touch (or even re-list) a replica that did not verify
-            apply_retention(db, replica, result, settings.for_db(db.path), args, override, environ, None)
+        apply_retention(db, replica, result, settings.for_db(db.path), args, override, environ, None)
 
 
 def print_report(report, as_json: bool, secrets: list[str]) -> None:

@@ -581,6 +581,20 @@ def verified_points(result: DbResult, verified_good: Any = None) -> list[Restore
     return [p for p in points if p is not None]
 
 
+def skipped_unverified(result: DbResult) -> bool:
+    """Record retention as skipped when ``result`` did not verify (ok or warning); say whether it did.
+
+    Callers check this before listing anything, so a replica that failed or could not be
+    reached is never touched again, not even by a listing outside the run's deadline.
+    """
+    if result.status in (OK, WARN):
+        return False
+    outcome = RetentionOutcome(MODE_SKIPPED, notes=[
+        f"verification {result.status}: retention runs only after a successful verification"])
+    result.extra["retention"] = outcome.summary()
+    return True
+
+
 def enforce_after_verify(
     store: ObjectStore,
     replica: "ReplicaConfig",
@@ -612,10 +626,7 @@ def enforce_after_verify(
         :class:`RestorePoint`); the point ``result`` verified is protected as well.
     :param now: the clock to judge ages by (the store's clock when it gives one).
     """
-    if result.status not in (OK, WARN):
-        outcome = RetentionOutcome(MODE_SKIPPED, notes=[
-            f"verification {result.status}: retention runs only after a successful verification"])
-        result.extra["retention"] = outcome.summary()
+    if skipped_unverified(result):
         return []
     points = verified_points(result, verified_good)
     outcome = RetentionOutcome(MODE_DRY_RUN if dry_run else MODE_ENFORCE if enforce else MODE_REPORT)
