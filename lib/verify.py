@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 LISTING_ATTEMPTS = 3  # fresh listings tried when objects vanish under us (Litestream retention)
 STORAGE_ATTEMPTS = 3  # whole-replica retries on transport errors before "inconclusive"
 SCRATCH_PREFIX = "restorable-"
+SIGNAL_POLL_SECONDS = 0.5  # how often the main thread looks up from waiting, to run signal handlers
 SCRATCH_RESERVE_BYTES = 16 << 20  # headroom for SQLite's own temporary files during checks
 
 
@@ -337,7 +338,12 @@ def _collect(futures: dict[Future, tuple[DbConfig, ReplicaConfig]], deadline: fl
     results: dict[Future, DbResult] = {}
     pending = set(futures)
     while pending:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        # Wait in short slices: the kernel may deliver SIGTERM to a worker thread, which does
+        # not interrupt this wait, and Python runs the handler only when the main thread
+        # returns to the interpreter. A long wait would ignore SIGTERM until a replica finished.
+        timeout = SIGNAL_POLL_SECONDS
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
         done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
         for fut in done:
             results[fut] = _result_of(fut, *futures[fut])
