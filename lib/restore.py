@@ -21,21 +21,16 @@ import numpy as np
 from lib import lz4stream, wal
 from lib.errors import CorruptObject
 from lib.fetch import ObjectChanged, prefetch
-from lib.pagewrite import STAGE_LIMIT_BYTES, write_sorted
 from lib.outcome import RestoreOutcome, RestoreTarget
 from lib.replica import (FORMAT_V3, WAL_SEGMENT_RE, Generation, Snapshot, V3State, WalSegment,
                          format_wal_segment_name)
 from lib.report import Finding, error, warning
-from lib.storage import ObjectInfo, ObjectStore
+from lib.snapshot import Output, SnapshotDamaged, SnapshotStream, restore_snapshot
+from lib.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 DEFAULT_MAX_RESTORE_BYTES = 1 << 40  # 1 TiB: a ceiling on any restored file, whatever headers claim
-# A database file may be longer than its header says (an incomplete checkpoint after the
-# database shrank leaves the old tail), so a snapshot may carry that much more, but a surplus
-# beyond the declared size or this, whichever is larger, is damage (or a decompression bomb).
-SNAPSHOT_SURPLUS_BYTES = 64 << 20
 
 
 # --------------------------------------------------------------------------- planning
@@ -184,141 +179,6 @@ def wal_key(prefix: str, generation: str, index: int, offset: int) -> str:
     return f"{prefix}{generation}/wal/{format_wal_segment_name(index, offset)}"
 
 
-# --------------------------------------------------------------------------- snapshot
-
-
-
-
-class _Output:
-    """The scratch database file, written at page offsets.
-
-    Committed pages are staged (the last version of each page wins) and written in page
-    order, consecutive pages with one ``pwritev``: random 4 KiB writes into the page cache
-    cost ~4x more than the same writes sorted. Anything that reads or resizes the file
-    flushes first.
-    """
-
-    def __init__(self, path: Path, page_size: int, limit: int):
-        self.path = path
-        self.page_size = page_size
-        self.limit = limit
-        self.fd = os.open(path, os.O_RDWR)
-        self._staged: dict[int, bytes] = {}
-
-    def write_page(self, pgno: int, page: memoryview) -> None:
-        self._staged[pgno] = bytes(page)  # a copy: a view would keep its whole WAL segment alive
-        if len(self._staged) * self.page_size >= STAGE_LIMIT_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        write_sorted(self.fd, self._staged, self.page_size)
-        self._staged = {}
-
-    def set_pages(self, pages: int) -> None:
-        self.flush()
-        os.ftruncate(self.fd, pages * self.page_size)
-
-    def change_counter(self) -> int:
-        """The file change counter in the database header (page 1, offset 24)."""
-        self.flush()
-        return int.from_bytes(os.pread(self.fd, 4, 24), "big")
-
-    def close(self) -> None:
-        try:
-            self.flush()
-        finally:
-            os.close(self.fd)
-
-
-def _page_size_from_header(header: bytes) -> int:
-    raw = int.from_bytes(header[16:18], "big")
-    return 65536 if raw == 1 else raw
-
-
-class _CountingChunks:
-    """Iterate a reader's chunks, counting the stored bytes read."""
-
-    def __init__(self, reader):
-        self.chunks = lz4stream.iter_reader(reader)
-        self.count = 0
-
-    def __iter__(self):
-        for chunk in self.chunks:
-            self.count += len(chunk)
-            yield chunk
-
-
-def restore_snapshot(store: ObjectStore, snapshot: Snapshot, out_path: Path, limit: int) -> tuple[int, int]:
-    """Stream the snapshot into ``out_path``; return (page_size, bytes).
-
-    Raises CorruptObject when the snapshot is damaged, and ``ObjectChanged`` when the
-    object read is not the one listed (Litestream rewrote it meanwhile).
-    """
-    key = snapshot.info.key
-    written = 0
-    page_size = 0
-    expected_size = None
-    with store.open(key) as reader, open(_private_file(out_path), "wb", buffering=0) as out:
-        counted = _CountingChunks(reader)
-        # A damaged object raises here: an open file or a GET always yields one whole
-        # object, so a replacement by Litestream can't look damaged (and verify.py re-lists
-        # before believing the finding); a replaced, sound one is caught by its size below.
-        for piece in lz4stream.decompress_chunks(key, iter(counted), limit):
-            if written == 0:
-                page_size, expected_size = _validate_db_header(key, bytes(piece[:100]))
-            if expected_size and written + len(piece) > expected_size + max(expected_size, SNAPSHOT_SURPLUS_BYTES):
-                raise CorruptObject(key, f"snapshot inflates past {written + len(piece)} bytes but its header "
-                                    f"declares {expected_size // page_size} pages ({expected_size} bytes)")
-            out.write(piece)
-            written += len(piece)
-        _check_unchanged(snapshot.info, counted.count)
-    if written < 100:
-        raise CorruptObject(key, f"snapshot is {written} bytes, too short for a SQLite database")
-    if written % page_size:
-        raise CorruptObject(key, f"snapshot is {written} bytes, not a whole number of {page_size}-byte pages")
-    if expected_size and written < expected_size:
-        raise CorruptObject(key, f"snapshot is {written} bytes but its header says {expected_size} "
-                            f"({expected_size // page_size} pages): truncated")
-    return page_size, written
-
-
-def _private_file(path: Path) -> int:
-    """A descriptor for ``path``, created (or truncated) with mode 0600 from the start."""
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-
-
-def _check_unchanged(info: ObjectInfo, size_read: int) -> None:
-    if size_read != info.size:
-        raise ObjectChanged(info.key, f"read {size_read} bytes, the listing said {info.size}")
-
-
-# Header fields every SQLite database has (sqlite.org/fileformat.html, "The Database Header").
-_FIXED_HEADER_BYTES = {21: (64, "maximum embedded payload fraction"), 22: (32, "minimum embedded payload fraction"),
-                       23: (32, "leaf payload fraction")}
-
-
-def _validate_db_header(key: str, head: bytes) -> tuple[int, int | None]:
-    """Check the SQLite header; return the page size and, when the header is trustworthy, the size."""
-    if len(head) < 100 or not head.startswith(SQLITE_MAGIC):
-        raise CorruptObject(key, "snapshot does not start with the SQLite header ('SQLite format 3')")
-    page_size = _page_size_from_header(head)
-    if not wal.is_valid_page_size(page_size):
-        raise CorruptObject(key, f"snapshot header has invalid page size {page_size}")
-    for offset, (value, name) in _FIXED_HEADER_BYTES.items():
-        if head[offset] != value:
-            raise CorruptObject(key, f"snapshot header byte {offset} ({name}) is {head[offset]}, must be {value}")
-    if head[18] not in (1, 2) or head[19] not in (1, 2):
-        raise CorruptObject(key, f"snapshot header has file format versions {head[18]}/{head[19]}, must be 1 or 2")
-    if page_size - head[20] < 480:
-        raise CorruptObject(key, f"snapshot header reserves {head[20]} bytes of each {page_size}-byte page")
-    pages = int.from_bytes(head[28:32], "big")
-    change_counter = int.from_bytes(head[24:28], "big")
-    valid_for = int.from_bytes(head[92:96], "big")
-    if pages and change_counter == valid_for:
-        return page_size, pages * page_size
-    return page_size, None
-
-
 # --------------------------------------------------------------------------- WAL replay
 
 # Pages of a transaction are held until its commit frame so that a transaction cut off
@@ -350,8 +210,8 @@ class _Replay:
     everything is validated, nothing applied.
     """
 
-    def __init__(self, generation: str, prefix: str, snapshot_index: int, output: _Output | None,
-                 findings: list[Finding], listed_ends: dict[int, int] | None = None):
+    def __init__(self, generation: str, prefix: str, snapshot_index: int, output: Output | None,
+                 findings: list[Finding], listed_ends: dict[int, int] | None = None, snapshot_counter: int = 0):
         self.generation = generation
         # index -> offset of its last segment in the whole listing: an index the plan ends
         # earlier (a point-in-time target) may stop inside a transaction without damage
@@ -364,7 +224,7 @@ class _Replay:
         self.applied = _position(generation, snapshot_index, 0)  # end of the last applied commit
         self.stopped_at: str | None = None
         self.snapshot_index = snapshot_index
-        self.snapshot_counter = output.change_counter() if output else 0
+        self.snapshot_counter = snapshot_counter  # page 1's change counter in the snapshot
         self.behind_snapshot: tuple[int, int, int] | None = None  # (counter reached, snapshot's, WAL end)
         self.next_index = snapshot_index
         self.scan: _IndexScan | None = None
@@ -772,20 +632,16 @@ def restore_v3(
     outcome.findings.extend(_confirm_warnings(store, state.prefix, plan))
     outcome.generation = plan.generation.id
     outcome.last_backup_at = plan.last_backup_at
+    snapshot = SnapshotStream(store, plan.snapshot, out_path, max_bytes)
     try:
-        page_size, _ = restore_snapshot(store, plan.snapshot, out_path, max_bytes)
-    except CorruptObject as exc:
-        outcome.findings.append(error("corrupt_object", f"snapshot: {exc.problem}", exc.key))
+        replay = _replay_onto_snapshot(snapshot, store, plan, state.prefix, out_path, outcome, workers, max_bytes)
+    finally:
+        snapshot.stop()
+    if replay is None:
+        damage = snapshot.error
+        outcome.findings.append(error("corrupt_object", f"snapshot: {damage.problem}", damage.key))
         _replay(store, plan, state.prefix, None, outcome, workers)
         return outcome
-    outcome.objects_read = 1
-    outcome.bytes_downloaded = plan.snapshot.info.size
-    outcome.page_size = page_size
-    output = _Output(out_path, page_size, max_bytes)
-    try:
-        replay = _replay(store, plan, state.prefix, output, outcome, workers)
-    finally:
-        output.close()
     if replay.behind_snapshot:
         if not _target_cuts_index(plan, plan.snapshot.index):
             outcome.findings.append(_wal_behind_snapshot(store, state.prefix, plan, replay.behind_snapshot))
@@ -794,6 +650,33 @@ def restore_v3(
     outcome.path = out_path
     outcome.bytes, outcome.sha256 = _size_and_sha256(out_path)
     return outcome
+
+
+def _replay_onto_snapshot(snapshot: SnapshotStream, store: ObjectStore, plan: V3Plan, prefix: str, out_path: Path,
+                          outcome: RestoreOutcome, workers: int, max_bytes: int) -> _Replay | None:
+    """Replay the WAL into ``out_path`` while ``snapshot`` streams into it; written pages wait for the snapshot.
+
+    Returns None, with ``outcome`` as it was, when the snapshot turns out damaged: the
+    caller then validates the WAL without applying it.
+    """
+    findings_before = len(outcome.findings)
+    try:
+        header = snapshot.header()
+        output = Output(out_path, header.page_size, max_bytes, snapshot.finished)
+        try:
+            replay = _replay(store, plan, prefix, output, outcome, workers, header.change_counter)
+            output.close()  # writes the staged pages once the snapshot is complete
+        except BaseException:
+            output.abandon()
+            raise
+    except SnapshotDamaged:
+        del outcome.findings[findings_before:]
+        outcome.objects_read = outcome.bytes_downloaded = 0
+        return None
+    outcome.objects_read += 1
+    outcome.bytes_downloaded += plan.snapshot.info.size
+    outcome.page_size = header.page_size
+    return replay
 
 
 def _target_cuts_index(plan: V3Plan, index: int) -> bool:
@@ -849,10 +732,11 @@ def _segment_index(name: str) -> int:
     return int(match.group(1), 16) if match else -1
 
 
-def _replay(store: ObjectStore, plan: V3Plan, prefix: str, output: _Output | None, outcome: RestoreOutcome,
-            workers: int) -> _Replay:
+def _replay(store: ObjectStore, plan: V3Plan, prefix: str, output: Output | None, outcome: RestoreOutcome,
+            workers: int, snapshot_counter: int = 0) -> _Replay:
     listed_ends = {s.index: s.offset for s in plan.generation.segments}  # segments are in (index, offset) order
-    replay = _Replay(plan.generation.id, prefix, plan.snapshot.index, output, outcome.findings, listed_ends)
+    replay = _Replay(plan.generation.id, prefix, plan.snapshot.index, output, outcome.findings, listed_ends,
+                     snapshot_counter)
     for seg, data in prefetch(store, plan.segments, workers=workers):
         outcome.objects_read += 1
         outcome.bytes_downloaded += len(data)
