@@ -8,10 +8,13 @@ apply them while the next ones download.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Iterable, Iterator, TypeVar
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
+from queue import SimpleQueue
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from lib.errors import ObjectNotFound, StorageError, StorageUnavailable
 from lib.storage import ObjectInfo, ObjectStore
@@ -19,6 +22,7 @@ from lib.storage import ObjectInfo, ObjectStore
 T = TypeVar("T")
 RETRY_ATTEMPTS = 4
 RETRY_BASE_DELAY = 0.2
+SIGNAL_POLL_SECONDS = 0.5  # how often the main thread looks up from waiting for a download, to run signal handlers
 
 
 class ObjectChanged(ObjectNotFound):
@@ -76,27 +80,95 @@ def prefetch(
     """Yield ``(item, data)`` for each item in order, downloading ahead concurrently.
 
     An item is an ``ObjectInfo`` or anything with an ``info`` attribute holding one.
+
+    The caller waits for each download in short slices, so a signal handler (SIGTERM
+    raising ``Interrupted``) runs within ``SIGNAL_POLL_SECONDS``, not when the download
+    ends. When the generator is closed early or an exception propagates, queued downloads
+    are cancelled and running ones are not waited for: they only fill memory that is then
+    dropped, never a file, and a GET stuck on a slow server could otherwise delay the
+    exit by minutes (read timeouts times retries).
     """
     pending: deque[tuple[T, Future[bytes]]] = deque()
     todo = iter(items)
     buffered = 0
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="fetch") as pool:
+    pool = _Downloads(max(1, workers))
+    finished = False
+    try:
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < workers * 2 and (buffered < max_buffered_bytes or not pending):
+                item = next(todo, None)
+                if item is None:
+                    exhausted = True
+                    break
+                pending.append((item, pool.submit(fetch_whole, store, _info(item))))
+                buffered += _info(item).size
+            if not pending:
+                finished = True
+                return
+            item, future = pending.popleft()
+            data = _result(future)
+            buffered -= _info(item).size
+            yield item, data
+    finally:
+        for _, future in pending:
+            future.cancel()
+        pool.shutdown(wait=finished)
+
+
+def _result(future: Future[T]) -> T:
+    """``future.result()``, waiting in short slices so that signal handlers run meanwhile."""
+    while True:
         try:
-            exhausted = False
-            while True:
-                while not exhausted and len(pending) < workers * 2 and (buffered < max_buffered_bytes or not pending):
-                    item = next(todo, None)
-                    if item is None:
-                        exhausted = True
-                        break
-                    pending.append((item, pool.submit(fetch_whole, store, _info(item))))
-                    buffered += _info(item).size
-                if not pending:
-                    return
-                item, future = pending.popleft()
-                data = future.result()
-                buffered -= _info(item).size
-                yield item, data
-        finally:
-            for _, future in pending:
-                future.cancel()
+            return future.result(timeout=SIGNAL_POLL_SECONDS)
+        except FuturesTimeout:
+            if future.done():  # finished just now, or the download itself raised TimeoutError
+                return future.result()
+
+
+class _Downloads:
+    """A minimal pool of daemon download threads, one pool per ``prefetch`` call.
+
+    ``ThreadPoolExecutor`` would not do: its threads are joined on shutdown and again at
+    interpreter exit, so a download hanging on the server keeps an interrupted process
+    alive. These threads only download into memory; abandoned, they end with their
+    current request (bounded by the store's timeouts) and are never waited for.
+    """
+
+    def __init__(self, workers: int):
+        self._workers = workers
+        self._queue: SimpleQueue = SimpleQueue()
+        self._threads: list[threading.Thread] = []
+
+    def submit(self, fn: Callable[..., T], *args) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((future, fn, args))
+        if len(self._threads) < self._workers:
+            thread = threading.Thread(target=self._work, name=f"fetch_{len(self._threads)}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return future
+
+    def shutdown(self, wait: bool) -> None:
+        """Let every thread end once the queue is drained; ``wait`` joins them (all idle then)."""
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+    def _work(self) -> None:
+        while (task := self._queue.get()) is not None:
+            _run(*task)
+            task = None  # an idle thread keeps no downloaded body alive
+
+
+def _run(future: Future[T], fn: Callable[..., T], args: tuple) -> None:
+    if not future.set_running_or_notify_cancel():
+        return  # cancelled while queued
+    try:
+        result = fn(*args)
+    except BaseException as exc:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

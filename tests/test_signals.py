@@ -1,4 +1,4 @@
-"""Signals against the real ``python -m jobs.verify`` process, mid-restore.
+"""Signals against the real ``python -m jobs.verify`` (and ``jobs.restore``) process, mid-restore.
 
 The restore is made slow by the fault proxy: object GETs (not listings) wait long
 enough that the test can signal the process while it is restoring. Each test checks
@@ -114,6 +114,16 @@ def wait_until_restoring(proxy: FaultProxy, job: Job, timeout: float = 30) -> No
         pytest.fail(f"no object download reached the proxy in {timeout}s; stderr:\n{job.stderr()[-4000:]}")
 
 
+def wait_until(condition, timeout: float) -> bool:
+    """Poll ``condition()`` until true or ``timeout`` passes; returns the last result."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return bool(condition())
+
+
 def scratch_entries(scratch: Path) -> list[str]:
     return sorted(p.name for p in scratch.iterdir())
 
@@ -209,4 +219,31 @@ def test_failed_run_leaves_no_scratch(tmp_path, scratch):
     job = Job("jobs.verify", missing.as_uri(), env=job_env(scratch), logs=tmp_path)
 
     assert job.wait() == 1, job.stderr()
+    assert scratch_entries(scratch) == []
+
+
+def test_sigterm_while_restore_job_waits_for_a_slow_wal_download_exits_at_once(v3_s3_replica, proxy, scratch,
+                                                                               tmp_path):
+    """``python -m jobs.restore`` blocked on a WAL segment download (``lib.fetch.prefetch``) stops on
+    SIGTERM within a few seconds, exits 130 and leaves neither OUT nor its temporary file."""
+    config = proxied_config(v3_s3_replica, proxy, tmp_path / "litestream.yml")
+    proxy.set_rules([delay(SLOW_GET_SECONDS, method="GET", key=r"/wal/")])  # the snapshot stays fast
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    job = Job("jobs.restore", "--config", config, "-o", out_dir / "restored.db", env=job_env(scratch),
+              logs=tmp_path)
+    wait_until_restoring(proxy, job)
+    partial = out_dir / ".restored.db.restorable-tmp"
+    assert wait_until(partial.exists, timeout=10), "the restore should be writing its temporary output"
+    assert os.listdir(out_dir) == [partial.name]
+
+    started = time.monotonic()
+    job.signal(signal.SIGTERM)
+    code = job.wait(timeout=30)
+    elapsed = time.monotonic() - started
+
+    assert code == EXIT_INTERRUPTED, job.stderr()
+    assert elapsed < 5, f"took {elapsed:.1f}s to stop"
+    assert "interrupted by SIGTERM" in job.stderr()
+    assert os.listdir(out_dir) == []
     assert scratch_entries(scratch) == []
