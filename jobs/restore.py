@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the restored database")
     parser.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     parser.add_argument("--check", action="store_true", help="also run PRAGMA integrity_check on the result")
+    parser.add_argument("--sha256", action="store_true",
+                        help="also print the result's sha256 (a second read of the whole file)")
     return parser.parse_args(argv)
 
 
@@ -56,7 +58,7 @@ def restore_to(db, args, out: Path) -> int:
     tmp = out.with_name(f".{out.name}.restorable-tmp")
     target = RestoreTarget(timestamp=args.timestamp, generation=args.generation, txid=args.txid)
     try:
-        restored = restore_relisting(replica, tmp, target)
+        restored = restore_relisting(replica, tmp, target, digest=args.sha256)
         if restored is None:
             print(f"restorable: no Litestream backups found at {replica.describe()}", file=sys.stderr)
             return EXIT_FAILED
@@ -76,12 +78,12 @@ def restore_to(db, args, out: Path) -> int:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    print(f"restored {state.format} {outcome.position} to {out} ({outcome.bytes:,} bytes, sha256 {outcome.sha256})",
-          file=sys.stderr)
+    digest = f", sha256 {outcome.sha256}" if outcome.sha256 else ""
+    print(f"restored {state.format} {outcome.position} to {out} ({outcome.bytes:,} bytes{digest})", file=sys.stderr)
     return EXIT_OK
 
 
-def restore_relisting(replica, out: Path, target):
+def restore_relisting(replica, out: Path, target, digest: bool = False):
     """List and restore, listing afresh when objects vanish under us (Litestream's retention).
 
     Returns (state, outcome), or None when the replica holds no backups; ``ObjectNotFound``
@@ -97,7 +99,7 @@ def restore_relisting(replica, out: Path, target):
         if state.format is None:
             return None
         try:
-            return state, restore_state(store, state, out, target, workers=8)
+            return state, restore_state(store, state, out, target, workers=8, digest=digest)
         except ObjectNotFound:
             if attempt + 1 == LISTING_ATTEMPTS:
                 raise

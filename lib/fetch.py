@@ -107,7 +107,7 @@ def prefetch(
                 finished = True
                 return
             item, future = pending.popleft()
-            data = _result(future)
+            data = sliced_result(future)
             buffered -= _info(item).size
             yield item, data
     finally:
@@ -116,7 +116,14 @@ def prefetch(
         pool.shutdown(wait=finished)
 
 
-def _result(future: Future[T]) -> T:
+def in_background(fn: Callable[..., T], *args, name: str = "background") -> Future[T]:
+    """Run ``fn(*args)`` on a daemon thread; wait for the returned Future with ``sliced_result``."""
+    future: Future[T] = Future()
+    threading.Thread(target=_run, args=(future, fn, args), name=name, daemon=True).start()
+    return future
+
+
+def sliced_result(future: Future[T]) -> T:
     """``future.result()``, waiting in short slices so that signal handlers run meanwhile."""
     while True:
         try:

@@ -1,6 +1,7 @@
 """What a restore is asked for and what it yields; shared by the v0.3 and v0.5 restorers."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -33,8 +34,14 @@ class RestoreOutcome:
     position: str | None = None
     page_size: int = 0
     bytes: int = 0
-    sha256: str = ""
+    sha256: str = ""  # only when asked for (``digest=True``): hashing is a second read of the whole file
     last_backup_at: datetime | None = None
     findings: list[Finding] = field(default_factory=list)
     objects_read: int = 0
     bytes_downloaded: int = 0
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file at ``path``, read through one reused buffer (``hashlib.file_digest``)."""
+    with open(path, "rb", buffering=0) as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

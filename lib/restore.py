@@ -8,7 +8,6 @@ object is validated on the way and every problem becomes a finding naming the ob
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import struct
@@ -21,7 +20,7 @@ import numpy as np
 from lib import lz4stream, wal
 from lib.errors import CorruptObject
 from lib.fetch import ObjectChanged, prefetch
-from lib.outcome import RestoreOutcome, RestoreTarget
+from lib.outcome import RestoreOutcome, RestoreTarget, file_sha256
 from lib.replica import (FORMAT_V3, WAL_SEGMENT_RE, Generation, Snapshot, V3State, WalSegment,
                          format_wal_segment_name)
 from lib.report import Finding, error, warning
@@ -180,6 +179,10 @@ def wal_key(prefix: str, generation: str, index: int, offset: int) -> str:
 
 
 # --------------------------------------------------------------------------- WAL replay
+
+# Compressed WAL downloaded ahead of the replay: it runs while the snapshot streams, so
+# this, the staged pages and the snapshot's buffers are what a restore holds in memory.
+WAL_PREFETCH_BYTES = 16 << 20
 
 # Pages of a transaction are held until its commit frame so that a transaction cut off
 # by damage is never half applied; a transaction bigger than this is written through.
@@ -615,8 +618,12 @@ def restore_v3(
     *,
     workers: int = 8,
     max_bytes: int = DEFAULT_MAX_RESTORE_BYTES,
+    digest: bool = True,
 ) -> RestoreOutcome:
     """Restore the chosen restore point of a v0.3 replica into ``out_path``, validating everything.
+
+    ``digest`` fills ``outcome.sha256`` (a second read of the file; callers that can hash
+    while doing something else pass False and use ``file_sha256``).
 
     ``ObjectNotFound`` (including ``ObjectChanged``) and ``StorageUnavailable`` propagate:
     the caller re-lists or reports inconclusive. Damage becomes findings; on a damaged
@@ -648,7 +655,9 @@ def restore_v3(
         restore_snapshot(store, plan.snapshot, out_path, max_bytes)  # the newest consistent state
     outcome.position = replay.stopped_at or plan.position
     outcome.path = out_path
-    outcome.bytes, outcome.sha256 = _size_and_sha256(out_path)
+    outcome.bytes = out_path.stat().st_size
+    if digest:
+        outcome.sha256 = file_sha256(out_path)
     return outcome
 
 
@@ -737,18 +746,12 @@ def _replay(store: ObjectStore, plan: V3Plan, prefix: str, output: Output | None
     listed_ends = {s.index: s.offset for s in plan.generation.segments}  # segments are in (index, offset) order
     replay = _Replay(plan.generation.id, prefix, plan.snapshot.index, output, outcome.findings, listed_ends,
                      snapshot_counter)
-    for seg, data in prefetch(store, plan.segments, workers=workers):
+    for seg, data in prefetch(store, plan.segments, workers=workers, max_buffered_bytes=WAL_PREFETCH_BYTES):
         outcome.objects_read += 1
         outcome.bytes_downloaded += len(data)
         replay.segment(seg, data)
     replay.finish()
     return replay
-
-
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    with open(path, "rb", buffering=0) as f:
-        # file_digest reuses one buffer: fresh large reads would cost a page fault per 4 KiB
-        return os.fstat(f.fileno()).st_size, hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _prove_fallback(store: ObjectStore, state: V3State, target: RestoreTarget, out_path: Path, finding: Finding,
@@ -764,7 +767,7 @@ def _prove_fallback(store: ObjectStore, state: V3State, target: RestoreTarget, o
     if best is None:
         return finding
     sub = restore_v3(store, state, out_path, RestoreTarget(timestamp=target.timestamp, generation=best.id),
-                     workers=workers, max_bytes=max_bytes)
+                     workers=workers, max_bytes=max_bytes, digest=False)
     problems = [f.message for f in sub.findings if f.severity == "error"]
     if sub.path is not None:
         from lib import checks

@@ -13,7 +13,6 @@ Spec: ``../shared/docs/litestream-v0.5-ltx-format.md`` sections 1 (layout) and 3
 """
 from __future__ import annotations
 
-import hashlib
 import heapq
 import logging
 import os
@@ -28,7 +27,7 @@ from typing import Iterable, Sequence
 from lib.errors import CorruptObject
 from lib.ltx import HEADER_SIZE, LtxDecoder, lock_pgno, parse_header, verify_file
 from lib.pagewrite import STAGE_LIMIT_BYTES, WRITE_RUN_PAGES, write_sorted
-from lib.outcome import RestoreOutcome, RestoreTarget
+from lib.outcome import RestoreOutcome, RestoreTarget, file_sha256
 from lib.report import Finding, error
 from lib.storage import ObjectInfo, ObjectStore
 
@@ -601,7 +600,7 @@ def _corrupt_finding(exc: CorruptObject) -> Finding:
 
 
 def restore_v5(store: ObjectStore, state: V5State, out_path: Path, target: RestoreTarget,
-               workers: int = PREFETCH_OBJECTS) -> RestoreOutcome:
+               workers: int = PREFETCH_OBJECTS, digest: bool = True) -> RestoreOutcome:
     """Restore ``target`` from a listed replica into ``out_path`` (created or overwritten).
 
     The file is byte-identical to ``litestream restore`` of the same target. Plan
@@ -616,6 +615,7 @@ def restore_v5(store: ObjectStore, state: V5State, out_path: Path, target: Resto
 
     :param workers: objects downloaded at once (the one being applied included); each
         streams through a bounded queue of 1 MiB chunks.
+    :param digest: fill ``outcome.sha256`` (a second read of the file; see ``file_sha256``).
     """
     outcome = RestoreOutcome(format=FORMAT_V5, last_backup_at=state.last_modified)
     if target.timestamp and state.files():
@@ -623,6 +623,8 @@ def restore_v5(store: ObjectStore, state: V5State, out_path: Path, target: Resto
     plan, outcome.findings = plan_v5(state, target)
     if plan:
         _restore_plan(store, plan, Path(out_path), outcome, workers)
+    if digest and outcome.path is not None:
+        outcome.sha256 = file_sha256(outcome.path)
     return outcome
 
 
@@ -648,12 +650,9 @@ def _restore_plan(store: ObjectStore, plan: list[LtxFile], out_path: Path, outco
 
 
 def _fill_outcome(outcome: RestoreOutcome, path: Path, applied: _Applied) -> None:
-    with open(path, "rb") as f:
-        digest = hashlib.file_digest(f, "sha256").hexdigest()
     outcome.path = path
     outcome.position = f"{applied.max_txid:016x}"
     outcome.page_size = applied.page_size
     outcome.bytes = path.stat().st_size
-    outcome.sha256 = digest
     log.info("restored format=v0.5 txid=%s pages=%d page_size=%d bytes=%d objects=%d",
              outcome.position, applied.commit, applied.page_size, outcome.bytes, applied.objects)

@@ -91,8 +91,7 @@ class SnapshotStream:
     ``header()`` and ``finished()`` wait for it (in short slices, so SIGTERM is handled at
     once). A damaged snapshot surfaces as ``SnapshotDamaged`` (the ``CorruptObject`` is kept
     in ``error``); anything else it raised (``ObjectChanged``, ``StorageUnavailable``, ...)
-    is raised again on the waiting thread. ``stop()`` must be called on every path: it
-    cancels a stream still running and waits until its thread no longer writes.
+    is raised again on the waiting thread. ``stop()`` must be called on every path.
     """
 
     def __init__(self, store: ObjectStore, snapshot: Snapshot, out_path: Path, limit: int):
@@ -131,9 +130,14 @@ class SnapshotStream:
         self._raise()
 
     def stop(self) -> None:
-        """Cancel the stream if it still runs and wait for its thread to end."""
+        """Cancel the stream if it still runs, without waiting for it.
+
+        It stops at its next piece. A thread stuck in a slow GET is not waited for (a
+        SIGTERM must end the run at once, not after read timeouts and retries): it is a
+        daemon, and it writes only through its own descriptor, to a file that a new
+        attempt unlinks before creating its own (``_private_file``).
+        """
         self._cancel.set()
-        _sliced_wait(self._joined)
 
     def _joined(self, timeout: float) -> bool:
         self._thread.join(timeout)
@@ -180,7 +184,8 @@ class Output:
 
     def set_pages(self, pages: int) -> None:
         """Resize the database to ``pages`` pages (staged: applied in order at the next flush)."""
-        self._staged = {p: page for p, page in self._staged.items() if p <= pages}
+        if self._staged and max(self._staged) > pages:
+            self._staged = {p: page for p, page in self._staged.items() if p <= pages}
         self._shortest = pages if self._shortest is None else min(self._shortest, pages)
         self._pages = pages
 
@@ -230,7 +235,11 @@ class _CountingChunks:
 
 
 def _private_file(path: Path) -> int:
-    """A descriptor for ``path``, created (or truncated) with mode 0600 from the start."""
+    """A descriptor for a new file at ``path`` (any old one unlinked first), mode 0600 from the start.
+
+    A new inode, so a cancelled stream that is still writing can't reach this file.
+    """
+    path.unlink(missing_ok=True)
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from lib.config import Config, DbConfig, ReplicaConfig
 from lib.discover import ReplicaState, discover
 from lib.errors import ObjectNotFound, StorageUnavailable
-from lib.outcome import RestoreOutcome, RestoreTarget
+from lib.fetch import in_background, sliced_result
+from lib.outcome import RestoreOutcome, RestoreTarget, file_sha256
 from lib.progress import RestoreProgress
 from lib.replica import FORMAT_V3, FORMAT_V5
 from lib.status import monthly_cost
@@ -117,15 +118,16 @@ def _pid_alive(pid: int) -> bool:
 # --------------------------------------------------------------------------- one replica
 
 
-def restore_state(store, state: ReplicaState, out: Path, target: RestoreTarget, workers: int) -> RestoreOutcome:
-    """Restore whichever layout the replica holds into ``out``."""
+def restore_state(store, state: ReplicaState, out: Path, target: RestoreTarget, workers: int,
+                  digest: bool = True) -> RestoreOutcome:
+    """Restore whichever layout the replica holds into ``out``; ``digest`` fills ``outcome.sha256``."""
     if state.format == FORMAT_V3:
         from lib.restore import restore_v3
 
-        return restore_v3(store, state.v3, out, target, workers=workers)
+        return restore_v3(store, state.v3, out, target, workers=workers, digest=digest)
     from lib.restore_v5 import restore_v5
 
-    return restore_v5(store, state.v5, out, target)
+    return restore_v5(store, state.v5, out, target, digest=digest)
 
 
 def verify_replica(db: DbConfig, replica: ReplicaConfig, db_settings, options: VerifyOptions, scratch: Scratch,
@@ -214,11 +216,14 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
     out = workdir / "restored.db"
     t0 = time.monotonic()
     with RestoreProgress(out, f"{db.path} ({replica.name})", state.bytes):
-        outcome = restore_state(store, state, out, options.target, options.workers)
+        outcome = restore_state(store, state, out, options.target, options.workers, digest=False)
     result.timings["restore"] = time.monotonic() - t0
     _record_outcome(result, outcome)
     if outcome.path is not None:
+        # Hash while the checks run: both release the GIL, so two cores overlap them.
+        digest = in_background(file_sha256, outcome.path, name="sha256")
         _check_restored(result, outcome.path, db_settings, previous)
+        result.restored.sha256 = sliced_result(digest)
     now = store.server_now() or datetime.now(timezone.utc)
     if options.target == RestoreTarget():
         max_age = options.max_age_seconds or db_settings.effective_max_age(replica.sync_interval_seconds)

@@ -87,6 +87,16 @@ def test_restore_job_writes_identical_file(v3_s3_replica, tmp_path, restorable_e
     proc = run_job("jobs.restore", "--config", v3_s3_replica.config_path, "-o", out, env=restorable_env)
     assert proc.returncode == 0, proc.stderr
     assert sha256_file(out) == v3_s3_replica.reference_sha256
+    assert f"({out.stat().st_size:,} bytes)" in proc.stderr  # no second read for a digest unless asked
     again = run_job("jobs.restore", "--config", v3_s3_replica.config_path, "-o", out, env=restorable_env)
     assert again.returncode == 3
     assert "already exists" in again.stderr
+
+
+def test_restore_job_prints_the_sha256_when_asked(v3_s3_replica, tmp_path, restorable_env):
+    out = tmp_path / "local.db"
+    proc = run_job("jobs.restore", "--config", v3_s3_replica.config_path, "-o", out, "--sha256",
+                   env=restorable_env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"sha256 {v3_s3_replica.reference_sha256}" in proc.stderr
+    assert sha256_file(out) == v3_s3_replica.reference_sha256

@@ -25,9 +25,11 @@ def test_verify_job_detects_v05_and_reports_ok(fixture, request, restorable_env)
 
 def test_restore_job_on_v05_writes_identical_file(v5_s3_replica, tmp_path, restorable_env):
     out = tmp_path / "local.db"
-    proc = run_job("jobs.restore", "--config", v5_s3_replica.config_path, "-o", out, env=restorable_env)
+    proc = run_job("jobs.restore", "--config", v5_s3_replica.config_path, "-o", out, "--sha256",
+                   env=restorable_env)
     assert proc.returncode == 0, proc.stderr
     assert sha256_file(out) == v5_s3_replica.reference_sha256
+    assert f"sha256 {v5_s3_replica.reference_sha256}" in proc.stderr
 
 
 def test_stale_v05_replica_fails_with_exit_1(v5_file_replica, restorable_env):
