@@ -53,6 +53,7 @@ _TRAILER = struct.Struct(">QQ")
 _END_OF_PAGES = bytes(PAGE_HEADER_SIZE)
 
 _READ_CHUNK = 1 << 20
+_INDEX_CHUNK = 64 << 10  # page index bytes decoded at a time
 _MAX_UVARINT_BYTES = 10  # Go's binary.MaxVarintLen64
 
 # CRC-64/GO-ISO: Go hash/crc64 with the ISO table (spec 2.5); catalogue check value below.
@@ -214,6 +215,34 @@ class _Stream:
         return not self._fill(1)
 
 
+class _FrameLog:
+    """(pgno, offset, size) of each page frame of an LTX file, in 8 bytes a page.
+
+    Frames follow each other, so each offset is the previous one plus its size: only
+    the first is kept. Page numbers are 32-bit in SQLite; a frame is far below 4 GiB.
+    """
+
+    def __init__(self):
+        self._pgnos = array("I")
+        self._sizes = array("I")
+        self._first_offset = 0
+
+    def add(self, pgno: int, offset: int, size: int) -> None:
+        if not self._pgnos:
+            self._first_offset = offset
+        self._pgnos.append(pgno)
+        self._sizes.append(size)
+
+    def __len__(self) -> int:
+        return len(self._pgnos)
+
+    def entries(self) -> Iterator[tuple[int, int, int]]:
+        offset = self._first_offset
+        for pgno, size in zip(self._pgnos, self._sizes):
+            yield pgno, offset, size
+            offset += size
+
+
 class LtxDecoder:
     """Decode one LTX file from a binary reader, checking everything as it goes.
 
@@ -251,7 +280,7 @@ class LtxDecoder:
     def pages(self) -> Iterator[tuple[int, bytes]]:
         """Yield ``(pgno, page)`` in ascending pgno, then verify the rest of the file."""
         h = self.header
-        index = array("Q")  # (pgno, offset, size) per frame, to compare with the page index
+        frames = _FrameLog()  # to compare with the page index
         prev = 0
         lock = lock_pgno(h.page_size)
         while True:
@@ -268,13 +297,13 @@ class LtxDecoder:
             self._crc = crc64(page, self._crc)
             if h.has_checksums and h.is_snapshot:
                 self._rolling ^= page_checksum(pgno, page)
-            index.extend((pgno, offset, self._stream.offset - offset))
+            frames.add(pgno, offset, self._stream.offset - offset)
             self.page_count += 1
             prev = pgno
             yield pgno, page
         self._check_snapshot_complete(prev, lock)
         self._crc = crc64(_END_OF_PAGES, self._crc)
-        self._read_index(index)
+        self._read_index(frames)
         self._read_trailer()
 
     def _check_pgno(self, pgno: int, flags: int, prev: int, lock: int) -> None:
@@ -351,56 +380,66 @@ class LtxDecoder:
             raise self._fail(f"page {pgno} decompresses to {len(out)} bytes, expected {page_size}")
         return bytes(out)
 
-    def _read_index(self, expected: array) -> None:
+    def _read_index(self, frames: "_FrameLog") -> None:
         """Parse the page index and require it to describe exactly the frames read."""
-        entries = len(expected) // 3
-        # The index is at most 3 varints per page plus the terminator; reading that much
-        # ahead (or to the end of the object, 24 bytes later) costs a few bytes per page.
-        ahead = self._stream.peek(3 * entries * _MAX_UVARINT_BYTES + 1)
-        values, length = self._decode_index(ahead, entries)
-        if values != expected:
-            self._index_mismatch(values, expected)
-        self._crc = crc64(ahead[:length], self._crc)
-        self._stream.skip(length)
+        length = self._check_index(frames)
         raw = self._stream.read_exact(INDEX_SIZE_FIELD, "page index size")
         (stored,) = _U64.unpack(raw)
         if stored != length:
             raise self._fail(f"page index size field says {stored} bytes, the index has {length}")
         self._crc = crc64(raw, self._crc)
 
-    def _decode_index(self, data: bytes, entries: int) -> tuple[array, int]:
-        """The index's values (Go uvarints: pgno, offset, size per page) up to its 0
-        terminator, and the number of bytes they took."""
-        values = array("Q")  # 8 bytes a value; a list of ints takes ~36 (27 MB for a 1 GB snapshot)
-        value = shift = 0
-        for at, byte in enumerate(data):
-            value |= (byte & 0x7F) << shift
-            if byte & 0x80:
-                shift += 7
-                if shift >= 7 * _MAX_UVARINT_BYTES:
-                    raise self._fail(f"page index has an overlong varint at offset {self._stream.offset + at}")
-                continue
-            if value == 0 and len(values) % 3 == 0:
-                return values, at + 1
-            if value >> 64:
-                raise self._fail(f"page index has an overlong varint at offset {self._stream.offset + at}")
-            values.append(value)
-            value = shift = 0
-            if len(values) > 3 * entries:
-                raise self._fail(f"page index lists more than the {entries} pages in the file")
-        if len(data) <= 3 * entries * _MAX_UVARINT_BYTES:
-            raise self._fail(f"truncated after {self._stream.offset + len(data)} bytes (in page index)")
-        raise self._fail(f"page index is not terminated within {len(data)} bytes")
+    def _check_index(self, frames: "_FrameLog") -> int:
+        """Read the index (Go uvarints: pgno, offset, size per page, up to a 0 terminator),
+        comparing each entry with the frame read, in order; return the bytes it took.
 
-    def _index_mismatch(self, values: array, expected: array) -> None:
-        for i in range(0, len(expected), 3):
-            got, want = tuple(values[i:i + 3]), tuple(expected[i:i + 3])
-            if len(got) < 3:
-                raise self._fail(f"page index lists {i // 3} pages, the file has {len(expected) // 3}")
-            if got != want:
-                raise self._fail(f"page index entry {i // 3 + 1} (page {got[0]}, offset {got[1]}, size {got[2]}) "
-                                 f"does not match the frame (page {want[0]}, offset {want[1]}, size {want[2]})")
-        raise self._fail(f"page index lists more than the {len(expected) // 3} pages in the file")
+        The index is read in ``_INDEX_CHUNK`` pieces and each entry compared as it is
+        decoded: no copy of the index (a few MB at 1 GB) is held.
+        """
+        entries = len(frames)
+        limit = 3 * entries * _MAX_UVARINT_BYTES + 1  # the longest an index of that many entries can be
+        expected = frames.entries()
+        entry: list[int] = []
+        decoded = length = 0
+        value = shift = 0
+        while length < limit:
+            chunk = self._stream.peek(min(_INDEX_CHUNK, limit - length))
+            if not chunk:
+                break
+            for at, byte in enumerate(chunk):
+                value |= (byte & 0x7F) << shift
+                if byte & 0x80:
+                    shift += 7
+                    if shift >= 7 * _MAX_UVARINT_BYTES:
+                        raise self._fail(f"page index has an overlong varint at offset {self._stream.offset + at}")
+                    continue
+                if value == 0 and not entry:
+                    if decoded < 3 * entries:
+                        raise self._fail(f"page index lists {decoded // 3} pages, the file has {entries}")
+                    self._crc = crc64(chunk[:at + 1], self._crc)
+                    self._stream.skip(at + 1)
+                    return length + at + 1
+                if value >> 64:
+                    raise self._fail(f"page index has an overlong varint at offset {self._stream.offset + at}")
+                entry.append(value)
+                decoded += 1
+                value = shift = 0
+                if decoded > 3 * entries:
+                    raise self._fail(f"page index lists more than the {entries} pages in the file")
+                if len(entry) == 3:
+                    self._check_entry(decoded // 3, tuple(entry), next(expected))
+                    entry = []
+            self._crc = crc64(chunk, self._crc)
+            self._stream.skip(len(chunk))
+            length += len(chunk)
+        if length < limit:
+            raise self._fail(f"truncated after {self._stream.offset} bytes (in page index)")
+        raise self._fail(f"page index is not terminated within {length} bytes")
+
+    def _check_entry(self, number: int, got: tuple[int, int, int], want: tuple[int, int, int]) -> None:
+        if got != want:
+            raise self._fail(f"page index entry {number} (page {got[0]}, offset {got[1]}, size {got[2]}) "
+                             f"does not match the frame (page {want[0]}, offset {want[1]}, size {want[2]})")
 
     def _read_trailer(self) -> None:
         raw = self._stream.read_exact(TRAILER_SIZE, "trailer")
