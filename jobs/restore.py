@@ -75,12 +75,26 @@ def restore_to(db, args, out: Path) -> int:
         if outcome.path is None or any(f.severity == "error" for f in findings):
             print(f"restorable: backup is damaged; nothing written to {out}", file=sys.stderr)
             return EXIT_FAILED
-        os.replace(tmp, out)
+        publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     digest = f", sha256 {outcome.sha256}" if outcome.sha256 else ""
     print(f"restored {state.format} {outcome.position} to {out} ({outcome.bytes:,} bytes{digest})", file=sys.stderr)
     return EXIT_OK
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Move the finished restore to ``out`` durably: its bytes reach the disk before its name
+    does, so a crash right after "restored" never leaves a short database at ``out``
+    (``litestream restore`` syncs its output too)."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    directory = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def restore_relisting(replica, out: Path, target, digest: bool = False):

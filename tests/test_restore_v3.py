@@ -100,3 +100,23 @@ def test_restore_job_prints_the_sha256_when_asked(v3_s3_replica, tmp_path, resto
     assert proc.returncode == 0, proc.stderr
     assert f"sha256 {v3_s3_replica.reference_sha256}" in proc.stderr
     assert sha256_file(out) == v3_s3_replica.reference_sha256
+
+
+def test_restore_job_syncs_the_file_before_naming_it(v3_s3_replica, tmp_path, restorable_env, monkeypatch):
+    """OUT appears only once its bytes are on disk, and its directory entry is synced too."""
+    import os
+
+    from jobs import restore as restore_job
+
+    synced = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd):
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), out.exists()))
+        real_fsync(fd)
+
+    out = tmp_path / "local.db"
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    assert restore_job.main(["--config", str(v3_s3_replica.config_path), "-o", str(out)], restorable_env) == 0
+    assert synced == [(str(tmp_path / ".local.db.restorable-tmp"), False), (str(tmp_path), True)]
+    assert sha256_file(out) == v3_s3_replica.reference_sha256
