@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             raise ConfigError(f"output {out} already exists; remove it or pass --force")
         return restore_to(config.dbs[0], args, out)
 
+    cli.tune_process()
     cli.install_signal_handlers()
     return cli.guarded(body)
 
@@ -121,4 +122,4 @@ def restore_relisting(replica, out: Path, target, digest: bool = False):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_now(main())

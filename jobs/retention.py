@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         print_report(report, args, config.secrets())
         return report.exit_code()
 
+    cli.tune_process()
     cli.install_signal_handlers()
     code = cli.guarded(body)
     if threading.active_count() > 1:
@@ -164,4 +165,4 @@ def _objects(count: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_now(main())

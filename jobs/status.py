@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             print(render_status(statuses))
         return EXIT_INCONCLUSIVE if any(s.error for s in statuses) else EXIT_OK
 
+    cli.tune_process()
     cli.install_signal_handlers()
     return cli.guarded(body)
 
@@ -63,4 +64,4 @@ def last_verification(db, replica, environ) -> dict | None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_now(main())

@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         print_report(report, args.json, config.secrets())
         return report.exit_code()
 
+    cli.tune_process()
     cli.install_signal_handlers()
     code = cli.guarded(body, abort)
     if threading.active_count() > 1:
@@ -154,4 +155,4 @@ def print_report(report, as_json: bool, secrets: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_now(main())

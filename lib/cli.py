@@ -147,6 +147,27 @@ def _raise_interrupted(signum, frame):
     raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
 
+def tune_process() -> None:
+    """Process settings for a job, before it imports numpy or starts a thread.
+
+    * numpy (WAL checksums) brings OpenBLAS, which starts a thread per core at import:
+      ~50 ms of CPU per run for linear algebra restorable never does.
+    * glibc keeps up to 8 malloc arenas per core; download threads that each allocate
+      1 MiB chunks leave memory parked in their own (a v0.5 restore peaked at 96 MB at 1 GB
+      instead of 86 MB), so they are capped at 2, with no measurable change in speed.
+
+    Settings the operator made in the environment win; other C libraries are left alone.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX
+        except (OSError, AttributeError):
+            pass
+
+
 def install_signal_handlers() -> None:
     """SIGTERM and SIGINT raise Interrupted in the main thread, so ``finally`` blocks clean up."""
     signal.signal(signal.SIGTERM, _raise_interrupted)
@@ -204,7 +225,17 @@ def bounded(work: Callable[[], None], seconds: float, what: str) -> None:
 
 
 def exit_now(code: int) -> None:
-    """Exit even if worker threads are stuck in I/O (after the deadline): flush, then _exit."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    """End the process with ``code`` now: flush logs and output, then ``os._exit``.
+
+    Used by every job once ``main`` has returned (everything is cleaned up, reported and
+    flushed by then): the interpreter's own teardown of boto3's, numpy's and sqlite_utils'
+    objects takes 0.1-0.17 s, 10-15 % of a 200 MB restore. Also ends a run whose worker
+    threads are stuck in I/O past the deadline, which a normal exit would wait for.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be said there
+            pass
     os._exit(code)

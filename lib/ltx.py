@@ -380,7 +380,7 @@ class LtxDecoder:
             raise self._fail(f"page {pgno} decompresses to {len(out)} bytes, expected {page_size}")
         return bytes(out)
 
-    def _read_index(self, frames: "_FrameLog") -> None:
+    def _read_index(self, frames: _FrameLog) -> None:
         """Parse the page index and require it to describe exactly the frames read."""
         length = self._check_index(frames)
         raw = self._stream.read_exact(INDEX_SIZE_FIELD, "page index size")
@@ -389,14 +389,17 @@ class LtxDecoder:
             raise self._fail(f"page index size field says {stored} bytes, the index has {length}")
         self._crc = crc64(raw, self._crc)
 
-    def _check_index(self, frames: "_FrameLog") -> int:
+    def _check_index(self, frames: _FrameLog) -> int:
         """Read the index (Go uvarints: pgno, offset, size per page, up to a 0 terminator),
         comparing each entry with the frame read, in order; return the bytes it took.
 
         The index is read in ``_INDEX_CHUNK`` pieces and each entry compared as it is
-        decoded: no copy of the index (a few MB at 1 GB) is held.
+        decoded: no copy of the index (a few MB at 1 GB) is held. The first entry that
+        differs is reported only once the whole index has decoded, so a broken varint still
+        reads as the structural problem it causes (as when the index was decoded first).
         """
         entries = len(frames)
+        mismatch: CorruptObject | None = None
         limit = 3 * entries * _MAX_UVARINT_BYTES + 1  # the longest an index of that many entries can be
         expected = frames.entries()
         entry: list[int] = []
@@ -414,6 +417,8 @@ class LtxDecoder:
                         raise self._fail(f"page index has an overlong varint at offset {self._stream.offset + at}")
                     continue
                 if value == 0 and not entry:
+                    if mismatch is not None:
+                        raise mismatch
                     if decoded < 3 * entries:
                         raise self._fail(f"page index lists {decoded // 3} pages, the file has {entries}")
                     self._crc = crc64(chunk[:at + 1], self._crc)
@@ -427,7 +432,7 @@ class LtxDecoder:
                 if decoded > 3 * entries:
                     raise self._fail(f"page index lists more than the {entries} pages in the file")
                 if len(entry) == 3:
-                    self._check_entry(decoded // 3, tuple(entry), next(expected))
+                    mismatch = mismatch or self._entry_mismatch(decoded // 3, tuple(entry), next(expected))
                     entry = []
             self._crc = crc64(chunk, self._crc)
             self._stream.skip(len(chunk))
@@ -436,10 +441,12 @@ class LtxDecoder:
             raise self._fail(f"truncated after {self._stream.offset} bytes (in page index)")
         raise self._fail(f"page index is not terminated within {length} bytes")
 
-    def _check_entry(self, number: int, got: tuple[int, int, int], want: tuple[int, int, int]) -> None:
-        if got != want:
-            raise self._fail(f"page index entry {number} (page {got[0]}, offset {got[1]}, size {got[2]}) "
-                             f"does not match the frame (page {want[0]}, offset {want[1]}, size {want[2]})")
+    def _entry_mismatch(self, number: int, got: tuple[int, int, int],
+                        want: tuple[int, int, int]) -> CorruptObject | None:
+        if got == want:
+            return None
+        return self._fail(f"page index entry {number} (page {got[0]}, offset {got[1]}, size {got[2]}) "
+                          f"does not match the frame (page {want[0]}, offset {want[1]}, size {want[2]})")
 
     def _read_trailer(self) -> None:
         raw = self._stream.read_exact(TRAILER_SIZE, "trailer")

@@ -666,7 +666,8 @@ def _replay_onto_snapshot(snapshot: SnapshotStream, store: ObjectStore, plan: V3
     """Replay the WAL into ``out_path`` while ``snapshot`` streams into it; written pages wait for the snapshot.
 
     Returns None, with ``outcome`` as it was, when the snapshot turns out damaged: the
-    caller then validates the WAL without applying it.
+    caller then validates the WAL without applying it, downloading it again (only a
+    damaged replica pays for that, and the findings come from the same code as before).
     """
     findings_before = len(outcome.findings)
     try:

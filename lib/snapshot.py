@@ -45,19 +45,25 @@ class _Cancelled(Exception):
     pass
 
 
-def restore_snapshot(store: ObjectStore, snapshot: Snapshot, out_path: Path, limit: int,
-                     on_header=None, cancelled: threading.Event | None = None) -> tuple[int, int]:
+def restore_snapshot(store: ObjectStore, snapshot: Snapshot, out_path: Path, limit: int) -> tuple[int, int]:
     """Stream the snapshot into ``out_path``; return (page_size, bytes).
 
-    ``on_header(SnapshotHeader)`` is called once the header is validated, before the rest
-    is written. Raises CorruptObject when the snapshot is damaged, and ``ObjectChanged``
-    when the object read is not the one listed (Litestream rewrote it meanwhile).
+    Raises CorruptObject when the snapshot is damaged, and ``ObjectChanged`` when the
+    object read is not the one listed (Litestream rewrote it meanwhile).
     """
+    return _stream_into(store, snapshot, open(_private_file(out_path), "wb", buffering=0), limit)
+
+
+def _stream_into(store: ObjectStore, snapshot: Snapshot, out, limit: int, on_header=None,
+                 cancelled: threading.Event | None = None) -> tuple[int, int]:
+    """``restore_snapshot`` into ``out``, an open file this closes. ``on_header(SnapshotHeader)``
+    is called once the header is validated, before the rest is written; ``cancelled`` is
+    looked at before each piece."""
     key = snapshot.info.key
     written = 0
     page_size = 0
     expected_size = None
-    with store.open(key) as reader, open(_private_file(out_path), "wb", buffering=0) as out:
+    with out, store.open(key) as reader:
         counted = _CountingChunks(reader)
         # A damaged object raises here: an open file or a GET always yields one whole
         # object, so a replacement by Litestream can't look damaged (and verify.py re-lists
@@ -100,13 +106,16 @@ class SnapshotStream:
         self._header: SnapshotHeader | None = None
         self._header_seen = threading.Event()
         self._cancel = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(store, snapshot, out_path, limit),
+        # The file is created here, on the caller's thread: a stream cancelled before its GET
+        # answered can't create it after the caller has cleaned up.
+        out = open(_private_file(out_path), "wb", buffering=0)
+        self._thread = threading.Thread(target=self._run, args=(store, snapshot, out, limit),
                                         name="snapshot", daemon=True)
         self._thread.start()
 
-    def _run(self, store, snapshot, out_path, limit) -> None:
+    def _run(self, store, snapshot, out, limit) -> None:
         try:
-            _, self.size = restore_snapshot(store, snapshot, out_path, limit, self._got_header, self._cancel)
+            _, self.size = _stream_into(store, snapshot, out, limit, self._got_header, self._cancel)
         except BaseException as exc:  # handed to the waiting thread
             self.error = exc
         finally:

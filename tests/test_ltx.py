@@ -402,6 +402,19 @@ def test_index_must_match_the_frames():
     assert problem_of(data).startswith("page index entry 2 (page 2, offset")
 
 
+def test_index_varint_split_in_two_is_reported_as_an_extra_entry():
+    """A byte that lost its continuation bit splits a varint: the index then has one value too
+    many, which is the problem named, not the entry that now reads wrong."""
+    pages = {1: page_bytes(1), 2: page_bytes(2), 3: page_bytes(3)}
+    frames = _frames_of(encode_ltx(pages, commit=3))
+    assert frames[1][1] >= 128  # the second frame's offset takes two varint bytes
+    index = bytearray(b"".join(_uvarint(v) for frame in frames for v in frame) + b"\x00")
+    split = len(_uvarint(frames[0][0]) + _uvarint(frames[0][1]) + _uvarint(frames[0][2]) + _uvarint(frames[1][0]))
+    index[split] &= 0x7F
+    assert problem_of(encode_ltx(pages, commit=3, index_override=bytes(index))) == \
+        "page index lists more than the 3 pages in the file"
+
+
 def test_index_with_missing_or_extra_entries_is_rejected():
     pages = {1: page_bytes(1), 2: page_bytes(2)}
     frames = _frames_of(encode_ltx(pages, commit=2))

@@ -222,14 +222,15 @@ def test_failed_run_leaves_no_scratch(tmp_path, scratch):
     assert scratch_entries(scratch) == []
 
 
-@pytest.mark.parametrize("held", ["/wal/", "/snapshots/"])
+@pytest.mark.parametrize("held", ["/wal/", "/snapshots/", "/snapshots/ before headers"])
 def test_sigterm_while_restore_job_waits_for_a_slow_download_exits_at_once(v3_s3_replica, proxy, scratch, tmp_path,
                                                                            held):
-    # The snapshot's body stalls after its headers (its file exists by then); WAL GETs stall before them.
-    at = {"at": "body", "after_bytes": 64} if held == "/snapshots/" else {}
     """``python -m jobs.restore`` blocked on a WAL segment download (``lib.fetch.prefetch``) or on the
     snapshot (streamed by its own thread, ``lib.snapshot``) stops on SIGTERM within a few seconds, exits
     130 and leaves neither OUT nor its temporary file."""
+    # Stalled before the response headers, or (the snapshot) mid-body.
+    at = {"at": "body", "after_bytes": 64} if held == "/snapshots/" else {}
+    held = held.split()[0]
     config = proxied_config(v3_s3_replica, proxy, tmp_path / "litestream.yml")
     proxy.set_rules([delay(SLOW_GET_SECONDS, method="GET", key=held, **at)])  # the other downloads stay fast
     out_dir = tmp_path / "out"
