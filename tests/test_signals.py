@@ -252,3 +252,26 @@ def test_sigterm_while_restore_job_waits_for_a_slow_download_exits_at_once(v3_s3
     assert "interrupted by SIGTERM" in job.stderr()
     assert os.listdir(out_dir) == []
     assert scratch_entries(scratch) == []
+
+
+def test_sigterm_while_restore_job_waits_for_a_slow_v5_download_exits_at_once(v5_s3_replica, proxy, scratch,
+                                                                               tmp_path):
+    """The same for a v0.5 replica: its LTX files stream through ``lib.restore_v5``'s own prefetcher."""
+    config = proxied_config(v5_s3_replica, proxy, tmp_path / "litestream.yml")
+    proxy.set_rules([delay(SLOW_GET_SECONDS, method="GET", key=r"\.ltx", at="body", after_bytes=64)])
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    job = Job("jobs.restore", "--config", config, "-o", out_dir / "restored.db", env=job_env(scratch),
+              logs=tmp_path)
+    wait_until_restoring(proxy, job)
+    partial = out_dir / ".restored.db.restorable-tmp"
+    assert wait_until(partial.exists, timeout=10), "the restore should be writing its temporary output"
+
+    started = time.monotonic()
+    job.signal(signal.SIGTERM)
+    code = job.wait(timeout=60)
+    elapsed = time.monotonic() - started
+
+    assert code == EXIT_INTERRUPTED, job.stderr()
+    assert elapsed < 5, f"took {elapsed:.1f}s to stop"
+    assert os.listdir(out_dir) == []
