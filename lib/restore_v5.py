@@ -18,13 +18,14 @@ import logging
 import os
 import queue
 import re
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from lib.errors import CorruptObject
+from lib.fetch import SIGNAL_POLL_SECONDS, in_background, sliced_result
 from lib.ltx import HEADER_SIZE, LtxDecoder, lock_pgno, parse_header, verify_file
 from lib.pagewrite import STAGE_LIMIT_BYTES, WRITE_RUN_PAGES, write_sorted
 from lib.outcome import RestoreOutcome, RestoreTarget, file_sha256
@@ -366,7 +367,7 @@ class _Pipe:
         if self._pos >= len(self._chunk):
             if self._done:
                 return b""
-            item = self.queue.get()
+            item = self._next_item()
             if isinstance(item, BaseException):
                 self._done = True
                 raise item
@@ -379,6 +380,14 @@ class _Pipe:
         data = self._chunk[self._pos:end]
         self._pos += len(data)
         return data
+
+    def _next_item(self):
+        """The next queued chunk, waiting in short slices so that signal handlers run meanwhile."""
+        while True:
+            try:
+                return self.queue.get(timeout=SIGNAL_POLL_SECONDS)
+            except queue.Empty:
+                continue
 
     def close(self) -> None:
         """Stop the download and drop what is queued, so a blocked pump can finish."""
@@ -408,17 +417,21 @@ class _Prefetcher:
         self._store = store
         self._keys = list(keys)
         self._ahead = max(1, ahead)
-        self._pool = ThreadPoolExecutor(max_workers=self._ahead, thread_name_prefix="ltx-fetch")
+        self._pumps: list[Future] = []
         self._pipes: list[_Pipe] = []
         self.objects_read = 0
 
     def __enter__(self) -> "_Prefetcher":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        """Stop every download. After an error or a signal, a pump stuck in a slow GET is not
+        waited for (it fills only its pipe, never a file, and is a daemon thread)."""
         for pipe in self._pipes:
             pipe.close()
-        self._pool.shutdown(wait=True)
+        if exc_type is None:
+            for pump in self._pumps:
+                sliced_result(pump)
 
     @property
     def bytes_downloaded(self) -> int:
@@ -428,7 +441,7 @@ class _Prefetcher:
         """The reader for ``keys[index]`` (take them in order); starts the next downloads."""
         while len(self._pipes) < min(len(self._keys), index + self._ahead):
             pipe = _Pipe()
-            self._pool.submit(self._pump, self._keys[len(self._pipes)], pipe)
+            self._pumps.append(in_background(self._pump, self._keys[len(self._pipes)], pipe, name="ltx-fetch"))
             self._pipes.append(pipe)
         self.objects_read = max(self.objects_read, index + 1)
         return self._pipes[index]
