@@ -20,6 +20,7 @@ from lib.errors import ObjectNotFound, StorageError, StorageUnavailable
 from lib.storage import ObjectInfo, ObjectStore
 
 T = TypeVar("T")
+A = TypeVar("A")
 RETRY_ATTEMPTS = 4
 RETRY_BASE_DELAY = 0.2
 SIGNAL_POLL_SECONDS = 0.5  # how often the main thread looks up from waiting for a download, to run signal handlers
@@ -112,6 +113,26 @@ def prefetch(
             yield item, data
     finally:
         for _, future in pending:
+            future.cancel()
+        pool.shutdown(wait=finished)
+
+
+def map_sliced(fn: Callable[[A], T], items: Iterable[A], workers: int = 8) -> list[T]:
+    """``[fn(item) for item in items]``, ``workers`` at a time on daemon threads.
+
+    Waited for in short slices (signal handlers run meanwhile). When a call raises or a
+    signal stops the caller, calls not yet started are cancelled and running ones are not
+    waited for, like ``prefetch``'s downloads: ``fn`` must not write files.
+    """
+    pool = _Downloads(max(1, workers))
+    futures = [pool.submit(fn, item) for item in items]
+    finished = False
+    try:
+        results = [sliced_result(future) for future in futures]
+        finished = True
+        return results
+    finally:
+        for future in futures:
             future.cancel()
         pool.shutdown(wait=finished)
 

@@ -18,14 +18,14 @@ import logging
 import os
 import queue
 import re
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from lib.errors import CorruptObject
-from lib.fetch import SIGNAL_POLL_SECONDS, in_background, sliced_result
+from lib.fetch import SIGNAL_POLL_SECONDS, in_background, map_sliced, sliced_result
 from lib.ltx import HEADER_SIZE, LtxDecoder, lock_pgno, parse_header, verify_file
 from lib.pagewrite import STAGE_LIMIT_BYTES, WRITE_RUN_PAGES, write_sorted
 from lib.outcome import RestoreOutcome, RestoreTarget, file_sha256
@@ -200,8 +200,7 @@ def with_header_times(store: ObjectStore, state: V5State, workers: int = 8) -> V
     plan needs it. ``ObjectNotFound`` propagates (re-list and retry).
     """
     files = state.files()
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ltx-head") as pool:
-        times = list(pool.map(lambda f: _header_time(store, f.key), files))
+    times = map_sliced(lambda f: _header_time(store, f.key), files, workers)
     timed = V5State(prefix=state.prefix, ignored=list(state.ignored))
     for f, moment in zip(files, times):
         timed.levels[f.level].append(replace(f, created_at=moment))

@@ -254,18 +254,23 @@ def test_sigterm_while_restore_job_waits_for_a_slow_download_exits_at_once(v3_s3
     assert scratch_entries(scratch) == []
 
 
+@pytest.mark.parametrize("point_in_time", [False, True], ids=["latest", "timestamp"])
 def test_sigterm_while_restore_job_waits_for_a_slow_v5_download_exits_at_once(v5_s3_replica, proxy, scratch,
-                                                                               tmp_path):
-    """The same for a v0.5 replica: its LTX files stream through ``lib.restore_v5``'s own prefetcher."""
+                                                                               tmp_path, point_in_time):
+    """The same for a v0.5 replica: its LTX files stream through ``lib.restore_v5``'s own prefetcher,
+    and a ``--timestamp`` restore first reads every file's header (``with_header_times``)."""
     config = proxied_config(v5_s3_replica, proxy, tmp_path / "litestream.yml")
-    proxy.set_rules([delay(SLOW_GET_SECONDS, method="GET", key=r"\.ltx", at="body", after_bytes=64)])
+    at = {} if point_in_time else {"at": "body", "after_bytes": 64}
+    proxy.set_rules([delay(SLOW_GET_SECONDS, method="GET", key=r"\.ltx", **at)])
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    job = Job("jobs.restore", "--config", config, "-o", out_dir / "restored.db", env=job_env(scratch),
+    target = ["--timestamp", "2100-01-01T00:00:00Z"] if point_in_time else []
+    job = Job("jobs.restore", "--config", config, "-o", out_dir / "restored.db", *target, env=job_env(scratch),
               logs=tmp_path)
     wait_until_restoring(proxy, job)
-    partial = out_dir / ".restored.db.restorable-tmp"
-    assert wait_until(partial.exists, timeout=10), "the restore should be writing its temporary output"
+    if not point_in_time:
+        partial = out_dir / ".restored.db.restorable-tmp"
+        assert wait_until(partial.exists, timeout=10), "the restore should be writing its temporary output"
 
     started = time.monotonic()
     job.signal(signal.SIGTERM)
