@@ -23,7 +23,7 @@ T = TypeVar("T")
 A = TypeVar("A")
 RETRY_ATTEMPTS = 4
 RETRY_BASE_DELAY = 0.2
-SIGNAL_POLL_SECONDS = 0.5  # how often the main thread looks up from waiting for a download, to run signal handlers
+SIGNAL_POLL_SECONDS = 0.5  # how often a waiting main thread looks up, to run signal handlers (every sliced wait)
 
 
 class ObjectChanged(ObjectNotFound):

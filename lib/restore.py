@@ -232,7 +232,7 @@ class _Replay:
         self.next_index = snapshot_index
         self.scan: _IndexScan | None = None
         self.last_counter: tuple[int, int] | None = None  # (page 1 change counter, WAL index) last seen
-        self.index_ends: dict[int, tuple[int, int]] = {}  # index -> (index, bytes listed)
+        self.index_ends: dict[int, int] = {}  # index -> bytes of it that were listed
 
     def stop(self) -> str:
         """Stop applying (idempotent); return the note that says where the restore ends.
@@ -264,7 +264,7 @@ class _Replay:
         if self.scan is None:
             return
         self.scan.finish()
-        self.index_ends[self.scan.index] = (self.scan.index, self.scan.length or 0)
+        self.index_ends[self.scan.index] = self.scan.length or 0
         if self.scan.index == self.snapshot_index and self.applying:
             self._check_reaches_snapshot(self.scan.length or 0)
         self.scan = None
@@ -544,7 +544,7 @@ class _IndexScan:
             self.problems.append(f"page 1's change counter jumps from {previous} to {counter} at offset {offset}: "
                                  "the index lacks transactions between them")
             return
-        end_index, end = self.replay.index_ends.get(self.index - 1, (self.index - 1, 0))
+        end_index, end = self.index - 1, self.replay.index_ends.get(self.index - 1, 0)
         note = self._stop()
         self.replay.findings.append(error(
             "wal_gap", f"page 1's change counter jumps from {previous} (WAL index {where:08x}) to {counter} (WAL "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lib import lz4stream, wal
 from lib.errors import CorruptObject
-from lib.fetch import ObjectChanged
+from lib.fetch import SIGNAL_POLL_SECONDS, ObjectChanged
 from lib.pagewrite import STAGE_LIMIT_BYTES, write_sorted
 from lib.replica import Snapshot
 from lib.storage import ObjectInfo, ObjectStore
@@ -24,7 +24,6 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 # database shrank leaves the old tail), so a snapshot may carry that much more, but a surplus
 # beyond the declared size or this, whichever is larger, is damage (or a decompression bomb).
 SNAPSHOT_SURPLUS_BYTES = 64 << 20
-WAIT_SLICE_SECONDS = 0.5  # waits on the snapshot thread are sliced so signal handlers run meanwhile
 
 # Header fields every SQLite database has (sqlite.org/fileformat.html, "The Database Header").
 _FIXED_HEADER_BYTES = {21: (64, "maximum embedded payload fraction"), 22: (32, "minimum embedded payload fraction"),
@@ -102,7 +101,6 @@ class SnapshotStream:
 
     def __init__(self, store: ObjectStore, snapshot: Snapshot, out_path: Path, limit: int):
         self.error: BaseException | None = None
-        self.size = 0
         self._header: SnapshotHeader | None = None
         self._header_seen = threading.Event()
         self._cancel = threading.Event()
@@ -115,7 +113,7 @@ class SnapshotStream:
 
     def _run(self, store, snapshot, out, limit) -> None:
         try:
-            _, self.size = _stream_into(store, snapshot, out, limit, self._got_header, self._cancel)
+            _stream_into(store, snapshot, out, limit, self._got_header, self._cancel)
         except BaseException as exc:  # handed to the waiting thread
             self.error = exc
         finally:
@@ -162,7 +160,7 @@ class SnapshotStream:
 
 def _sliced_wait(wait) -> None:
     """Call ``wait(timeout)`` until it returns True, a slice at a time."""
-    while not wait(WAIT_SLICE_SECONDS):
+    while not wait(SIGNAL_POLL_SECONDS):
         pass
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from lib.config import Config, DbConfig, ReplicaConfig
 from lib.discover import ReplicaState, discover
 from lib.errors import ObjectNotFound, StorageUnavailable
-from lib.fetch import in_background, sliced_result
+from lib.fetch import SIGNAL_POLL_SECONDS, in_background, sliced_result
 from lib.outcome import RestoreOutcome, RestoreTarget, file_sha256
 from lib.progress import RestoreProgress
 from lib.replica import FORMAT_V3, FORMAT_V5
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 LISTING_ATTEMPTS = 3  # fresh listings tried when objects vanish under us (Litestream retention)
 STORAGE_ATTEMPTS = 3  # whole-replica retries on transport errors before "inconclusive"
 SCRATCH_PREFIX = "restorable-"
-SIGNAL_POLL_SECONDS = 0.5  # how often the main thread looks up from waiting, to run signal handlers
 SCRATCH_RESERVE_BYTES = 16 << 20  # headroom for SQLite's own temporary files during checks
 
 
