@@ -12,9 +12,11 @@ from typing import Callable
 import pytest
 
 from tests.support import restorable_env as make_restorable_env
+from tests.support.faultproxy import FaultProxy
 from tests.support.litestream import V3, V5
 from tests.support.replicas import BuiltReplica, build_replica, clone_replica
 from tests.support.s3server import S3Server
+from tests.support.sentry_server import SentryServer
 
 # Fixtures that build real replicas; tests using them are marked `slow`.
 REPLICA_FIXTURES = frozenset({
@@ -88,6 +90,28 @@ def v5_s3_replica(tmp_path_factory, s3_server) -> BuiltReplica:
 def clone(tmp_path_factory) -> Callable[[BuiltReplica], BuiltReplica]:
     """``clone(replica)``: an independent copy (new directory or bucket) to damage freely."""
     return lambda replica: clone_replica(replica, tmp_path_factory.mktemp("clone"))
+
+
+@pytest.fixture
+def scratch(tmp_path: Path) -> Path:
+    """An empty RESTORABLE_SCRATCH_DIR for a job run as a subprocess."""
+    path = tmp_path / "scratch"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def proxy(s3_server):
+    """A fault proxy in front of the session's S3 server (``tests/support/faultproxy.py``)."""
+    with FaultProxy(s3_server.endpoint) as p:
+        yield p
+
+
+@pytest.fixture
+def sentry():
+    """A loopback Sentry endpoint that parses the envelopes it receives."""
+    with SentryServer() as server:
+        yield server
 
 
 @pytest.fixture

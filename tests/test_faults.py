@@ -37,7 +37,6 @@ from lib.verify import STORAGE_ATTEMPTS
 from tests.support.faultproxy import FaultProxy, Rule, delay, error, forbidden, refuse, reset, truncate
 from tests.support.replicas import BuiltReplica, replica_listing
 from tests.test_signals import Job, job_env, proxied_config, scratch_entries
-from tests.test_signals import proxy, scratch  # noqa: F401 (fixtures)
 
 EXIT_OK = 0
 EXIT_INCONCLUSIVE = 2

@@ -36,12 +36,6 @@ def bucket(s3_server) -> str:
 
 
 @pytest.fixture
-def proxy(s3_server):
-    with FaultProxy(s3_server.endpoint) as p:
-        yield p
-
-
-@pytest.fixture
 def store(s3_server, bucket, proxy) -> S3Store:
     return S3Store(S3Settings(bucket=bucket, endpoint=proxy.endpoint, region=s3_server.region,
                               access_key_id=s3_server.access_key_id, secret_access_key=s3_server.secret_access_key))

@@ -16,7 +16,6 @@ import pytest
 
 from tests.support.faultproxy import delay
 from tests.test_signals import Job, job_env, proxied_config, scratch_entries, slow_restores
-from tests.test_signals import proxy, scratch  # noqa: F401 (fixtures)
 
 EXIT_INCONCLUSIVE = 2
 MAX_RUNTIME_SECONDS = 4

@@ -38,7 +38,6 @@ from tests.support.replicas import BuiltReplica, replica_listing, sha256_file, w
 from tests.support.sentry_server import SentryServer
 from tests.support.smtp_server import SmtpServer
 from tests.test_signals import Job, job_env, proxied_config, scratch_entries
-from tests.test_signals import proxy, scratch  # noqa: F401 (fixtures)
 
 EXIT_OK = 0
 EXIT_FAILED = 1

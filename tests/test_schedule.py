@@ -22,7 +22,6 @@ from jobs.schedule import (REPO_ROOT, ChildRun, Worker, WorkerOptions, build_tri
                            cron_weekdays, describe_exit, load_options)
 from lib.errors import ConfigError
 from tests.test_signals import Job, job_env, proxied_config, scratch_entries, slow_restores, wait_until_restoring
-from tests.test_signals import proxy, scratch, sentry  # noqa: F401 (fixtures)
 
 FINISHED = re.compile(r"verification finished run=(\d+) exit_code=(-?\d+)")
 

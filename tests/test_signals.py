@@ -25,7 +25,6 @@ import yaml
 from tests.support import REPO_ROOT, restorable_env
 from tests.support.faultproxy import FaultProxy, delay
 from tests.support.replicas import BuiltReplica
-from tests.support.sentry_server import SentryServer
 
 EXIT_INTERRUPTED = 130
 SLOW_GET_SECONDS = 120  # far beyond every test's patience: the restore never finishes by itself
@@ -124,27 +123,31 @@ def wait_until(condition, timeout: float) -> bool:
     return bool(condition())
 
 
+def start_restore_job(replica: BuiltReplica, proxy: FaultProxy, scratch: Path, tmp_path: Path,
+                      *args) -> tuple[Job, Path]:
+    """``python -m jobs.restore`` of ``replica`` through ``proxy`` into ``tmp_path/out``, once it downloads."""
+    config = proxied_config(replica, proxy, tmp_path / "litestream.yml")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    job = Job("jobs.restore", "--config", config, "-o", out_dir / "restored.db", *args, env=job_env(scratch),
+              logs=tmp_path)
+    wait_until_restoring(proxy, job)
+    return job, out_dir
+
+
+def assert_sigterm_stops_restore_job_at_once(job: Job, out_dir: Path) -> None:
+    """SIGTERM ends the restore within 5 s with exit 130, leaving nothing in ``out_dir``."""
+    started = time.monotonic()
+    job.signal(signal.SIGTERM)
+    code = job.wait(timeout=60)
+    elapsed = time.monotonic() - started
+    assert code == EXIT_INTERRUPTED, job.stderr()
+    assert elapsed < 5, f"took {elapsed:.1f}s to stop"
+    assert os.listdir(out_dir) == []
+
+
 def scratch_entries(scratch: Path) -> list[str]:
     return sorted(p.name for p in scratch.iterdir())
-
-
-@pytest.fixture
-def scratch(tmp_path: Path) -> Path:
-    path = tmp_path / "scratch"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def proxy(s3_server):
-    with FaultProxy(s3_server.endpoint) as p:
-        yield p
-
-
-@pytest.fixture
-def sentry():
-    with SentryServer() as server:
-        yield server
 
 
 # ------------------------------------------------------------------------- tests
@@ -231,26 +234,13 @@ def test_sigterm_while_restore_job_waits_for_a_slow_download_exits_at_once(v3_s3
     # Stalled before the response headers, or (the snapshot) mid-body.
     at = {"at": "body", "after_bytes": 64} if held == "/snapshots/" else {}
     held = held.split()[0]
-    config = proxied_config(v3_s3_replica, proxy, tmp_path / "litestream.yml")
     proxy.set_rules([delay(SLOW_GET_SECONDS, method="GET", key=held, **at)])  # the other downloads stay fast
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
-    job = Job("jobs.restore", "--config", config, "-o", out_dir / "restored.db", env=job_env(scratch),
-              logs=tmp_path)
-    wait_until_restoring(proxy, job)
+    job, out_dir = start_restore_job(v3_s3_replica, proxy, scratch, tmp_path)
     partial = out_dir / ".restored.db.restorable-tmp"
     assert wait_until(partial.exists, timeout=10), "the restore should be writing its temporary output"
     assert os.listdir(out_dir) == [partial.name]
-
-    started = time.monotonic()
-    job.signal(signal.SIGTERM)
-    code = job.wait(timeout=30)
-    elapsed = time.monotonic() - started
-
-    assert code == EXIT_INTERRUPTED, job.stderr()
-    assert elapsed < 5, f"took {elapsed:.1f}s to stop"
+    assert_sigterm_stops_restore_job_at_once(job, out_dir)
     assert "interrupted by SIGTERM" in job.stderr()
-    assert os.listdir(out_dir) == []
     assert scratch_entries(scratch) == []
 
 
@@ -259,24 +249,11 @@ def test_sigterm_while_restore_job_waits_for_a_slow_v5_download_exits_at_once(v5
                                                                                tmp_path, point_in_time):
     """The same for a v0.5 replica: its LTX files stream through ``lib.restore_v5``'s own prefetcher,
     and a ``--timestamp`` restore first reads every file's header (``with_header_times``)."""
-    config = proxied_config(v5_s3_replica, proxy, tmp_path / "litestream.yml")
     at = {} if point_in_time else {"at": "body", "after_bytes": 64}
     proxy.set_rules([delay(SLOW_GET_SECONDS, method="GET", key=r"\.ltx", **at)])
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
     target = ["--timestamp", "2100-01-01T00:00:00Z"] if point_in_time else []
-    job = Job("jobs.restore", "--config", config, "-o", out_dir / "restored.db", *target, env=job_env(scratch),
-              logs=tmp_path)
-    wait_until_restoring(proxy, job)
+    job, out_dir = start_restore_job(v5_s3_replica, proxy, scratch, tmp_path, *target)
     if not point_in_time:
         partial = out_dir / ".restored.db.restorable-tmp"
         assert wait_until(partial.exists, timeout=10), "the restore should be writing its temporary output"
-
-    started = time.monotonic()
-    job.signal(signal.SIGTERM)
-    code = job.wait(timeout=60)
-    elapsed = time.monotonic() - started
-
-    assert code == EXIT_INTERRUPTED, job.stderr()
-    assert elapsed < 5, f"took {elapsed:.1f}s to stop"
-    assert os.listdir(out_dir) == []
+    assert_sigterm_stops_restore_job_at_once(job, out_dir)
