@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
     def body() -> int:
         from lib.errors import ConfigError
-        from lib.logs import setup_logging
+        from lib.report.logs import setup_logging
 
         args = parse_args(argv)
         config = cli.load_config(args, environ)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 def restore_to(db, args, out: Path) -> int:
     """Restore ``db``'s replica to ``out``; nothing is written there when the backup is damaged."""
     from lib.errors import EXIT_FAILED, EXIT_OK
-    from lib.outcome import RestoreTarget
+    from lib.litestream.outcome import RestoreTarget
 
     replica = next(r for r in db.replicas if args.replica in (None, r.name))
     tmp = out.with_name(f".{out.name}.restorable-tmp")
@@ -66,7 +66,7 @@ def restore_to(db, args, out: Path) -> int:
         state, outcome = restored
         findings = list(outcome.findings)
         if outcome.path is not None and args.check:
-            from lib import checks
+            from lib.checks import integrity as checks
 
             with checks.open_readonly(outcome.path) as sdb:
                 findings += checks.integrity(sdb)
@@ -104,8 +104,8 @@ def restore_relisting(replica, out: Path, target, digest: bool = False):
     Returns (state, outcome), or None when the replica holds no backups; ``ObjectNotFound``
     escapes (exit 2) only when every attempt raced.
     """
-    from lib.discover import discover
     from lib.errors import ObjectNotFound
+    from lib.litestream.discover import discover
     from lib.verify import LISTING_ATTEMPTS, restore_state
 
     store = replica.open_store()

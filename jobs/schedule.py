@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from lib import cli
-from lib.durations import format_duration, parse_duration
 from lib.errors import EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, ConfigError
+from lib.units import format_duration, parse_duration
 
 log = logging.getLogger("jobs.schedule")  # not __name__: that is "__main__" under -m
 
@@ -64,7 +64,7 @@ DEFAULT_STOP_GRACE = "20s"  # fits Railway's draining time once it is raised to 
 # margin (SENTRY_CHECKIN_MARGIN, default 10 minutes).
 MISFIRE_GRACE_SECONDS = 600
 # After its --max-runtime a verification still prints its report and flushes Sentry (up to
-# 10 s, lib.sentry_report.FLUSH_TIMEOUT_SECONDS); past this margin it is hung and killed.
+# 10 s, lib.report.sentry.FLUSH_TIMEOUT_SECONDS); past this margin it is hung and killed.
 KILL_MARGIN_SECONDS = 60.0
 POLL_SECONDS = 0.2  # how often the main thread looks for a stop request
 JOB_ID = "verify"
@@ -132,7 +132,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def load_options(argv: Sequence[str], environ: Mapping[str, str]) -> WorkerOptions:
     """Read flags and environment; every mistake is a ConfigError naming the setting."""
-    from jobs.verify import DEFAULT_MAX_RUNTIME
+    from lib.config.settings_model import DEFAULT_MAX_RUNTIME
 
     args, verify_args = parse_args(argv)
     if any(a == "--max-runtime" or a.startswith("--max-runtime=") for a in verify_args):
@@ -288,7 +288,7 @@ def describe_exit(code: int) -> str:
 
 def sweep_scratch(scratch_root: Path | None) -> None:
     """Remove scratch directories of verification processes that no longer exist."""
-    from lib.verify import sweep_leftovers
+    from lib.scratch import sweep_leftovers
 
     sweep_leftovers(scratch_root or Path(tempfile.gettempdir()))
 
@@ -439,7 +439,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     argv = sys.argv[1:] if argv is None else argv
 
     def body() -> int:
-        from lib.logs import setup_logging
+        from lib.report.logs import setup_logging
 
         setup_logging(environ, secrets=[])
         options = load_options(argv, environ)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Mapping
 
 from lib import cli
@@ -25,8 +24,9 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
     def body() -> int:
         from lib.errors import EXIT_INCONCLUSIVE, EXIT_OK
-        from lib.logs import setup_logging
-        from lib.status import price_per_gb_month, render_status, replica_status
+        from lib.report.cost import price_per_gb_month
+        from lib.report.logs import setup_logging
+        from lib.report.status import render_status, replica_status
         from lib.verify import targets
 
         args = parse_args(argv)
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 def last_verification(db, replica, environ) -> dict | None:
     """The history's latest document for this replica, trimmed to its verdict; None if unknown."""
     try:
-        from lib.history import HistorySettings, locate, read_latest
+        from lib.report.history import HistorySettings, locate, read_latest
 
         settings = HistorySettings.from_environ(environ)
         if not settings.enabled:

@@ -6,16 +6,13 @@ Sentry and email. Exit codes are listed in ``--help``.
 """
 from __future__ import annotations
 
-import json
 import os
-import sys
 import time
 from typing import Mapping
 
 from lib import cli
-from lib.durations import parse_duration
-
-DEFAULT_MAX_RUNTIME = "30m"
+from lib.config.settings_model import DEFAULT_MAX_RUNTIME, max_runtime_seconds
+from lib.units import parse_duration
 
 
 def parse_args(argv: list[str] | None):
@@ -42,12 +39,12 @@ def parse_args(argv: list[str] | None):
 
 
 def build_options(args, environ: Mapping[str, str]):
-    from lib.outcome import RestoreTarget
-    from lib.status import price_per_gb_month
+    from lib.litestream.outcome import RestoreTarget
+    from lib.report.cost import price_per_gb_month
+    from lib.scratch import check_scratch_dir
     from lib.verify import VerifyOptions
 
-    max_runtime = parse_duration(args.max_runtime or environ.get("RESTORABLE_MAX_RUNTIME") or DEFAULT_MAX_RUNTIME,
-                                 "--max-runtime / RESTORABLE_MAX_RUNTIME")
+    max_runtime = max_runtime_seconds(args.max_runtime, environ)
     scratch = environ.get("RESTORABLE_SCRATCH_DIR")
     return VerifyOptions(
         target=RestoreTarget(timestamp=args.timestamp, generation=args.generation, txid=args.txid),
@@ -69,24 +66,6 @@ def reporting_budget(options) -> float:
     return max(0.0, options.deadline - time.monotonic()) + REPORTING_GRACE_SECONDS
 
 
-def check_scratch_dir(path: str):
-    from pathlib import Path
-
-    from lib.errors import ConfigError
-
-    import tempfile
-
-    p = Path(path)
-    problem = ConfigError(f"RESTORABLE_SCRATCH_DIR={path} is not a writable directory; create it or unset it")
-    if not p.is_dir():
-        raise problem
-    try:  # os.access says yes to root on /proc or a read-only mount: really try
-        os.rmdir(tempfile.mkdtemp(prefix=".restorable-probe-", dir=p))
-    except OSError:
-        raise problem from None
-    return p
-
-
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
     notifier = None
@@ -97,10 +76,13 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
     def body() -> int:
         nonlocal notifier
-        from lib.logs import setup_logging
-        from lib.notify import RunNotifier
-        from lib.outcome import RestoreTarget
-        from lib.settings import load_settings, with_overrides
+        from lib.config.overrides import with_overrides
+        from lib.config.settings import load_settings
+        from lib.litestream.outcome import RestoreTarget
+        from lib.report.logs import setup_logging
+        from lib.report.notify import RunNotifier
+        from lib.report.text import print_report
+        from lib.retention.glue import apply_retention_all
         from lib.verify import run, targets
 
         args = parse_args(argv)
@@ -126,28 +108,6 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     cli.tune_process()
     cli.install_signal_handlers()
     return cli.guarded(body, abort)
-
-
-def apply_retention_all(pairs, report, settings, args, environ) -> None:
-    """Plan (and, when enabled, enforce) retention for every replica that verified."""
-    from jobs.retention import apply_retention
-
-    override = parse_duration(args.retention, "--retention") if args.retention else None
-    for (db, replica), result in zip(pairs, report.results):
-        apply_retention(db, replica, result, settings.for_db(db.path), args, override, environ, None)
-
-
-def print_report(report, as_json: bool, secrets: list[str]) -> None:
-    from jobs.retention import render_retention
-    from lib.render import render_text
-    from lib.scrub import Scrubber
-
-    if as_json:
-        text = json.dumps(report.to_json(), indent=2) + "\n"
-    else:
-        text = render_text(report) + "".join(render_retention(r) for r in report.results)
-    sys.stdout.write(Scrubber.from_environ(os.environ, secrets).text(text))
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -14,8 +14,15 @@ import threading
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
-from lib.errors import (EXIT_CODES_HELP, EXIT_CONFIG, EXIT_INTERNAL, EXIT_INTERRUPTED, ConfigError, Interrupted,
-                        RestorableError)
+from lib.errors import (
+    EXIT_CODES_HELP,
+    EXIT_CONFIG,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    ConfigError,
+    Interrupted,
+    RestorableError,
+)
 
 log = logging.getLogger("restorable")
 
@@ -79,10 +86,10 @@ def positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
 def load_config(args: argparse.Namespace, environ: Mapping[str, str]):
     """The Config to verify, filtered by ``--db``.
 
-    Source precedence (``lib.config.load_effective``): replica URLs, ``--config``,
+    Source precedence (``lib.config.sources.load_effective``): replica URLs, ``--config``,
     ``$RESTORABLE_REPLICAS``, ``$LITESTREAM_CONFIG``, ``./litestream.yml``, ``/etc/litestream.yml``.
     """
-    from lib import config as cfg
+    from lib.config import sources as cfg
 
     config = cfg.load_effective(list(args.urls), args.config, environ)
     if args.db:
@@ -103,8 +110,8 @@ def print_config(config, settings, as_json: bool, environ: Mapping[str, str]) ->
     """Write the effective configuration to stdout: YAML with ``# from`` comments, or JSON."""
     import json
 
-    from lib.scrub import Scrubber
-    from lib.settings import effective_config
+    from lib.config.effective import effective_config
+    from lib.report.scrub import Scrubber
 
     document = effective_config(config, settings)
     text = json.dumps(document, indent=2) + "\n" if as_json else _config_text(document)
@@ -201,7 +208,7 @@ def guarded(body: Callable[[], int], on_abort: Callable[[str], None] | None = No
 
 
 def _abort(on_abort, reason: str) -> None:
-    from lib.verify import Scratch
+    from lib.scratch import Scratch
 
     Scratch.cleanup_all()
     if on_abort:

@@ -7,34 +7,31 @@ deadline with unfinished work reported inconclusive.
 """
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import shutil
-import tempfile
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lib.config import Config, DbConfig, ReplicaConfig
-from lib.discover import ReplicaState, discover
+from lib.config.model import Config, DbConfig, ReplicaConfig
 from lib.errors import ObjectNotFound, StorageUnavailable
-from lib.fetch import SIGNAL_POLL_SECONDS, in_background, sliced_result
-from lib.outcome import RestoreOutcome, RestoreTarget, file_sha256
-from lib.progress import RestoreProgress
-from lib.replica import FORMAT_V3, FORMAT_V5
-from lib.status import monthly_cost
-from lib.report import DbResult, Finding, Report, Restored, could_not_check, error, warning
+from lib.litestream.discover import ReplicaState, discover
+from lib.litestream.layout import FORMAT_V3
+from lib.litestream.outcome import RestoreOutcome, RestoreTarget, file_sha256
+from lib.report.cost import monthly_cost
+from lib.report.model import DbResult, Finding, Report, Restored, could_not_check, error, warning
+from lib.report.progress import RestoreProgress
+from lib.scratch import Scratch, _scratch_finding, _scratch_space_finding
+from lib.storage.pool import SIGNAL_POLL_SECONDS, in_background, sliced_result
 
 log = logging.getLogger(__name__)
 
+
 LISTING_ATTEMPTS = 3  # fresh listings tried when objects vanish under us (Litestream retention)
+
 STORAGE_ATTEMPTS = 3  # whole-replica retries on transport errors before "inconclusive"
-SCRATCH_PREFIX = "restorable-"
-SCRATCH_RESERVE_BYTES = 16 << 20  # headroom for SQLite's own temporary files during checks
 
 
 @dataclass
@@ -50,70 +47,6 @@ class VerifyOptions:
     workers: int = 8  # concurrent downloads per replica
     price_per_gb_month: float = 0.015  # USD, for the cost estimate in the report
 
-
-# --------------------------------------------------------------------------- scratch space
-
-
-class Scratch:
-    """A private (0700) directory for one run, removed on every path.
-
-    Directories of earlier runs that were killed (SIGKILL leaves no chance to clean)
-    are removed at start when the process that made them is gone.
-    """
-
-    live: set[Path] = set()
-    _lock = threading.Lock()
-
-    def __init__(self, root: Path | None = None):
-        parent = Path(root) if root else Path(tempfile.gettempdir())
-        sweep_leftovers(parent)
-        self.path = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=parent))
-        os.chmod(self.path, 0o700)
-        with self._lock:
-            Scratch.live.add(self.path)
-
-    def subdir(self, name: str) -> Path:
-        path = Path(tempfile.mkdtemp(prefix=name[:40].replace("/", "_") + "-", dir=self.path))
-        os.chmod(path, 0o700)
-        return path
-
-    def cleanup(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
-        with self._lock:
-            Scratch.live.discard(self.path)
-
-    @classmethod
-    def cleanup_all(cls) -> None:
-        """Remove every live scratch directory (signal handlers and exit paths call this)."""
-        for path in list(cls.live):
-            shutil.rmtree(path, ignore_errors=True)
-            cls.live.discard(path)
-
-
-def sweep_leftovers(parent: Path) -> None:
-    try:
-        entries = list(parent.glob(f"{SCRATCH_PREFIX}*-*"))
-    except OSError:
-        return
-    for entry in entries:
-        pid_text = entry.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
-        if pid_text.isdigit() and not _pid_alive(int(pid_text)) and entry.is_dir():
-            log.info("removing scratch directory left by an interrupted run path=%s", entry)
-            shutil.rmtree(entry, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 # --------------------------------------------------------------------------- one replica
 
 
@@ -121,10 +54,10 @@ def restore_state(store, state: ReplicaState, out: Path, target: RestoreTarget, 
                   digest: bool = True) -> RestoreOutcome:
     """Restore whichever layout the replica holds into ``out``; ``digest`` fills ``outcome.sha256``."""
     if state.format == FORMAT_V3:
-        from lib.restore import restore_v3
+        from lib.litestream.v3.restore import restore_v3
 
         return restore_v3(store, state.v3, out, target, workers=workers, digest=digest)
-    from lib.restore_v5 import restore_v5
+    from lib.litestream.v5.restore import restore_v5
 
     return restore_v5(store, state.v5, out, target, digest=digest)
 
@@ -171,32 +104,11 @@ def verify_replica(db: DbConfig, replica: ReplicaConfig, db_settings, options: V
     return result
 
 
-def _scratch_space_finding(workdir: Path, compressed_bytes: int) -> Finding | None:
-    """Inconclusive before downloading anything when scratch can't even hold the compressed backup.
-
-    The restored database is at least as large as its compressed objects (LZ4 never
-    shrinks below that), so this lower bound never cries wolf; running out later is still
-    caught as ENOSPC and reported the same way.
-    """
-    free = shutil.disk_usage(workdir).free
-    if free >= compressed_bytes + SCRATCH_RESERVE_BYTES:
-        return None
-    return could_not_check("unreachable", f"scratch space too small: the backup holds {compressed_bytes:,} bytes "
-                           f"compressed and only {free:,} bytes are free in {workdir.parent.parent}; point "
-                           "RESTORABLE_SCRATCH_DIR at a larger volume")
-
-
-def _scratch_finding(exc: OSError) -> Finding:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return could_not_check("unreachable", "scratch disk is full while restoring; give the job more disk "
-                               "or point RESTORABLE_SCRATCH_DIR at a larger volume")
-    return could_not_check("unreachable", f"scratch space error: {exc.strerror} ({exc.filename or 'scratch dir'})")
-
-
 def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path, result: DbResult,
                  previous: dict | None) -> bool:
     """One attempt. Returns True when the listing changed under error findings (retry)."""
-    from lib import checks  # here, not at the top: jobs.restore needs no sqlite_utils (~0.1 s to import)
+    from lib.checks import freshness as checks_freshness
+    from lib.checks import integrity as checks_integrity
 
     store = replica.open_store()
     t0 = time.monotonic()
@@ -226,10 +138,10 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
     now = store.server_now() or datetime.now(timezone.utc)
     if options.target == RestoreTarget():
         max_age = options.max_age_seconds or db_settings.effective_max_age(replica.sync_interval_seconds)
-        result.findings.extend(checks.staleness(state.newest, now, max_age))
+        result.findings.extend(checks_freshness.staleness(state.newest, now, max_age))
         if db_settings.freshness and outcome.path is not None:
-            with checks.open_readonly(outcome.path) as sdb:
-                result.findings.extend(checks.freshness(sdb, db_settings.freshness, now))
+            with checks_integrity.open_readonly(outcome.path) as sdb:
+                result.findings.extend(checks_freshness.freshness(sdb, db_settings.freshness, now))
     racy = ("corrupt_object", "wal_gap", "missing_snapshot") + (("integrity",) if state.format == FORMAT_V3 else ())
     if any(f.severity == "error" and f.kind in racy for f in result.findings):
         return _listing_changed(store, replica, state, result.findings, options.target)
@@ -246,7 +158,7 @@ def _listing_changed(store, replica, state: ReplicaState, findings: list[Finding
     """
     fresh = discover(store, replica)
     if state.format == FORMAT_V3 and fresh.format == FORMAT_V3:
-        from lib.restore import findings_stand
+        from lib.litestream.v3.race import findings_stand
 
         changed = not findings_stand(state.v3, fresh.v3, findings, target)
     else:
@@ -280,31 +192,32 @@ def _record_outcome(result: DbResult, outcome: RestoreOutcome) -> None:
 
 
 def _check_restored(result: DbResult, path: Path, db_settings, previous: dict | None) -> None:
-    from lib import checks
+    from lib.checks import counts as checks_counts
+    from lib.checks import integrity as checks_integrity
+    from lib.checks import probes as checks_probes
 
     t0 = time.monotonic()
-    with checks.open_readonly(path) as sdb:
-        integrity = checks.integrity(sdb)
+    with checks_integrity.open_readonly(path) as sdb:
+        integrity = checks_integrity.integrity(sdb)
         result.findings.extend(integrity)
         result.timings["integrity"] = time.monotonic() - t0
         if integrity and "cannot be checked" in integrity[0].message:
             return
         t0 = time.monotonic()
         try:
-            result.tables, result.litestream_tables = checks.count_rows(sdb)
+            result.tables, result.litestream_tables = checks_counts.count_rows(sdb)
         except Exception as exc:  # a malformed database can fail anywhere
             result.findings.append(error("integrity", f"counting rows failed: {exc}"))
             return
         result.timings["counts"] = time.monotonic() - t0
-        result.findings.extend(checks.expected_tables(result.tables, tuple(db_settings.expect_tables)))
-        result.findings.extend(checks.minimum_rows(result.tables, dict(db_settings.min_rows)))
-        result.findings.extend(checks.probes(sdb, db_settings.probes))
+        result.findings.extend(checks_counts.expected_tables(result.tables, tuple(db_settings.expect_tables)))
+        result.findings.extend(checks_counts.minimum_rows(result.tables, dict(db_settings.min_rows)))
+        result.findings.extend(checks_probes.probes(sdb, db_settings.probes))
     if previous:
-        from lib.history import row_count_drift
+        from lib.checks.drift import row_count_drift
 
         result.findings.extend(row_count_drift(previous, result.tables, db_settings.row_drop_warning,
                                                db_settings.row_drop_error))
-
 
 # --------------------------------------------------------------------------- the run
 

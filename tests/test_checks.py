@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lib import checks
-from lib.settings import Freshness, Probe
+from lib.checks import freshness as checks_freshness, integrity as checks_integrity, probes as checks_probes
+from lib.config.settings_model import Freshness, Probe
 from tests.support import run_job
 
 
@@ -134,14 +134,14 @@ def make_db(tmp_path, rows: list[tuple]) -> str:
 
 
 def test_integrity_ok_on_a_sound_database(tmp_path):
-    with checks.open_readonly(make_db(tmp_path, [(1,)])) as db:
-        assert checks.integrity(db) == []
+    with checks_integrity.open_readonly(make_db(tmp_path, [(1,)])) as db:
+        assert checks_integrity.integrity(db) == []
 
 
 def test_integrity_rows_are_split_one_per_problem():
     rows = ["*** in database main ***\nOn tree page 2 cell 2: Rowid 9 out of order\nPage 7 is never used",
             "wrong # of entries in index i"]
-    assert checks.integrity_problems(rows) == ["On tree page 2 cell 2: Rowid 9 out of order",
+    assert checks_integrity.integrity_problems(rows) == ["On tree page 2 cell 2: Rowid 9 out of order",
                                                "Page 7 is never used", "wrong # of entries in index i"]
 
 
@@ -154,34 +154,34 @@ def test_integrity_rows_are_split_one_per_problem():
     (None, None),
 ])
 def test_to_datetime(value, expected):
-    assert checks.to_datetime(value) == expected
+    assert checks_freshness.to_datetime(value) == expected
 
 
 def test_freshness_and_probes_units(tmp_path):
     now = datetime(2026, 1, 2, tzinfo=timezone.utc)
-    with checks.open_readonly(make_db(tmp_path, [("2026-01-01T23:30:00Z",), ("2025-01-01T00:00:00Z",)])) as db:
-        assert checks.freshness(db, Freshness("SELECT max(at) FROM t", 3600), now) == []
-        [old] = checks.freshness(db, Freshness("SELECT min(at) FROM t", 3600), now)
+    with checks_integrity.open_readonly(make_db(tmp_path, [("2026-01-01T23:30:00Z",), ("2025-01-01T00:00:00Z",)])) as db:
+        assert checks_freshness.freshness(db, Freshness("SELECT max(at) FROM t", 3600), now) == []
+        [old] = checks_freshness.freshness(db, Freshness("SELECT min(at) FROM t", 3600), now)
         assert old.kind == "stale"
-        [empty] = checks.freshness(db, Freshness("SELECT NULL", 3600), now)
+        [empty] = checks_freshness.freshness(db, Freshness("SELECT NULL", 3600), now)
         assert empty.kind == "stale" and "not a timestamp" in empty.message
-        assert checks.probes(db, [Probe("two rows", "SELECT count(*) = 2 FROM t")]) == []
-        [bad] = checks.probes(db, [Probe("no rows", "SELECT * FROM t WHERE 0")])
+        assert checks_probes.probes(db, [Probe("two rows", "SELECT count(*) = 2 FROM t")]) == []
+        [bad] = checks_probes.probes(db, [Probe("no rows", "SELECT * FROM t WHERE 0")])
         assert bad.kind == "probe" and "None" in bad.message
 
 
 def test_staleness_threshold():
     now = datetime(2026, 1, 2, tzinfo=timezone.utc)
-    assert checks.staleness(now - timedelta(seconds=59), now, 60) == []
-    [stale] = checks.staleness(now - timedelta(seconds=61), now, 60)
+    assert checks_freshness.staleness(now - timedelta(seconds=59), now, 60) == []
+    [stale] = checks_freshness.staleness(now - timedelta(seconds=61), now, 60)
     assert stale.kind == "stale" and stale.severity == "error"
-    assert checks.staleness(None, now, 60) == []
+    assert checks_freshness.staleness(None, now, 60) == []
 
 
 def test_readonly_open_leaves_no_wal_files(tmp_path):
     path = make_db(tmp_path, [(1,)])
-    with checks.open_readonly(path) as db:
-        checks.integrity(db)
+    with checks_integrity.open_readonly(path) as db:
+        checks_integrity.integrity(db)
         with pytest.raises(sqlite3.OperationalError):
             db.execute("INSERT INTO t (at) VALUES (2)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.db"]

@@ -20,8 +20,8 @@ from typing import Iterator
 
 import pytest
 
-from lib.config import load
-from lib.settings import Settings
+from lib.config.sources import load
+from lib.config.settings_model import Settings
 from lib.verify import VerifyOptions, run
 from tests.support.litestream import V3, Replicator
 from tests.support.replicas import write_config

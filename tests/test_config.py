@@ -8,8 +8,8 @@ from textwrap import dedent
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from lib import config
-from lib.config import Config, DbConfig, ReplicaConfig
+from lib.config import envexpand as config_envexpand, litestream_yml as config_litestream_yml, sources as config_sources, urls as config_urls
+from lib.config.model import Config, DbConfig, ReplicaConfig
 from lib.errors import ConfigError
 
 ACCESS = "AKIAEXAMPLEACCESS1"
@@ -24,7 +24,7 @@ def write_config(tmp_path: Path, text: str, name: str = "litestream.yml") -> Pat
 
 
 def load(tmp_path: Path, text: str, env: dict | None = None) -> Config:
-    return config.load(str(write_config(tmp_path, text)), env or {})
+    return config_sources.load(str(write_config(tmp_path, text)), env or {})
 
 
 def load_error(tmp_path: Path, text: str, env: dict | None = None) -> str:
@@ -53,24 +53,24 @@ def s3_yaml(replica_lines: str) -> str:
 def test_cli_path_wins(tmp_path):
     cli = write_config(tmp_path, "x", "a.yml")
     env = {"LITESTREAM_CONFIG": str(write_config(tmp_path, "x", "b.yml"))}
-    assert config.resolve_config_path(str(cli), env) == cli
+    assert config_sources.resolve_config_path(str(cli), env) == cli
 
 
 def test_env_path_used_without_cli(tmp_path):
     env_path = write_config(tmp_path, "x", "b.yml")
-    assert config.resolve_config_path(None, {"LITESTREAM_CONFIG": str(env_path)}) == env_path
+    assert config_sources.resolve_config_path(None, {"LITESTREAM_CONFIG": str(env_path)}) == env_path
 
 
 def test_search_list_in_order(tmp_path):
     second = write_config(tmp_path, "x", "second.yml")
     search = (tmp_path / "first.yml", second)
-    assert config.resolve_config_path(None, {}, search=search) == second
+    assert config_sources.resolve_config_path(None, {}, search=search) == second
 
 
 def test_local_litestream_yml_found_from_cwd(tmp_path, monkeypatch):
     write_config(tmp_path, "x")
     monkeypatch.chdir(tmp_path)
-    assert config.resolve_config_path(None, {}) == Path("litestream.yml")
+    assert config_sources.resolve_config_path(None, {}) == Path("litestream.yml")
 
 
 @pytest.mark.parametrize("cli, env, origin", [
@@ -79,13 +79,13 @@ def test_local_litestream_yml_found_from_cwd(tmp_path, monkeypatch):
 ])
 def test_named_config_must_exist(tmp_path, cli, env, origin):
     with pytest.raises(ConfigError, match=f"missing.yml.*from {origin}.*does not exist"):
-        config.resolve_config_path(cli and str(tmp_path / cli), {k: str(tmp_path / v) for k, v in env.items()})
+        config_sources.resolve_config_path(cli and str(tmp_path / cli), {k: str(tmp_path / v) for k, v in env.items()})
 
 
 def test_no_config_anywhere_names_every_place_and_fix(tmp_path):
     search = (tmp_path / "litestream.yml", tmp_path / "etc.yml")
     with pytest.raises(ConfigError) as info:
-        config.resolve_config_path(None, {}, search=search)
+        config_sources.resolve_config_path(None, {}, search=search)
     message = str(info.value)
     for place in ("--config", "$LITESTREAM_CONFIG", str(search[0]), str(search[1]), "set LITESTREAM_CONFIG"):
         assert place in message
@@ -118,12 +118,12 @@ EXPANSION_ENV = {"A": "x", "EMPTY": "", "LONG_NAME": "long"}
     ("${10}", ""),                  # braces with digits: Go looks up "10"
 ])
 def test_expansion_follows_go_os_expandenv(value, expected):
-    assert config.expand_env(f"bucket: {value}\n", EXPANSION_ENV) == f"bucket: {expected}\n"
+    assert config_litestream_yml.expand_env(f"bucket: {value}\n", EXPANSION_ENV) == f"bucket: {expected}\n"
 
 
 def test_expansion_leaves_text_without_dollar_alone():
     text = "dbs:\n  - path: /data/app.db # comment\n"
-    assert config.expand_env(text, {}) == text
+    assert config_litestream_yml.expand_env(text, {}) == text
 
 
 @pytest.mark.parametrize("text, variable, key", [
@@ -504,7 +504,7 @@ def test_unreadable_config_is_a_config_error(tmp_path):
     path = tmp_path / "litestream.yml"
     path.write_bytes(b"dbs: \xff\xfe\n")
     with pytest.raises(ConfigError, match="cannot read config"):
-        config.load(str(path), {})
+        config_sources.load(str(path), {})
 
 
 # ------------------------------------------------------------------------ secrets stay out
@@ -601,7 +601,7 @@ def test_select_dbs_matches_absolute_or_written_path(tmp_path, monkeypatch, want
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     cfg = load(tmp_path, SELECT_TEXT)
     wanted = [w.format(cwd=tmp_path, home=tmp_path / "home") for w in wanted]
-    chosen = config.select_dbs(cfg, wanted)
+    chosen = config_sources.select_dbs(cfg, wanted)
     assert [db.replicas[0].path for db in chosen] == expected
 
 
@@ -610,7 +610,7 @@ def test_select_unknown_db_lists_known_paths(tmp_path, monkeypatch, wanted):
     monkeypatch.chdir(tmp_path)
     cfg = load(tmp_path, SELECT_TEXT)
     with pytest.raises(ConfigError) as info:
-        config.select_dbs(cfg, wanted)
+        config_sources.select_dbs(cfg, wanted)
     assert "/data/app.db" in str(info.value) and str(tmp_path / "data/rel.db") in str(info.value)
     assert "--db" in str(info.value)
 
@@ -620,7 +620,7 @@ def test_select_unknown_db_lists_known_paths(tmp_path, monkeypatch, wanted):
 
 def test_config_from_urls_one_db_per_url():
     env = {"AWS_DEFAULT_REGION": "auto", **CREDS}
-    cfg = config.config_from_urls(
+    cfg = config_sources.config_from_urls(
         ["s3://bkt/app.db?endpoint=https://acct.r2.cloudflarestorage.com", "file:///backups/app"], env)
     s3db, filedb = cfg.dbs
     assert s3db.path == "s3://bkt/app.db?endpoint=https://acct.r2.cloudflarestorage.com"
@@ -632,13 +632,13 @@ def test_config_from_urls_one_db_per_url():
 
 
 def test_config_from_urls_uses_env_fallbacks_for_missing_bucket():
-    cfg = config.config_from_urls(["s3:///app.db"], {"BUCKET_NAME": "railway", "BUCKET_ENDPOINT": "https://e"})
+    cfg = config_sources.config_from_urls(["s3:///app.db"], {"BUCKET_NAME": "railway", "BUCKET_ENDPOINT": "https://e"})
     replica = cfg.dbs[0].replicas[0]
     assert (replica.bucket, replica.endpoint, replica.path) == ("railway", "https://e", "app.db")
 
 
 def test_config_from_urls_redacts_credentials_in_db_path():
-    cfg = config.config_from_urls([f"s3://key:{URL_PASSWORD}@bkt/app.db"], {})
+    cfg = config_sources.config_from_urls([f"s3://key:{URL_PASSWORD}@bkt/app.db"], {})
     assert URL_PASSWORD not in cfg.dbs[0].path and cfg.dbs[0].path == "s3://***@bkt/app.db"
 
 
@@ -651,7 +651,7 @@ def test_config_from_urls_redacts_credentials_in_db_path():
 ])
 def test_config_from_urls_errors(urls, fragment):
     with pytest.raises(ConfigError) as info:
-        config.config_from_urls(urls, {})
+        config_sources.config_from_urls(urls, {})
     assert fragment in str(info.value) and URL_PASSWORD not in str(info.value)
     assert "command line" in str(info.value)
 
@@ -664,7 +664,7 @@ def test_config_from_urls_errors(urls, fragment):
 @hsettings(max_examples=400, deadline=None)
 def test_expansion_raises_only_config_errors(text, env):
     try:
-        result = config.expand_env(text, env)
+        result = config_litestream_yml.expand_env(text, env)
     except ConfigError as exc:
         assert "\n" not in str(exc)
     else:
@@ -675,7 +675,7 @@ def test_expansion_raises_only_config_errors(text, env):
 @hsettings(max_examples=300, deadline=None)
 def test_expansion_of_dollar_free_text_is_identity(text):
     text = text.replace("$", "")
-    assert config.expand_env(text, {}) == text
+    assert config_litestream_yml.expand_env(text, {}) == text
 
 
 @given(rest=st.text(max_size=60))
@@ -683,8 +683,8 @@ def test_expansion_of_dollar_free_text_is_identity(text):
 def test_url_parsing_raises_only_config_errors(rest):
     for prefix in ("s3://", "file://", "", "s3:"):
         try:
-            config.parse_s3_url(prefix + rest, "k")
-            config.parse_file_url(prefix + rest, "k")
+            config_urls.parse_s3_url(prefix + rest, "k")
+            config_urls.parse_file_url(prefix + rest, "k")
         except ConfigError as exc:
             assert "\n" not in str(exc)
 
@@ -695,7 +695,7 @@ def test_url_parsing_raises_only_config_errors(rest):
 def test_replica_urls_in_config_raise_only_config_errors(host, path):
     url = f"s3://{host}/{path}"
     try:
-        cfg = config.config_from_urls([url], {})
+        cfg = config_sources.config_from_urls([url], {})
     except ConfigError:
         return
     replica = cfg.dbs[0].replicas[0]
@@ -704,20 +704,20 @@ def test_replica_urls_in_config_raise_only_config_errors(host, path):
 
 @given(path=st.text(alphabet="ab/.", max_size=20))
 def test_url_path_is_cleaned_without_leading_slash(path):
-    cleaned = config.parse_s3_url(f"s3://b/{path}", "k").path
+    cleaned = config_urls.parse_s3_url(f"s3://b/{path}", "k").path
     assert not cleaned.startswith("/") and "//" not in cleaned
-    assert config.parse_s3_url(f"s3://b/{cleaned}", "k").path == (cleaned or "")
+    assert config_urls.parse_s3_url(f"s3://b/{cleaned}", "k").path == (cleaned or "")
 
 
 def test_format_key():
-    assert config.format_key(["dbs", 0, "replicas", 2, "bucket"]) == "dbs[0].replicas[2].bucket"
-    assert config.format_key(["access-key-id"]) == "access-key-id"
+    assert config_envexpand.format_key(["dbs", 0, "replicas", 2, "bucket"]) == "dbs[0].replicas[2].bucket"
+    assert config_envexpand.format_key(["access-key-id"]) == "access-key-id"
 
 
 def test_redact_url():
-    assert config.redact_url("s3://a:b@c/d") == "s3://***@c/d"
-    assert config.redact_url("s3://c/d") == "s3://c/d"
-    assert config.redact_url("s3://a:b/c@d/e") == "s3://***@d/e"
+    assert config_urls.redact_url("s3://a:b@c/d") == "s3://***@c/d"
+    assert config_urls.redact_url("s3://c/d") == "s3://c/d"
+    assert config_urls.redact_url("s3://a:b/c@d/e") == "s3://***@d/e"
 
 
 YAML_TOKENS = ["dbs:", "\n", "  ", "- ", "path:", "replicas:", "replica:", "url:", "type:", "s3", "file",
@@ -730,7 +730,7 @@ YAML_TOKENS = ["dbs:", "\n", "  ", "- ", "path:", "replicas:", "replica:", "url:
 @hsettings(max_examples=500, deadline=None)
 def test_parsing_arbitrary_documents_raises_only_config_errors(tokens, env):
     try:
-        cfg = config.parse("".join(tokens), env, source="fuzz.yml", cwd="/work")
+        cfg = config_litestream_yml.parse("".join(tokens), env, source="fuzz.yml", cwd="/work")
     except ConfigError as exc:
         assert "\n" not in str(exc)
     else:

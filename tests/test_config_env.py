@@ -9,11 +9,13 @@ import json
 
 import pytest
 
-from lib import config
-from lib.config import Config, ReplicaConfig
+from lib.config import litestream_yml as config_litestream_yml, sources as config_sources
+from lib.config.model import Config, ReplicaConfig
 from lib.errors import ConfigError
-from lib.settings import Settings, effective_config, parse_settings
-from lib.storage import S3Settings, make_s3_client
+from lib.config.settings_model import Settings
+from lib.config.effective import effective_config
+from lib.config.settings import parse_settings
+from lib.storage.s3 import S3Settings, make_s3_client
 from tests.support import restorable_env, run_job
 
 ACCESS = "AKIAEXAMPLEACCESS123"
@@ -188,7 +190,7 @@ def test_print_config_of_a_broken_config_is_a_config_error():
     ("file:/srv/backups", [(None, "file:/srv/backups")]),
 ])
 def test_replica_list_syntax(text, expected):
-    assert config.parse_replica_list(text) == expected
+    assert config_sources.parse_replica_list(text) == expected
 
 
 @pytest.mark.parametrize("text, fragment", [
@@ -207,7 +209,7 @@ def test_replica_list_syntax(text, expected):
 ])
 def test_replica_list_errors_are_one_line_naming_the_entry(text, fragment):
     with pytest.raises(ConfigError) as info:
-        config.config_from_env({"RESTORABLE_REPLICAS": text})
+        config_sources.config_from_env({"RESTORABLE_REPLICAS": text})
     message = str(info.value)
     assert fragment in message and "\n" not in message
     assert message.startswith("RESTORABLE_REPLICAS")
@@ -217,7 +219,7 @@ def test_config_from_env_names_become_db_and_replica_labels():
     env = {"RESTORABLE_REPLICAS": "app=s3://bkt/app.db s3://bkt/other.db", **{
         "AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN,
         "BUCKET_ENDPOINT": "https://e.example", "AWS_REGION": "auto"}}
-    cfg = config.config_from_env(env)
+    cfg = config_sources.config_from_env(env)
     assert cfg.source == "RESTORABLE_REPLICAS"
     (app, other) = cfg.dbs
     assert (app.path, app.replicas[0].name) == ("app", "app")
@@ -226,11 +228,11 @@ def test_config_from_env_names_become_db_and_replica_labels():
         name="app", type="s3", path="app.db", bucket="bkt", endpoint="https://e.example", region="auto",
         access_key_id=ACCESS, secret_access_key=SECRET, session_token=TOKEN)
     assert set(cfg.secrets()) == {ACCESS, SECRET, TOKEN}
-    assert config.select_dbs(cfg, ["app"]) == (app,)
+    assert config_sources.select_dbs(cfg, ["app"]) == (app,)
 
 
 def test_named_database_picks_up_its_settings_block():
-    cfg = config.config_from_env({"RESTORABLE_REPLICAS": "app=file:///srv/app"})
+    cfg = config_sources.config_from_env({"RESTORABLE_REPLICAS": "app=file:///srv/app"})
     settings = parse_settings({"dbs": {"app": {"max-age": "5m"}}}, "restorable.yml")
     assert settings.for_db(cfg.dbs[0].path).max_age_seconds == 300
 
@@ -240,12 +242,12 @@ def test_named_database_picks_up_its_settings_block():
 
 def test_session_token_only_with_the_aws_key_pair_it_belongs_to():
     base = {"RESTORABLE_REPLICAS": "s3://b/x", "AWS_SESSION_TOKEN": TOKEN}
-    with_aws = config.config_from_env({**base, "AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET})
+    with_aws = config_sources.config_from_env({**base, "AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET})
     assert with_aws.dbs[0].replicas[0].session_token == TOKEN
     litestream_keys = {**base, "LITESTREAM_ACCESS_KEY_ID": ACCESS, "LITESTREAM_SECRET_ACCESS_KEY": SECRET}
-    assert config.config_from_env(litestream_keys).dbs[0].replicas[0].session_token is None
+    assert config_sources.config_from_env(litestream_keys).dbs[0].replicas[0].session_token is None
     text = "dbs:\n - path: /a\n   replica: {url: s3://b/x, access-key-id: K, secret-access-key: S}\n"
-    from_file = config.parse(text, {**base, "AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET})
+    from_file = config_litestream_yml.parse(text, {**base, "AWS_ACCESS_KEY_ID": ACCESS, "AWS_SECRET_ACCESS_KEY": SECRET})
     assert from_file.dbs[0].replicas[0].session_token is None
 
 
@@ -255,7 +257,7 @@ def test_session_token_reaches_the_boto3_credentials_and_stays_out_of_repr():
     credentials = make_s3_client(settings)._request_signer._credentials
     assert (credentials.access_key, credentials.token) == (ACCESS, TOKEN)
     assert TOKEN not in repr(settings)
-    replica = config.config_from_env({"RESTORABLE_REPLICAS": "s3://b/x", "AWS_ACCESS_KEY_ID": ACCESS,
+    replica = config_sources.config_from_env({"RESTORABLE_REPLICAS": "s3://b/x", "AWS_ACCESS_KEY_ID": ACCESS,
                                       "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN}).dbs[0].replicas[0]
     assert TOKEN not in repr(replica) and replica.s3_settings().session_token == TOKEN
 
@@ -274,27 +276,27 @@ def _env_with_everything(tmp_path) -> tuple[dict[str, str], str, str]:
 
 def test_precedence_urls_then_config_flag_then_restorable_replicas_then_litestream_config(tmp_path):
     env, flag_file, env_file = _env_with_everything(tmp_path)
-    by_url = config.load_effective(["file:///r4"], flag_file, env)
+    by_url = config_sources.load_effective(["file:///r4"], flag_file, env)
     assert by_url.dbs[0].path == "file:///r4"
     assert by_url.overridden == (f"--config {flag_file}", "$RESTORABLE_REPLICAS", f"$LITESTREAM_CONFIG ({env_file})")
-    assert config.load_effective([], flag_file, env).dbs[0].path == "/from/flag/file.db"
-    assert config.load_effective([], None, env).dbs[0].path == "envdb"
-    assert config.load_effective([], None, {"LITESTREAM_CONFIG": env_file}).dbs[0].path == "/from/env/file.db"
+    assert config_sources.load_effective([], flag_file, env).dbs[0].path == "/from/flag/file.db"
+    assert config_sources.load_effective([], None, env).dbs[0].path == "envdb"
+    assert config_sources.load_effective([], None, {"LITESTREAM_CONFIG": env_file}).dbs[0].path == "/from/env/file.db"
     blank = {**env, "RESTORABLE_REPLICAS": "  "}  # blank counts as unset
-    assert config.load_effective([], None, blank).dbs[0].path == "/from/env/file.db"
+    assert config_sources.load_effective([], None, blank).dbs[0].path == "/from/env/file.db"
 
 
 def test_nothing_configured_names_every_source(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError) as info:
-        config.resolve_config_path(None, {}, search=(tmp_path / "litestream.yml",))
+        config_sources.resolve_config_path(None, {}, search=(tmp_path / "litestream.yml",))
     assert "RESTORABLE_REPLICAS" in str(info.value) and "--config" in str(info.value)
 
 
 def test_fields_remember_their_origin():
     env = {"RESTORABLE_REPLICAS": "app=s3://b/x?endpoint=https://e.example", "AWS_DEFAULT_REGION": "auto",
            "AWS_S3_URL_STYLE": "virtual"}
-    replica = config.config_from_env(env).dbs[0].replicas[0]
+    replica = config_sources.config_from_env(env).dbs[0].replicas[0]
     assert replica.origin("endpoint") == "RESTORABLE_REPLICAS entry 1 (app): url (?endpoint=)"
     assert replica.origin("region") == "$AWS_DEFAULT_REGION"
     assert replica.origin("force_path_style") == "$AWS_S3_URL_STYLE"
@@ -303,7 +305,7 @@ def test_fields_remember_their_origin():
 
 
 def test_effective_config_lists_every_replica_with_its_max_age():
-    cfg = Config("RESTORABLE_REPLICAS", config.config_from_env({"RESTORABLE_REPLICAS": "a=file:///x"}).dbs)
+    cfg = Config("RESTORABLE_REPLICAS", config_sources.config_from_env({"RESTORABLE_REPLICAS": "a=file:///x"}).dbs)
     document = effective_config(cfg, Settings(source=None))
     (db,) = document["dbs"]
     assert db["replicas"][0]["max-age"] == {"value": "1h", "from": "derived: max(60 x sync-interval, 1h)"}

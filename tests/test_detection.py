@@ -19,16 +19,19 @@ from pathlib import Path
 import lz4.frame
 import pytest
 
-from lib.config import load
-from lib.discover import discover
-from lib.outcome import RestoreTarget
-from lib.replica import parse_v3_listing
-from lib.report import error as error_finding
-from lib.restore import MID_TRANSACTION, findings_stand, restore_v3
-from lib.settings import Settings
-from lib.storage import ObjectInfo
-from lib.verify import Scratch, VerifyOptions, verify_replica
-from lib.wal import checksum_bytes
+from lib.config.sources import load
+from lib.litestream.discover import discover
+from lib.litestream.outcome import RestoreTarget
+from lib.litestream.v3.layout import parse_v3_listing
+from lib.report.model import error as error_finding
+from lib.litestream.v3.replay import MID_TRANSACTION
+from lib.litestream.v3.race import findings_stand
+from lib.litestream.v3.restore import restore_v3
+from lib.config.settings_model import Settings
+from lib.storage.base import ObjectInfo
+from lib.scratch import Scratch
+from lib.verify import VerifyOptions, verify_replica
+from lib.litestream.v3.wal import checksum_bytes
 from tests.support import run_job
 from tests.support.replicas import (clone_replica, database_row_counts, delete_object, integrity_check,
                                     litestream_restore, read_object, replica_listing, sha256_file, write_object)

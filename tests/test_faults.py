@@ -6,8 +6,8 @@ bodies cut short, slow answers, 403 on some keys, an endpoint that goes away. Ev
 runs against both layouts, whose download paths differ:
 
 * v0.3 streams the snapshot (``lib.restore.restore_snapshot``) and fetches WAL segments
-  whole through ``lib.fetch.prefetch``, which re-reads a failed or short body itself;
-* v0.5 streams every LTX file through ``lib.restore_v5._Prefetcher``, which does not
+  whole through ``lib.storage.pool.prefetch``, which re-reads a failed or short body itself;
+* v0.5 streams every LTX file through ``lib.storage.streams._Prefetcher``, which does not
   retry: a broken body fails the attempt and ``lib.verify`` verifies the replica again.
 
 What must hold:
@@ -31,8 +31,8 @@ from typing import Callable
 
 import pytest
 
-from lib.fetch import RETRY_ATTEMPTS
-from lib.storage import S3Settings
+from lib.storage.pool import RETRY_ATTEMPTS
+from lib.storage.s3 import S3Settings
 from lib.verify import STORAGE_ATTEMPTS
 from tests.support.faultproxy import FaultProxy, Rule, delay, error, forbidden, refuse, reset, truncate
 from tests.support.replicas import BuiltReplica, replica_listing

@@ -1,4 +1,4 @@
-"""``lib.fetch.prefetch`` against the real S3 server (moto) behind the fault proxy.
+"""``lib.storage.pool.prefetch`` against the real S3 server (moto) behind the fault proxy.
 
 What the jobs rely on: objects come back in the order given, a signal handler runs while
 the caller waits for a slow download (not when it ends), and stopping early (an exception,
@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from lib.fetch import SIGNAL_POLL_SECONDS, prefetch
-from lib.storage import S3Settings, S3Store
+from lib.storage.pool import SIGNAL_POLL_SECONDS, prefetch
+from lib.storage.s3 import S3Settings, S3Store
 from tests.support.faultproxy import FaultProxy, delay
 from tests.test_signals import wait_until
 

@@ -4,13 +4,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lib import history
-from lib.config import DbConfig, ReplicaConfig
+from lib.report import history
+from lib.config.model import DbConfig, ReplicaConfig
 from lib.errors import ConfigError
-from lib.history import HistoryLocation, HistorySettings, last_good, locate, prune, read_latest, row_count_drift
-from lib.notify import RunNotifier
-from lib.report import DbResult, Report, error, warning
-from lib.storage import LocalStore, S3Settings, S3Store
+from lib.report.history import HistoryLocation, HistorySettings, last_good, locate, prune, read_latest
+from lib.checks.drift import row_count_drift
+from lib.report.notify import RunNotifier
+from lib.report.model import DbResult, Report, error, warning
+from lib.storage.local import LocalStore
+from lib.storage.s3 import S3Settings, S3Store
 
 DB = "/data/app.db"
 T0 = datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)

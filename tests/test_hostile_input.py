@@ -42,11 +42,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from lib import config, wal
-from lib.durations import format_duration, parse_duration
+from lib.config import litestream_yml as config_litestream_yml, sources as config_sources
+from lib.litestream.v3 import wal
+from lib.units import format_duration, parse_duration
 from lib.errors import ConfigError, StorageUnavailable
-from lib.settings import load_settings, parse_settings
-from lib.storage import LocalStore
+from lib.config.settings import load_settings, parse_settings
+from lib.storage.local import LocalStore
 from tests.support import REPO_ROOT, restorable_env, run_job
 from tests.support.faultproxy import FaultProxy, error
 from tests.support.replicas import read_object, write_object
@@ -214,7 +215,7 @@ def test_config_errors_exit_3_with_one_line(tmp_path, text, env, args, expected)
     if text is not None:
         path.write_text(text)
         args = ["--config", str(path), *args]
-    if expected.startswith("no Litestream config") and any(p.exists() for p in config.DEFAULT_CONFIG_PATHS):
+    if expected.startswith("no Litestream config") and any(p.exists() for p in config_sources.DEFAULT_CONFIG_PATHS):
         pytest.skip("a litestream.yml exists where the job looks by default")
     extra = {key: value.replace("{tmp}", str(tmp_path)) for key, value in env.items()}
     result = verify(*[arg.replace("{tmp}", str(tmp_path)) for arg in args], env=restorable_env(extra))
@@ -609,11 +610,11 @@ HOSTILE_VALUE = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(HOSTILE_TEXT, inner, max_size=3),
     max_leaves=6,
 )
-REPLICA_KEYS = sorted(config.REPLICA_KEYS_READ | {"age", "unknown", "dir"})
+REPLICA_KEYS = sorted(config_litestream_yml.REPLICA_KEYS_READ | {"age", "unknown", "dir"})
 
 
 @given(replica=st.dictionaries(st.sampled_from(REPLICA_KEYS), HOSTILE_VALUE, max_size=5),
-       top=st.dictionaries(st.sampled_from(sorted(config.TOP_KEYS_READ - {"dbs"})), HOSTILE_VALUE, max_size=3),
+       top=st.dictionaries(st.sampled_from(sorted(config_litestream_yml.TOP_KEYS_READ - {"dbs"})), HOSTILE_VALUE, max_size=3),
        db_path=HOSTILE_VALUE)
 @hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_any_replica_mapping_raises_only_config_errors(replica, top, db_path):
@@ -623,7 +624,7 @@ def test_any_replica_mapping_raises_only_config_errors(replica, top, db_path):
     except yaml.YAMLError:
         return
     try:
-        cfg = config.parse(text, {}, source="fuzz.yml", cwd="/work")
+        cfg = config_litestream_yml.parse(text, {}, source="fuzz.yml", cwd="/work")
     except ConfigError as exc:
         assert "\n" not in str(exc)
         return
@@ -640,7 +641,7 @@ def test_any_replica_mapping_raises_only_config_errors(replica, top, db_path):
 @hsettings(max_examples=500, deadline=None)
 def test_restorable_replicas_raise_only_config_errors(text, env):
     try:
-        cfg = config.config_from_env({**env, "RESTORABLE_REPLICAS": text})
+        cfg = config_sources.config_from_env({**env, "RESTORABLE_REPLICAS": text})
     except ConfigError as exc:
         assert "\n" not in str(exc)
         return
@@ -656,7 +657,7 @@ def test_restorable_replicas_raise_only_config_errors(text, env):
 @hsettings(max_examples=500, deadline=None)
 def test_replica_urls_raise_only_config_errors(url):
     try:
-        config.config_from_urls([url], {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": SECRET})
+        config_sources.config_from_urls([url], {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": SECRET})
     except ConfigError as exc:
         assert "\n" not in str(exc) and SECRET not in str(exc)
 

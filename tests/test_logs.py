@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from lib.logs import is_json_format, setup_logging
+from lib.report.logs import is_json_format, setup_logging
 from tests.support import REPO_ROOT, restorable_env
 
 
@@ -123,7 +123,7 @@ def test_noisy_libraries_are_quiet_at_info():
 
 JOB = textwrap.dedent("""
     import logging, os
-    from lib.logs import setup_logging
+    from lib.report.logs import setup_logging
     setup_logging(os.environ, secrets=[])
     logging.getLogger("lib.verify").info("verified", extra={"db": "/data/app.db", "stage": "report"})
     print('{"status": "ok"}')

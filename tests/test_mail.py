@@ -4,11 +4,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sentry_sdk
 
-from lib.config import DbConfig, ReplicaConfig
+from lib.config.model import DbConfig, ReplicaConfig
 from lib.errors import ConfigError
-from lib.mail import SmtpSettings, parse_smtp_url
-from lib.notify import RunNotifier
-from lib.report import DbResult, Report, Restored, could_not_check, error, warning
+from lib.report.mail import SmtpSettings, parse_smtp_url
+from lib.report.notify import RunNotifier
+from lib.report.model import DbResult, Report, Restored, could_not_check, error, warning
 from tests.support.sentry_server import SentryServer
 from tests.support.smtp_server import SmtpServer, free_port
 

@@ -310,8 +310,8 @@ def test_probes_that_write_fail_as_probe_findings_and_change_nothing(request, sc
 
 
 def test_restored_copy_is_unchanged_after_writing_probes(v3_file_replica, tmp_path):
-    from lib.config import load
-    from lib.settings import load_settings
+    from lib.config.sources import load
+    from lib.config.settings import load_settings
     from lib.verify import VerifyOptions, run
 
     settings = load_settings(str(settings_file(tmp_path / "restorable.yml", WRITING_PROBES)), {})

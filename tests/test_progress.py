@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import time
 
-from lib.progress import RestoreProgress
+from lib.report.progress import RestoreProgress
 
 
 def test_progress_lines_report_growth_at_the_interval(tmp_path, caplog, capsys):

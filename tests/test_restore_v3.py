@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from lib.discover import discover
-from lib.outcome import RestoreTarget
-from lib.restore import restore_v3
+from lib.litestream.discover import discover
+from lib.litestream.outcome import RestoreTarget
+from lib.litestream.v3.restore import restore_v3
 from tests.support import run_job
 from tests.support.replicas import database_row_counts, litestream_restore, sha256_file
 
@@ -16,7 +16,7 @@ V3_REPLICAS = ["v3_file_replica", "v3_s3_replica", "v3_file_replica_512", "v3_fi
 
 
 def open_replica(replica):
-    from lib.config import load
+    from lib.config.sources import load
 
     config = load(str(replica.config_path), {})
     rep = config.dbs[0].replicas[0]

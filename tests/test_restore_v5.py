@@ -22,21 +22,18 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lib import restore_v5 as r5
+from lib.litestream.v5 import layout as r5_layout, restore as r5_restore
+from lib.storage import streams as r5_streams
 from lib.errors import ObjectNotFound, StorageUnavailable
-from lib.ltx import LtxDecoder, lock_pgno
-from lib.outcome import RestoreTarget
-from lib.restore_v5 import (
-    LtxFile,
-    V5State,
-    list_v5,
-    parse_ltx_name,
-    parse_v5_listing,
-    plan_v5,
-    restore_v5,
-    v5_prefix,
-)
-from lib.storage import LocalStore, ObjectInfo, S3Settings, S3Store
+from lib.litestream.v5.ltx import LtxDecoder
+from lib.litestream.v5.header import lock_pgno
+from lib.litestream.outcome import RestoreTarget
+from lib.litestream.v5.layout import LtxFile, V5State, list_v5, parse_ltx_name, parse_v5_listing, v5_prefix
+from lib.litestream.v5.plan import plan_v5
+from lib.litestream.v5.restore import restore_v5
+from lib.storage.local import LocalStore
+from lib.storage.base import ObjectInfo
+from lib.storage.s3 import S3Settings, S3Store
 from tests.support.litestream import V5, Replicator, run_litestream
 from tests.support.replicas import (
     database_row_counts,
@@ -70,9 +67,9 @@ def test_v5_prefix_is_plain_concatenation(replica_type, path, prefix):
 
 
 def test_level_prefixes_match_litestream():
-    assert r5.level_prefix("s3", "", 9) == "/0009/"
-    assert r5.level_prefix("s3", "x", 1) == "x/0001/"
-    assert r5.level_prefix("file", "/r", 9) == "ltx/9/"
+    assert r5_layout.level_prefix("s3", "", 9) == "/0009/"
+    assert r5_layout.level_prefix("s3", "x", 1) == "x/0001/"
+    assert r5_layout.level_prefix("file", "/r", 9) == "ltx/9/"
 
 
 def _info(key: str, when: datetime = T0, size: int = 100) -> ObjectInfo:
@@ -130,7 +127,7 @@ def test_ltx_names():
     assert parse_ltx_name("00000000000000ff-0000000000000100.ltx") == (0xFF, 0x100)
     assert parse_ltx_name("00000000000000ff-0000000000000100.ltx.tmp") is None
     assert parse_ltx_name("ff-100.ltx") is None
-    assert r5.format_ltx_name(0xFF, 0x100) == "00000000000000ff-0000000000000100.ltx"
+    assert r5_layout.format_ltx_name(0xFF, 0x100) == "00000000000000ff-0000000000000100.ltx"
 
 
 @settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
@@ -144,7 +141,7 @@ def test_key_parser_never_raises_and_keeps_every_key(keys, prefix, replica_type)
         assert f.key.startswith(prefix) and f.key.endswith(f.name) and 0 <= f.level <= 9
     for name in keys:
         parsed = parse_ltx_name(name)
-        assert parsed is None or r5.format_ltx_name(*parsed) == name
+        assert parsed is None or r5_layout.format_ltx_name(*parsed) == name
 
 
 # ============================================================================ plan
@@ -158,7 +155,7 @@ def state_of(*specs: str, prefix: str = "ltx/") -> V5State:
         lo, _, hi = parts[1].partition("-")
         lo, hi = int(lo, 16), int(hi or lo, 16)
         seconds = int(parts[2][1:]) if len(parts) > 2 else n
-        key = f"{prefix}{level}/{r5.format_ltx_name(lo, hi)}"
+        key = f"{prefix}{level}/{r5_layout.format_ltx_name(lo, hi)}"
         infos.append(_info(key, T0 + timedelta(seconds=seconds)))
     return parse_v5_listing(infos, prefix, "file")
 
@@ -322,7 +319,7 @@ def test_plan_agrees_with_a_transcription_of_the_spec(specs, txid, seconds):
 
 def write_ltx(root: Path, level: int, lo: int, hi: int, pages: dict[int, bytes], commit: int,
               *, when: datetime | None = None, **header) -> Path:
-    path = root / "ltx" / str(level) / r5.format_ltx_name(lo, hi)
+    path = root / "ltx" / str(level) / r5_layout.format_ltx_name(lo, hi)
     path.parent.mkdir(parents=True, exist_ok=True)
     ts = when or T0 + timedelta(seconds=hi)
     path.write_bytes(encode_ltx(pages, commit=commit, min_txid=lo, max_txid=hi,
@@ -421,7 +418,7 @@ def test_timestamp_restores_compare_header_times_not_upload_times(tmp_path):
     os.utime(late, (uploaded, uploaded))
     store, state = local_state(root)
     assert names(plan_v5(state, RestoreTarget(timestamp=T0 + timedelta(seconds=30)))[0]) == ["L0 1-1"]
-    timed = r5.with_header_times(store, state)
+    timed = r5_layout.with_header_times(store, state)
     assert [f.created_at for f in timed.files()] == [T0 + timedelta(seconds=10), T0 + timedelta(seconds=20)]
     outcome = restore_v5(store, state, tmp_path / "out.db", RestoreTarget(timestamp=T0 + timedelta(seconds=30)))
     assert outcome.position == "0000000000000002" and outcome.findings == []
@@ -454,7 +451,7 @@ def test_growth_without_its_pages_is_caught_by_coverage(tmp_path):
 
 
 def test_coverage_bitmap_treats_the_lock_page_as_present(tmp_path):
-    writer = r5._PageWriter(tmp_path / "x.db")
+    writer = r5_restore._PageWriter(tmp_path / "x.db")
     try:
         writer.page_size = 65536
         lock = lock_pgno(65536)
@@ -473,7 +470,7 @@ def test_name_and_header_disagree(tmp_path):
     root = tmp_path / "replica"
     write_ltx(root, 0, 1, 1, {1: page_bytes(1)}, 1)
     src = write_ltx(root, 0, 2, 2, {1: page_bytes(1)}, 1)
-    src.rename(src.with_name(r5.format_ltx_name(2, 3)))
+    src.rename(src.with_name(r5_layout.format_ltx_name(2, 3)))
     store, state = local_state(root)
     [finding] = restore_v5(store, state, tmp_path / "out.db", LATEST).findings
     assert finding.kind == "corrupt_object"
@@ -545,7 +542,7 @@ def test_downloads_are_prefetched_with_bounded_concurrency_and_chunks(tmp_path):
     outcome = restore_v5(store, state, out, LATEST, workers=3)
     assert outcome.findings == [] and out.read_bytes() == expected_db(txs)
     assert 1 < store.open_max <= 3
-    assert max(store.read_sizes) <= r5.PREFETCH_CHUNK
+    assert max(store.read_sizes) <= r5_streams.PREFETCH_CHUNK
 
 
 @pytest.mark.parametrize("error", [ObjectNotFound("x"), StorageUnavailable("endpoint down")])
@@ -554,7 +551,7 @@ def test_storage_errors_propagate_and_leave_no_partial_file(tmp_path, error):
     for t in range(1, 8):
         write_ltx(root, 0, t, t, {1: page_bytes(1, fill=b"%d" % t)}, 1)
     inner, state = local_state(root)
-    store = _Watched(inner, fail_key="ltx/0/" + r5.format_ltx_name(5, 5), error=error)
+    store = _Watched(inner, fail_key="ltx/0/" + r5_layout.format_ltx_name(5, 5), error=error)
     out = tmp_path / "out.db"
     with pytest.raises(type(error)):
         restore_v5(store, state, out, LATEST)
@@ -567,10 +564,10 @@ def test_file_deleted_after_listing_raises_object_not_found(tmp_path):
     for t in range(1, 4):
         write_ltx(root, 0, t, t, {1: page_bytes(1)}, 1)
     store, state = local_state(root)
-    (root / "ltx/0" / r5.format_ltx_name(2, 2)).unlink()  # Litestream's retention, racing us
+    (root / "ltx/0" / r5_layout.format_ltx_name(2, 2)).unlink()  # Litestream's retention, racing us
     with pytest.raises(ObjectNotFound) as info:
         restore_v5(store, state, tmp_path / "out.db", LATEST)
-    assert info.value.key == "ltx/0/" + r5.format_ltx_name(2, 2)
+    assert info.value.key == "ltx/0/" + r5_layout.format_ltx_name(2, 2)
     assert not (tmp_path / "out.db").exists()
 
 

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from lib import retention
-from lib.config import DbConfig, ReplicaConfig, load
-from lib.discover import discover
-from lib.report import DbResult, could_not_check
-from lib.retention import RetentionPolicy
-from lib.settings import DbSettings
-from lib.verify import Scratch, VerifyOptions, verify_replica
+from lib.retention import enforce as retention
+from lib.config.model import DbConfig, ReplicaConfig
+from lib.config.sources import load
+from lib.litestream.discover import discover
+from lib.report.model import DbResult, could_not_check
+from lib.retention.policy import RetentionPolicy
+from lib.config.settings_model import DbSettings
+from lib.scratch import Scratch
+from lib.verify import VerifyOptions, verify_replica
 from tests.support import run_job
 from tests.support.litestream import V3
 from tests.support.replicas import (BuiltReplica, build_replica, litestream_restore, replica_listing, sha256_file,

@@ -12,12 +12,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from lib import retention
-from lib.discover import ReplicaState
+from lib.retention import enforce as retention_enforce, plan as retention_plan, policy as retention_policy
+from lib.litestream.discover import ReplicaState
 from lib.errors import ConfigError
-from lib.replica import FORMAT_V3, FORMAT_V5, format_snapshot_name, format_wal_segment_name, parse_v3_listing
-from lib.retention import Decision, RestorePoint, RetentionPolicy
-from lib.storage import ObjectInfo
+from lib.litestream.layout import FORMAT_V3, FORMAT_V5
+from lib.litestream.v3.layout import format_snapshot_name, format_wal_segment_name, parse_v3_listing
+from lib.retention.policy import Decision, RestorePoint, RetentionPolicy
+from lib.storage.base import ObjectInfo
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 PREFIX = "generations/"
@@ -47,7 +48,7 @@ def v3_state(objects: dict[str, float], size: int = 100) -> ReplicaState:
     return ReplicaState(format=FORMAT_V3, v3=parse_v3_listing(infos, PREFIX))
 
 
-def deleted(plan: retention.RetentionPlan) -> set[str]:
+def deleted(plan: retention_policy.RetentionPlan) -> set[str]:
     return {short_of(d.key) for d in plan.delete}
 
 
@@ -110,7 +111,7 @@ PLAN_CASES = [
 def test_v3_plan_table(objects, policy, verified, expected):
     state = v3_state(objects)
 
-    plan = retention.plan(state, policy, NOW, verified)
+    plan = retention_plan.plan(state, policy, NOW, verified)
 
     assert deleted(plan) == expected
     assert {d.key for d in plan.keep} | {d.key for d in plan.delete} == {o.key for o in state.objects()}
@@ -118,7 +119,7 @@ def test_v3_plan_table(objects, policy, verified, expected):
 
 
 def test_plan_never_deletes_what_the_newest_restore_point_needs():
-    from lib.restore import plan_v3
+    from lib.litestream.v3.plan import plan_v3
 
     for case in PLAN_CASES:
         state = v3_state(case[1])
@@ -126,7 +127,7 @@ def test_plan_never_deletes_what_the_newest_restore_point_needs():
         if newest is None or problems:
             continue
         needed = {newest.snapshot.info.key} | {s.info.key for s in newest.segments}
-        plan = retention.plan(state, case[2], NOW, case[3])
+        plan = retention_plan.plan(state, case[2], NOW, case[3])
         assert needed.isdisjoint(d.key for d in plan.delete), case[0]
 
 
@@ -134,14 +135,14 @@ def test_plan_keeps_the_restore_point_just_verified_in_an_old_generation():
     # The newest generation has no snapshot; the verification restored generation A.
     objects = {"A s0": 90, "A w0.0": 90, "B s0": 30, "B w0.0": 30}
 
-    plan = retention.plan(v3_state(objects), DAY, NOW, [point("A", 0, 0)])
+    plan = retention_plan.plan(v3_state(objects), DAY, NOW, [point("A", 0, 0)])
 
     assert deleted(plan) == set()
     assert "verified-good restore point" in plan.reason_for(key_of("A s0"))
 
 
 def test_plan_orders_deletions_oldest_first():
-    plan = retention.plan(v3_state(SNAPSHOTS), DAY, NOW)
+    plan = retention_plan.plan(v3_state(SNAPSHOTS), DAY, NOW)
 
     times = [(d.last_modified, d.key) for d in plan.delete]
     assert times == sorted(times)
@@ -149,7 +150,7 @@ def test_plan_orders_deletions_oldest_first():
 
 
 def test_plan_reasons_name_the_rule():
-    plan = retention.plan(v3_state(TWO_GENS | {"B s1": 3, "B w1.0": 3, "B s2": 2, "B w2.0": 2}), DAY, NOW)
+    plan = retention_plan.plan(v3_state(TWO_GENS | {"B s1": 3, "B w1.0": 3, "B s2": 2, "B w2.0": 2}), DAY, NOW)
 
     assert "generation aaaaaaaaaaaaaaaa" in plan.reason_for(key_of("A s0"))
     assert "older than the 1d window" in plan.reason_for(key_of("A s0"))
@@ -162,27 +163,27 @@ def test_plan_reasons_name_the_rule():
 def test_plan_window_boundary_is_inclusive_for_keeping():
     objects = {"A s0": 24, "A w0.0": 24, "B s0": 1, "B w0.0": 1}
 
-    assert deleted(retention.plan(v3_state(objects), DAY, NOW)) == set()
-    later = retention.plan(v3_state(objects), DAY, NOW + timedelta(microseconds=1))
+    assert deleted(retention_plan.plan(v3_state(objects), DAY, NOW)) == set()
+    later = retention_plan.plan(v3_state(objects), DAY, NOW + timedelta(microseconds=1))
     assert deleted(later) == {"A s0", "A w0.0"}
 
 
 def test_plan_keeps_snapshots_tied_for_newest():
     objects = {"A s0": 40, "A w0.0": 40, "A s1": 30, "A s2": 30, "A w1.0": 30, "A w2.0": 30}
 
-    plan = retention.plan(v3_state(objects), DAY, NOW)
+    plan = retention_plan.plan(v3_state(objects), DAY, NOW)
 
     assert deleted(plan) == {"A s0", "A w0.0"}
 
 
 def test_plan_of_an_empty_replica_is_empty():
-    plan = retention.plan(ReplicaState(format=None), DAY, NOW)
+    plan = retention_plan.plan(ReplicaState(format=None), DAY, NOW)
 
     assert plan.keep == [] and plan.delete == []
 
 
 def test_plan_bytes():
-    plan = retention.plan(v3_state(TWO_GENS, size=1000), DAY, NOW)
+    plan = retention_plan.plan(v3_state(TWO_GENS, size=1000), DAY, NOW)
 
     assert (plan.delete_bytes, plan.keep_bytes) == (3000, 3000)
 
@@ -191,7 +192,7 @@ def test_plan_bytes():
 
 
 def v5_state(files: dict[tuple[int, int, int], float]) -> ReplicaState:
-    from lib.restore_v5 import format_ltx_name, parse_v5_listing
+    from lib.litestream.v5.layout import format_ltx_name, parse_v5_listing
 
     infos = [ObjectInfo(f"ltx/{level}/{format_ltx_name(lo, hi)}", 50, NOW - timedelta(hours=h))
              for (level, lo, hi), h in files.items()]
@@ -206,7 +207,7 @@ V5_FILES = {
 
 
 def test_v5_plan_reports_what_litestream_would_delete():
-    plan = retention.plan(v5_state(V5_FILES), DAY, NOW)
+    plan = retention_plan.plan(v5_state(V5_FILES), DAY, NOW)
 
     assert {d.key for d in plan.delete} == {
         "ltx/9/0000000000000001-000000000000000a.ltx",  # snapshots older than 24h, not the newest
@@ -221,7 +222,7 @@ def test_v5_plan_reports_what_litestream_would_delete():
 def test_v5_plan_keeps_the_newest_snapshot_and_each_levels_last_file():
     files = {(9, 1, 10): 70, (1, 1, 10): 70}
 
-    assert retention.plan(v5_state(files), DAY, NOW).delete == []
+    assert retention_plan.plan(v5_state(files), DAY, NOW).delete == []
 
 
 # --------------------------------------------------------------------------- selection before deleting
@@ -229,11 +230,11 @@ def test_v5_plan_keeps_the_newest_snapshot_and_each_levels_last_file():
 
 def test_select_deletions_takes_only_what_the_fresh_listing_still_plans():
     state = v3_state(SNAPSHOTS)
-    planned = retention.plan(state, DAY, NOW)
+    planned = retention_plan.plan(state, DAY, NOW)
     # Re-listed with the margin: now - 10m; index 2 (29h/30h old) is still outside.
-    fresh = retention.plan(state, DAY, NOW - timedelta(minutes=10))
+    fresh = retention_plan.plan(state, DAY, NOW - timedelta(minutes=10))
 
-    chosen = retention.select_deletions(planned, fresh, state)
+    chosen = retention_enforce.select_deletions(planned, fresh, state)
 
     assert {d.key for d in chosen} == {d.key for d in planned.delete}
 
@@ -241,33 +242,33 @@ def test_select_deletions_takes_only_what_the_fresh_listing_still_plans():
 def test_select_deletions_skips_objects_inside_the_margin():
     objects = {"A s0": 24.1, "A w0.0": 24.1, "B s0": 1, "B w0.0": 1}
     state = v3_state(objects)
-    planned = retention.plan(state, DAY, NOW)
-    fresh = retention.plan(state, DAY, NOW - timedelta(minutes=10))
+    planned = retention_plan.plan(state, DAY, NOW)
+    fresh = retention_plan.plan(state, DAY, NOW - timedelta(minutes=10))
 
     assert deleted(planned) == {"A s0", "A w0.0"}
-    assert retention.select_deletions(planned, fresh, state) == []
+    assert retention_enforce.select_deletions(planned, fresh, state) == []
 
 
 def test_select_deletions_skips_a_changed_object_and_the_rest_of_its_index():
     state = v3_state(SNAPSHOTS)
-    planned = retention.plan(state, DAY, NOW)
+    planned = retention_plan.plan(state, DAY, NOW)
     rewritten = [o if o.key != key_of("A w1.1") else ObjectInfo(o.key, 999, o.last_modified)
                  for o in state.objects()]
     fresh_state = ReplicaState(format=FORMAT_V3, v3=parse_v3_listing(sorted(rewritten, key=lambda o: o.key), PREFIX))
-    fresh = retention.plan(fresh_state, DAY, NOW - timedelta(minutes=10))
+    fresh = retention_plan.plan(fresh_state, DAY, NOW - timedelta(minutes=10))
 
-    chosen = {short_of(d.key) for d in retention.select_deletions(planned, fresh, fresh_state)}
+    chosen = {short_of(d.key) for d in retention_enforce.select_deletions(planned, fresh, fresh_state)}
 
     assert chosen == {"A s0", "A s2", "A w0.0", "A w0.1", "A w2.0", "A w2.1"}
 
 
 def test_select_deletions_drops_an_index_that_gained_a_segment():
     state = v3_state(SNAPSHOTS)
-    planned = retention.plan(state, DAY, NOW)
+    planned = retention_plan.plan(state, DAY, NOW)
     fresh_state = v3_state(SNAPSHOTS | {"A w0.2": 48})
-    fresh = retention.plan(fresh_state, DAY, NOW - timedelta(minutes=10))
+    fresh = retention_plan.plan(fresh_state, DAY, NOW - timedelta(minutes=10))
 
-    chosen = {short_of(d.key) for d in retention.select_deletions(planned, fresh, fresh_state)}
+    chosen = {short_of(d.key) for d in retention_enforce.select_deletions(planned, fresh, fresh_state)}
 
     assert "A w0.2" not in chosen  # never planned, so never deleted
     assert not {"A w0.0", "A w0.1"} & chosen  # and its index stays whole
@@ -276,16 +277,16 @@ def test_select_deletions_drops_an_index_that_gained_a_segment():
 
 def test_select_deletions_of_a_v5_plan_is_empty():
     state = v5_state(V5_FILES)
-    planned = retention.plan(state, DAY, NOW)
+    planned = retention_plan.plan(state, DAY, NOW)
 
     assert planned.delete
-    assert retention.select_deletions(planned, planned, state) == []
+    assert retention_enforce.select_deletions(planned, planned, state) == []
 
 
 def test_delete_passes_put_offset_zero_segments_last_and_oldest_first():
-    plan = retention.plan(v3_state(SNAPSHOTS), DAY, NOW)
+    plan = retention_plan.plan(v3_state(SNAPSHOTS), DAY, NOW)
 
-    first, last = retention.delete_passes(plan.delete)
+    first, last = retention_enforce.delete_passes(plan.delete)
 
     assert {short_of(d.key) for d in last} == {"A w0.0", "A w1.0", "A w2.0"}
     assert [short_of(d.key) for d in first] == ["A s0", "A w0.1", "A w1.1", "A s2", "A w2.1"]
@@ -319,13 +320,13 @@ POLICY_CASES = [
 @pytest.mark.parametrize("rep, db_settings, override, window, source",
                          [c[1:] for c in POLICY_CASES], ids=[c[0] for c in POLICY_CASES])
 def test_policy_for(rep, db_settings, override, window, source):
-    policy = retention.policy_for(rep, db_settings, override)
+    policy = retention_policy.policy_for(rep, db_settings, override)
 
     assert (policy.window_seconds, policy.source) == (window, source)
 
 
 def test_policy_for_reads_keep_snapshots_and_renders_itself():
-    policy = retention.policy_for(replica(), settings(keep_snapshots=3))
+    policy = retention_policy.policy_for(replica(), settings(keep_snapshots=3))
 
     assert policy.keep_snapshots == 3
     assert str(policy) == ("window 1d (Litestream's default), keep at least 3 snapshot(s) and the verified-good "
@@ -336,7 +337,7 @@ def test_policy_for_reads_keep_snapshots_and_renders_itself():
                                                     (None, settings(keep_snapshots=-2))])
 def test_policy_for_rejects_non_positive_values(override, db_settings):
     with pytest.raises(ConfigError):
-        retention.policy_for(replica(), db_settings, override)
+        retention_policy.policy_for(replica(), db_settings, override)
 
 
 POSITION_CASES = [
@@ -352,39 +353,39 @@ POSITION_CASES = [
 
 @pytest.mark.parametrize("position, fmt, expected", POSITION_CASES)
 def test_parse_position(position, fmt, expected):
-    assert retention.parse_position(position, fmt) == expected
+    assert retention_policy.parse_position(position, fmt) == expected
 
 
 def test_as_restore_point_reads_a_history_good_run():
-    from lib.history import GoodRun
+    from lib.report.history import GoodRun
 
     good = GoodRun(at=NOW, format=FORMAT_V3, generation=GENS["A"], position=f"{GENS['A']}/00000002:32",
                    last_backup_at=None, tables={})
 
-    assert retention.as_restore_point(good) == RestorePoint(FORMAT_V3, GENS["A"], 2, 32)
-    assert str(retention.as_restore_point(good)) == f"{GENS['A']}/00000002:32"
+    assert retention_policy.as_restore_point(good) == RestorePoint(FORMAT_V3, GENS["A"], 2, 32)
+    assert str(retention_policy.as_restore_point(good)) == f"{GENS['A']}/00000002:32"
 
 
 def test_format_dry_run_lists_key_size_and_reason():
-    d = Decision("generations/x/wal/00000000_00000000.wal.lz4", 4152, NOW, retention.DELETE, "old")
+    d = Decision("generations/x/wal/00000000_00000000.wal.lz4", 4152, NOW, retention_policy.DELETE, "old")
 
-    assert retention.format_dry_run([d]) == "generations/x/wal/00000000_00000000.wal.lz4\t4152\told\n"
+    assert retention_enforce.format_dry_run([d]) == "generations/x/wal/00000000_00000000.wal.lz4\t4152\told\n"
 
 
 # --------------------------------------------------------------------------- delete failures
 
 
 def test_refused_deletes_are_errors_and_other_failures_warnings():
-    from lib.storage import DeleteFailure
+    from lib.storage.base import DeleteFailure
 
-    chosen = retention.plan(v3_state(SNAPSHOTS), DAY, NOW).delete
-    outcome = retention.RetentionOutcome(retention.MODE_ENFORCE, selected=chosen, failures=[
+    chosen = retention_plan.plan(v3_state(SNAPSHOTS), DAY, NOW).delete
+    outcome = retention_enforce.RetentionOutcome(retention_policy.MODE_ENFORCE, selected=chosen, failures=[
         DeleteFailure(chosen[0].key, "AccessDenied: Access Denied"),
         DeleteFailure(chosen[1].key, "Permission denied"),
         DeleteFailure(chosen[2].key, "SlowDown: Please reduce your request rate"),
     ])
 
-    findings = retention._failure_findings(outcome, SimpleNamespace(description="s3://bucket"))
+    findings = retention_enforce._failure_findings(outcome, SimpleNamespace(description="s3://bucket"))
 
     assert [(f.severity, f.kind, f.object) for f in findings] == [
         ("error", "retention", chosen[0].key), ("warning", "retention", chosen[2].key)]

@@ -9,11 +9,11 @@ from urllib.parse import quote
 import pytest
 import sentry_sdk
 
-from lib.config import Config, DbConfig, ReplicaConfig
-from lib.logs import setup_logging
-from lib.notify import RunNotifier
-from lib.report import DbResult, Report, error, warning
-from lib.scrub import REDACTED, Scrubber, secrets_from_environ
+from lib.config.model import Config, DbConfig, ReplicaConfig
+from lib.report.logs import setup_logging
+from lib.report.notify import RunNotifier
+from lib.report.model import DbResult, Report, error, warning
+from lib.report.scrub import REDACTED, Scrubber, secrets_from_environ
 from tests.support import REPO_ROOT, restorable_env
 from tests.support.sentry_server import SentryServer
 from tests.support.smtp_server import SmtpServer
@@ -170,7 +170,7 @@ def test_no_secret_reaches_logs_report_history_email_or_sentry(tmp_path, servers
 
 SUBPROCESS_JOB = textwrap.dedent("""
     import logging, os
-    from lib.logs import setup_logging
+    from lib.report.logs import setup_logging
     setup_logging(os.environ, secrets=[os.environ["CFG_SECRET"]])
     log = logging.getLogger("lib.verify")
     log.error("secret %s key %s cfg %s url %s", os.environ["AWS_SECRET_ACCESS_KEY"],

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import sentry_sdk
 
-from lib.config import DbConfig, ReplicaConfig
-from lib.notify import RunNotifier
-from lib.report import DbResult, Report, Restored, could_not_check, error, warning
-from lib.sentry_report import SentrySettings, is_valid_crontab
+from lib.config.model import DbConfig, ReplicaConfig
+from lib.report.notify import RunNotifier
+from lib.report.model import DbResult, Report, Restored, could_not_check, error, warning
+from lib.report.sentry import SentrySettings, is_valid_crontab
 from tests.support import REPO_ROOT, restorable_env
 from tests.support.sentry_server import SentryServer
 
@@ -242,7 +242,7 @@ def test_unreachable_sentry_never_raises_or_changes_the_report(replica):
 
 SIGTERM_SCRIPT = textwrap.dedent("""
     import os, signal, sys, time
-    from lib.notify import RunNotifier
+    from lib.report.notify import RunNotifier
 
     notifier = RunNotifier.from_environ(os.environ, secrets=[])
 

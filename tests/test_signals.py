@@ -228,7 +228,7 @@ def test_failed_run_leaves_no_scratch(tmp_path, scratch):
 @pytest.mark.parametrize("held", ["/wal/", "/snapshots/", "/snapshots/ before headers"])
 def test_sigterm_while_restore_job_waits_for_a_slow_download_exits_at_once(v3_s3_replica, proxy, scratch, tmp_path,
                                                                            held):
-    """``python -m jobs.restore`` blocked on a WAL segment download (``lib.fetch.prefetch``) or on the
+    """``python -m jobs.restore`` blocked on a WAL segment download (``lib.storage.pool.prefetch``) or on the
     snapshot (streamed by its own thread, ``lib.snapshot``) stops on SIGTERM within a few seconds, exits
     130 and leaves neither OUT nor its temporary file."""
     # Stalled before the response headers, or (the snapshot) mid-body.

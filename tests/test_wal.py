@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from lib import wal
+from lib.litestream.v3 import wal
 
 
 def make_header(page_size: int, salts=(0x11111111, 0x22222222), big_endian: bool = False, seq: int = 3) -> bytes:

@@ -1,0 +1,1 @@
+"""Judging a restored database: integrity, row counts, probes, freshness, drift since the last good run."""

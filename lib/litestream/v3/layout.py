@@ -1,0 +1,120 @@
+"""Litestream layout knowledge: object names, listing, format detection.
+
+v0.3 (``../shared/docs/litestream-v0.3-format.md`` section 1)::
+
+    <root>/generations/<gen>/snapshots/<IIIIIIII>.snapshot.lz4
+    <root>/generations/<gen>/wal/<IIIIIIII>_<OOOOOOOO>.wal.lz4
+
+For S3, ``<root>`` is Go's ``path.Join(<path>, "generations")`` on the replica path; for a
+``file`` replica the store is rooted at the replica directory and ``<root>`` is empty.
+v0.5 LTX keys are parsed in ``lib.ltx_layout``.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from lib.litestream.layout import go_path_join
+from lib.storage.base import ObjectInfo
+
+log = logging.getLogger(__name__)
+
+
+GENERATION_RE = re.compile(r"^[0-9a-f]{16}$")
+
+SNAPSHOT_RE = re.compile(r"^([0-9a-f]{8})\.snapshot\.lz4$")
+
+WAL_SEGMENT_RE = re.compile(r"^([0-9a-f]{8})_([0-9a-f]{8})\.wal\.lz4$")
+
+
+def v3_generations_prefix(replica_type: str, path: str) -> str:
+    """The key prefix (with trailing slash) under which v0.3 generations live."""
+    if replica_type == "file":
+        return "generations/"
+    root = go_path_join(path, "generations")
+    return root + "/"
+
+
+def format_snapshot_name(index: int) -> str:
+    return f"{index:08x}.snapshot.lz4"
+
+
+def format_wal_segment_name(index: int, offset: int) -> str:
+    return f"{index:08x}_{offset:08x}.wal.lz4"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    generation: str
+    index: int
+    info: ObjectInfo
+
+
+@dataclass(frozen=True)
+class WalSegment:
+    generation: str
+    index: int
+    offset: int
+    info: ObjectInfo
+
+
+@dataclass
+class Generation:
+    """Everything listed for one v0.3 generation, snapshots and segments sorted."""
+
+    id: str
+    snapshots: list[Snapshot] = field(default_factory=list)
+    segments: list[WalSegment] = field(default_factory=list)
+
+    def objects(self) -> list[ObjectInfo]:
+        return [s.info for s in self.snapshots] + [w.info for w in self.segments]
+
+    @property
+    def created_at(self) -> datetime | None:
+        times = [o.last_modified for o in self.objects()]
+        return min(times) if times else None
+
+    @property
+    def updated_at(self) -> datetime | None:
+        times = [o.last_modified for o in self.objects()]
+        return max(times) if times else None
+
+    @property
+    def bytes(self) -> int:
+        return sum(o.size for o in self.objects())
+
+
+@dataclass
+class V3State:
+    prefix: str
+    generations: list[Generation]
+    ignored: list[str] = field(default_factory=list)  # keys under the prefix that are not Litestream's
+
+
+def parse_v3_listing(objects: list[ObjectInfo], prefix: str) -> V3State:
+    """Group a listing of ``prefix`` into generations; unknown keys are kept in ``ignored``."""
+    generations: dict[str, Generation] = {}
+    ignored: list[str] = []
+    for obj in objects:
+        rest = obj.key[len(prefix):]
+        parts = rest.split("/")
+        if len(parts) != 3 or not GENERATION_RE.match(parts[0]):
+            ignored.append(obj.key)
+            continue
+        gen_id, kind, name = parts
+        gen = generations.setdefault(gen_id, Generation(gen_id))
+        if kind == "snapshots" and (m := SNAPSHOT_RE.match(name)):
+            gen.snapshots.append(Snapshot(gen_id, int(m.group(1), 16), obj))
+        elif kind == "wal" and (m := WAL_SEGMENT_RE.match(name)):
+            gen.segments.append(WalSegment(gen_id, int(m.group(1), 16), int(m.group(2), 16), obj))
+        else:
+            ignored.append(obj.key)
+    for gen in generations.values():
+        gen.snapshots.sort(key=lambda s: s.index)
+        gen.segments.sort(key=lambda w: (w.index, w.offset))
+    if ignored:
+        log.debug("ignored %d keys that are not Litestream v0.3 objects under %s", len(ignored), prefix)
+    ordered = [generations[g] for g in sorted(generations)]
+    return V3State(prefix=prefix, generations=[g for g in ordered if g.objects()], ignored=ignored)

@@ -1,0 +1,88 @@
+"""Judging damage on a live replica: a finding stands only if the objects it rests on are still there, unchanged."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from lib.litestream.outcome import RestoreTarget
+from lib.litestream.v3.layout import WAL_SEGMENT_RE, V3State
+from lib.litestream.v3.plan import V3Plan, plan_v3
+from lib.litestream.v3.replay import MID_TRANSACTION
+from lib.report.model import Finding
+
+# --------------------------------------------------------------------------- races
+
+# Finding kinds that a listing racing Litestream's uploads, checkpoints and retention can
+# produce on a healthy replica; ``findings_stand`` re-examines them on a fresh listing.
+RACE_KINDS = ("corrupt_object", "wal_gap", "missing_snapshot", "integrity")
+
+
+def findings_stand(old: V3State, fresh: V3State, findings: list[Finding],
+                   target: RestoreTarget = RestoreTarget()) -> bool:
+    """True when a fresh listing still holds the basis of every racy error finding.
+
+    Litestream never rewrites a WAL segment, so what a restore found is settled when the
+    objects it read up to the culprit are listed unchanged in ``fresh`` and nothing new
+    appeared before the culprit (a missing object is settled when it is still missing).
+    ``integrity`` has no culprit: it stands when the whole plan is unchanged, apart from
+    new indexes after the snapshot's (Litestream uploads them only once that index is
+    complete). Otherwise the caller verifies again from ``fresh``.
+    """
+    racy = [f for f in findings if f.severity == "error" and f.kind in RACE_KINDS and not f.inconclusive]
+    if not racy:
+        return True
+    old_plan, old_problems = plan_v3(old, target)
+    new_plan, new_problems = plan_v3(fresh, target)
+    if old_plan is None or new_plan is None:
+        return old_plan is None and new_plan is None and _same_problems(old_problems, new_problems)
+    old_objects, new_objects = _plan_objects(old_plan), _plan_objects(new_plan)
+    return all(_stands(f, old_plan, old_objects, new_objects) for f in racy)
+
+
+def _same_problems(old: list[Finding], new: list[Finding]) -> bool:
+    return {(f.kind, f.object) for f in old} == {(f.kind, f.object) for f in new}
+
+
+def _plan_objects(plan: V3Plan) -> list[tuple[str, int, datetime]]:
+    infos = [plan.snapshot.info] + [s.info for s in plan.segments]
+    return [(o.key, o.size, o.last_modified) for o in infos]
+
+
+def _stands(finding: Finding, old_plan: V3Plan, old: list, new: list) -> bool:
+    if finding.kind == "integrity" or not finding.object:
+        return new[: len(old)] == old and _no_new_in_index(new, old, old_plan.snapshot.index)
+    keys = [o[0] for o in old]
+    if finding.object in keys:
+        end = keys.index(finding.object) + 1
+        if MID_TRANSACTION in finding.message:
+            return new[:end] == old[:end] and not _continued(finding.object, keys, new)
+        return new[:end] == old[:end]
+    if finding.object.endswith("/"):
+        return new[:1] == old[:1]  # about the generation's snapshots: settled by the snapshot
+    # A missing object: everything listed before its place, and the next one, are unchanged.
+    end = 1 + sum(1 for key in keys[1:] if _segment_order(key) < _segment_order(finding.object))
+    return new[: end + 1] == old[: end + 1] and finding.object not in {o[0] for o in new}
+
+
+def _continued(key: str, old_keys: list[str], new: list) -> bool:
+    """Whether ``new`` holds a segment, absent before, that may continue ``key``'s transaction
+    (between it and the next segment of its index that was already listed)."""
+    index, offset = _segment_order(key)
+    following = [o for i, o in map(_segment_order, old_keys) if i == index and o > offset]
+    bound = min(following, default=None)
+    for other in (o[0] for o in new if o[0] not in old_keys):
+        i, o = _segment_order(other)
+        if i == index and o > offset and (bound is None or o < bound):
+            return True
+    return False
+
+
+def _no_new_in_index(new: list, old: list, index: int) -> bool:
+    """The fresh plan holds no segment of ``index`` that the old one lacked."""
+    old_keys = {o[0] for o in old}
+    prefix = f"{index:08x}_"
+    return not any(o[0].rsplit("/", 1)[-1].startswith(prefix) and o[0] not in old_keys for o in new)
+
+
+def _segment_order(key: str) -> tuple[int, int]:
+    match = WAL_SEGMENT_RE.match(key.rsplit("/", 1)[-1])
+    return (int(match.group(1), 16), int(match.group(2), 16)) if match else (-1, -1)

@@ -1,0 +1,284 @@
+"""The v0.3 snapshot, streamed into the scratch file, and the file the WAL is replayed into.
+
+``SnapshotStream`` downloads, decompresses and writes the snapshot on its own thread, so
+the WAL segments are downloaded, decoded and validated meanwhile on the caller's thread
+(both mostly run C code that releases the GIL: two cores overlap them). ``Output`` stages
+the replayed pages and writes nothing until the snapshot is complete.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib.errors import CorruptObject
+from lib.litestream import lz4 as lz4stream
+from lib.litestream.pages import STAGE_LIMIT_BYTES, write_sorted
+from lib.litestream.v3 import wal
+from lib.litestream.v3.layout import Snapshot
+from lib.storage.base import ObjectInfo, ObjectStore
+from lib.storage.pool import SIGNAL_POLL_SECONDS, ObjectChanged
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# A database file may be longer than its header says (an incomplete checkpoint after the
+# database shrank leaves the old tail), so a snapshot may carry that much more, but a surplus
+# beyond the declared size or this, whichever is larger, is damage (or a decompression bomb).
+SNAPSHOT_SURPLUS_BYTES = 64 << 20
+
+# Header fields every SQLite database has (sqlite.org/fileformat.html, "The Database Header").
+_FIXED_HEADER_BYTES = {21: (64, "maximum embedded payload fraction"), 22: (32, "minimum embedded payload fraction"),
+                       23: (32, "leaf payload fraction")}
+
+
+@dataclass(frozen=True)
+class SnapshotHeader:
+    page_size: int
+    change_counter: int  # page 1's file change counter (header offset 24)
+
+
+class SnapshotDamaged(Exception):
+    """The snapshot is damaged (its ``CorruptObject`` is ``SnapshotStream.error``): nothing built on it counts."""
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def restore_snapshot(store: ObjectStore, snapshot: Snapshot, out_path: Path, limit: int) -> tuple[int, int]:
+    """Stream the snapshot into ``out_path``; return (page_size, bytes).
+
+    Raises CorruptObject when the snapshot is damaged, and ``ObjectChanged`` when the
+    object read is not the one listed (Litestream rewrote it meanwhile).
+    """
+    return _stream_into(store, snapshot, open(_private_file(out_path), "wb", buffering=0), limit)
+
+
+def _stream_into(store: ObjectStore, snapshot: Snapshot, out, limit: int, on_header=None,
+                 cancelled: threading.Event | None = None) -> tuple[int, int]:
+    """``restore_snapshot`` into ``out``, an open file this closes. ``on_header(SnapshotHeader)``
+    is called once the header is validated, before the rest is written; ``cancelled`` is
+    looked at before each piece."""
+    key = snapshot.info.key
+    written = 0
+    page_size = 0
+    expected_size = None
+    with out, store.open(key) as reader:
+        counted = _CountingChunks(reader)
+        # A damaged object raises here: an open file or a GET always yields one whole
+        # object, so a replacement by Litestream can't look damaged (and verify.py re-lists
+        # before believing the finding); a replaced, sound one is caught by its size below.
+        for piece in lz4stream.decompress_chunks(key, iter(counted), limit):
+            if cancelled is not None and cancelled.is_set():
+                raise _Cancelled()
+            if written == 0:
+                page_size, expected_size = _validate_db_header(key, bytes(piece[:100]))
+                if on_header is not None:
+                    on_header(SnapshotHeader(page_size, int.from_bytes(piece[24:28], "big")))
+            if expected_size and written + len(piece) > expected_size + max(expected_size, SNAPSHOT_SURPLUS_BYTES):
+                raise CorruptObject(key, f"snapshot inflates past {written + len(piece)} bytes but its header "
+                                    f"declares {expected_size // page_size} pages ({expected_size} bytes)")
+            out.write(piece)
+            written += len(piece)
+        _check_unchanged(snapshot.info, counted.count)
+    if written < 100:
+        raise CorruptObject(key, f"snapshot is {written} bytes, too short for a SQLite database")
+    if written % page_size:
+        raise CorruptObject(key, f"snapshot is {written} bytes, not a whole number of {page_size}-byte pages")
+    if expected_size and written < expected_size:
+        raise CorruptObject(key, f"snapshot is {written} bytes but its header says {expected_size} "
+                            f"({expected_size // page_size} pages): truncated")
+    return page_size, written
+
+
+class SnapshotStream:
+    """``restore_snapshot`` on a background thread.
+
+    ``header()`` and ``finished()`` wait for it (in short slices, so SIGTERM is handled at
+    once). A damaged snapshot surfaces as ``SnapshotDamaged`` (the ``CorruptObject`` is kept
+    in ``error``); anything else it raised (``ObjectChanged``, ``StorageUnavailable``, ...)
+    is raised again on the waiting thread. ``stop()`` must be called on every path.
+    """
+
+    def __init__(self, store: ObjectStore, snapshot: Snapshot, out_path: Path, limit: int):
+        self.error: BaseException | None = None
+        self._header: SnapshotHeader | None = None
+        self._header_seen = threading.Event()
+        self._cancel = threading.Event()
+        # The file is created here, on the caller's thread: a stream cancelled before its GET
+        # answered can't create it after the caller has cleaned up.
+        out = open(_private_file(out_path), "wb", buffering=0)
+        self._thread = threading.Thread(target=self._run, args=(store, snapshot, out, limit),
+                                        name="snapshot", daemon=True)
+        self._thread.start()
+
+    def _run(self, store, snapshot, out, limit) -> None:
+        try:
+            _stream_into(store, snapshot, out, limit, self._got_header, self._cancel)
+        except BaseException as exc:  # handed to the waiting thread
+            self.error = exc
+        finally:
+            self._header_seen.set()
+
+    def _got_header(self, header: SnapshotHeader) -> None:
+        self._header = header
+        self._header_seen.set()
+
+    def header(self) -> SnapshotHeader:
+        """The validated header (page size, change counter), as soon as it has been read."""
+        _sliced_wait(self._header_seen.wait)
+        if self._header is None:
+            self._raise()
+            raise RuntimeError("the snapshot stream ended without reading a header")
+        return self._header
+
+    def finished(self) -> None:
+        """Wait until the whole snapshot is written; raise its problem if it has one."""
+        _sliced_wait(self._joined)
+        self._raise()
+
+    def stop(self) -> None:
+        """Cancel the stream if it still runs, without waiting for it.
+
+        It stops at its next piece. A thread stuck in a slow GET is not waited for (a
+        SIGTERM must end the run at once, not after read timeouts and retries): it is a
+        daemon, and it writes only through its own descriptor, to a file that a new
+        attempt unlinks before creating its own (``_private_file``).
+        """
+        self._cancel.set()
+
+    def _joined(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _raise(self) -> None:
+        if self.error is None:
+            return
+        if isinstance(self.error, CorruptObject):
+            raise SnapshotDamaged() from self.error
+        raise self.error
+
+
+def _sliced_wait(wait) -> None:
+    """Call ``wait(timeout)`` until it returns True, a slice at a time."""
+    while not wait(SIGNAL_POLL_SECONDS):
+        pass
+
+
+class Output:
+    """The scratch database file the WAL is replayed into, written at page offsets.
+
+    Committed pages are staged (the last version of each page wins) and written in page
+    order, consecutive pages with one ``pwritev``: random 4 KiB writes into the page cache
+    cost ~4x more than the same writes sorted. Resizes are staged too, so pages are written
+    once per ``STAGE_LIMIT_BYTES`` instead of once per WAL index. Nothing is written until
+    ``snapshot_done()`` returns (it raises when the snapshot is unusable).
+    """
+
+    def __init__(self, path: Path, page_size: int, limit: int, snapshot_done=lambda: None):
+        self.path = path
+        self.page_size = page_size
+        self.limit = limit
+        self.fd = os.open(path, os.O_RDWR)
+        self._snapshot_done = snapshot_done
+        self._staged: dict[int, bytes] = {}
+        self._shortest: int | None = None  # fewest pages the file was cut to since the last flush
+        self._pages: int | None = None  # the size last set, in pages
+
+    def write_page(self, pgno: int, page: memoryview) -> None:
+        self._staged[pgno] = bytes(page)  # a copy: a view would keep its whole WAL segment alive
+        if len(self._staged) * self.page_size >= STAGE_LIMIT_BYTES:
+            self.flush()
+
+    def set_pages(self, pages: int) -> None:
+        """Resize the database to ``pages`` pages (staged: applied in order at the next flush)."""
+        if self._staged and max(self._staged) > pages:
+            self._staged = {p: page for p, page in self._staged.items() if p <= pages}
+        self._shortest = pages if self._shortest is None else min(self._shortest, pages)
+        self._pages = pages
+
+    def change_counter(self) -> int:
+        """The file change counter in the database header (page 1, offset 24)."""
+        if 1 in self._staged:
+            return int.from_bytes(self._staged[1][24:28], "big")
+        self.flush()
+        return int.from_bytes(os.pread(self.fd, 4, 24), "big")
+
+    def flush(self) -> None:
+        """Apply the staged resizes and pages (after the snapshot is complete)."""
+        self._snapshot_done()
+        if self._shortest is not None:
+            # Cutting to the shortest size first zeroes what a shrink dropped before a later growth.
+            os.ftruncate(self.fd, self._shortest * self.page_size)
+            if self._pages != self._shortest:
+                os.ftruncate(self.fd, self._pages * self.page_size)
+            self._shortest = self._pages = None
+        write_sorted(self.fd, self._staged, self.page_size)
+        self._staged = {}
+
+    def close(self) -> None:
+        """Flush and close; when flushing fails the file stays open for ``abandon()``."""
+        self.flush()
+        self.abandon()
+
+    def abandon(self) -> None:
+        """Close without writing what is staged (the restore failed); idempotent."""
+        self._staged = {}
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class _CountingChunks:
+    """Iterate a reader's chunks, counting the stored bytes read."""
+
+    def __init__(self, reader):
+        self.chunks = lz4stream.iter_reader(reader)
+        self.count = 0
+
+    def __iter__(self):
+        for chunk in self.chunks:
+            self.count += len(chunk)
+            yield chunk
+
+
+def _private_file(path: Path) -> int:
+    """A descriptor for a new file at ``path`` (any old one unlinked first), mode 0600 from the start.
+
+    A new inode, so a cancelled stream that is still writing can't reach this file.
+    """
+    path.unlink(missing_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+
+
+def _check_unchanged(info: ObjectInfo, size_read: int) -> None:
+    if size_read != info.size:
+        raise ObjectChanged(info.key, f"read {size_read} bytes, the listing said {info.size}")
+
+
+def _page_size_from_header(header: bytes) -> int:
+    raw = int.from_bytes(header[16:18], "big")
+    return 65536 if raw == 1 else raw
+
+
+def _validate_db_header(key: str, head: bytes) -> tuple[int, int | None]:
+    """Check the SQLite header; return the page size and, when the header is trustworthy, the size."""
+    if len(head) < 100 or not head.startswith(SQLITE_MAGIC):
+        raise CorruptObject(key, "snapshot does not start with the SQLite header ('SQLite format 3')")
+    page_size = _page_size_from_header(head)
+    if not wal.is_valid_page_size(page_size):
+        raise CorruptObject(key, f"snapshot header has invalid page size {page_size}")
+    for offset, (value, name) in _FIXED_HEADER_BYTES.items():
+        if head[offset] != value:
+            raise CorruptObject(key, f"snapshot header byte {offset} ({name}) is {head[offset]}, must be {value}")
+    if head[18] not in (1, 2) or head[19] not in (1, 2):
+        raise CorruptObject(key, f"snapshot header has file format versions {head[18]}/{head[19]}, must be 1 or 2")
+    if page_size - head[20] < 480:
+        raise CorruptObject(key, f"snapshot header reserves {head[20]} bytes of each {page_size}-byte page")
+    pages = int.from_bytes(head[28:32], "big")
+    change_counter = int.from_bytes(head[24:28], "big")
+    valid_for = int.from_bytes(head[92:96], "big")
+    if pages and change_counter == valid_for:
+        return page_size, pages * page_size
+    return page_size, None

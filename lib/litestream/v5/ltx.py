@@ -1,0 +1,387 @@
+"""Streaming decoder and validator for one Litestream v0.5 LTX file.
+
+Format: ``../shared/docs/litestream-v0.5-ltx-format.md`` section 2 (superfly/ltx v0.5.2,
+magic ``LTX1``). In one pass over a binary reader, never holding more than a buffer's
+worth of the object, :class:`LtxDecoder`:
+
+* parses and checks the 100-byte header (:func:`parse_header`);
+* yields ``(pgno, page bytes)`` for every page frame, in either page encoding
+  (``flags & 1``: size + raw LZ4 block, Litestream 0.5.16+; ``flags == 0``: an LZ4 frame,
+  Litestream 0.5.0-0.5.15), so the caller can write pages straight to disk;
+* checks the end-of-pages marker, the page index against the frames actually read, the
+  index size and the trailer, and finally the file checksum (CRC-64/GO-ISO over the
+  logical stream, with decompressed pages).
+
+Every problem is raised as :class:`lib.errors.CorruptObject` naming the object key and
+the precise problem. Pages are yielded *before* the file checksum can be checked (it is
+the last 8 bytes), so a caller must treat what it wrote as untrusted until the generator
+is exhausted without raising.
+"""
+from __future__ import annotations
+
+import struct
+from array import array
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
+
+import lz4.block
+import lz4.frame
+
+from lib.errors import CorruptObject
+from lib.litestream.v5.header import _U32, CHECKSUM_FLAG, HEADER_SIZE, crc64, lock_pgno, page_checksum, parse_header
+
+PAGE_HEADER_SIZE = 6  # pgno u32, flags u16 (format version 3)
+
+SIZE_FIELD_SIZE = 4
+
+TRAILER_SIZE = 16  # post-apply checksum u64, file checksum u64
+
+INDEX_SIZE_FIELD = 8
+
+PAGE_FLAG_SIZE = 0x0001  # "size follows": page data is a raw LZ4 block (ltx v0.5.2)
+
+_PAGE_HEADER = struct.Struct(">IH")
+
+_U64 = struct.Struct(">Q")
+
+_TRAILER = struct.Struct(">QQ")
+
+_END_OF_PAGES = bytes(PAGE_HEADER_SIZE)
+
+_READ_CHUNK = 1 << 20
+
+_INDEX_CHUNK = 64 << 10  # page index bytes decoded at a time
+
+_MAX_UVARINT_BYTES = 10  # Go's binary.MaxVarintLen64
+
+CRC64_CHECK = 0xB90956C775A41001  # crc(b"123456789")
+
+
+def lz4_block_bound(size: int) -> int:
+    """LZ4_compressBound: the largest block LZ4 produces for ``size`` input bytes."""
+    return size + size // 255 + 16
+
+
+def lz4_frame_bound(size: int) -> int:
+    """Largest LZ4 frame holding one page: block bound plus header, block size, end mark,
+    content and block checksums (19 + 4 + 4 + 4 + 4 bytes, rounded up)."""
+    return lz4_block_bound(size) + 64
+
+
+@dataclass(frozen=True)
+class Trailer:
+    post_apply_checksum: int
+    file_checksum: int
+
+
+class _Stream:
+    """A forward-only buffered view of a reader that knows its absolute offset.
+
+    Reads the underlying object in 1 MiB chunks, so one object never costs more memory
+    than that, whatever its size.
+    """
+
+    def __init__(self, reader: BinaryIO, key: str):
+        self._reader = reader
+        self._key = key
+        self._buf = b""
+        self._pos = 0
+        self.offset = 0  # absolute offset of the next unread byte
+
+    def _available(self) -> int:
+        return len(self._buf) - self._pos
+
+    def _fill(self, need: int) -> bool:
+        """Make at least ``need`` bytes available; False if the object ends first."""
+        while self._available() < need:
+            chunk = self._reader.read(max(_READ_CHUNK, need - self._available()))
+            if not chunk:
+                return False
+            self._buf = self._buf[self._pos:] + chunk
+            self._pos = 0
+        return True
+
+    def read_exact(self, size: int, what: str) -> bytes:
+        if not self._fill(size):
+            end = self.offset + self._available()
+            raise CorruptObject(self._key, f"truncated after {end} bytes (in {what})")
+        data = self._buf[self._pos:self._pos + size]
+        self._pos += size
+        self.offset += size
+        return data
+
+    def peek(self, limit: int) -> bytes:
+        """The next ``limit`` bytes (fewer only at the end of the object), not consumed."""
+        self._fill(limit)
+        return self._buf[self._pos:self._pos + limit]
+
+    def skip(self, size: int) -> None:
+        self._pos += size
+        self.offset += size
+
+    def at_end(self) -> bool:
+        return not self._fill(1)
+
+
+class _FrameLog:
+    """(pgno, offset, size) of each page frame of an LTX file, in 8 bytes a page.
+
+    Frames follow each other, so each offset is the previous one plus its size: only
+    the first is kept. Page numbers are 32-bit in SQLite; a frame is far below 4 GiB.
+    """
+
+    def __init__(self):
+        self._pgnos = array("I")
+        self._sizes = array("I")
+        self._first_offset = 0
+
+    def add(self, pgno: int, offset: int, size: int) -> None:
+        if not self._pgnos:
+            self._first_offset = offset
+        self._pgnos.append(pgno)
+        self._sizes.append(size)
+
+    def __len__(self) -> int:
+        return len(self._pgnos)
+
+    def entries(self) -> Iterator[tuple[int, int, int]]:
+        offset = self._first_offset
+        for pgno, size in zip(self._pgnos, self._sizes):
+            yield pgno, offset, size
+            offset += size
+
+
+class LtxDecoder:
+    """Decode one LTX file from a binary reader, checking everything as it goes.
+
+    The header is read and checked on construction. :meth:`pages` then yields the pages;
+    only when it finishes without raising has the whole file (index, trailer, file
+    checksum) been verified. Raises :class:`CorruptObject` for any invalid content;
+    errors of the reader itself (``ObjectNotFound``, ``StorageUnavailable``) pass through.
+
+    :param expected_txids: the (min, max) TXIDs from the object's name; the header must agree.
+    """
+
+    def __init__(self, reader: BinaryIO, key: str, expected_txids: tuple[int, int] | None = None):
+        self.key = key
+        self._stream = _Stream(reader, key)
+        raw = self._stream.read_exact(HEADER_SIZE, "header")
+        self.header = parse_header(raw, key)
+        self._check_name(expected_txids)
+        self._crc = crc64(raw)
+        self.trailer: Trailer | None = None
+        self.page_count = 0
+        self._rolling = 0  # database checksum of a checksum-tracked snapshot
+
+    def _check_name(self, expected: tuple[int, int] | None) -> None:
+        if expected is None:
+            return
+        h = self.header
+        if (h.min_txid, h.max_txid) != tuple(expected):
+            name = f"{expected[0]:016x}-{expected[1]:016x}"
+            raise CorruptObject(
+                self.key, f"header TXIDs 0x{h.min_txid:x}-0x{h.max_txid:x} do not match name {name}")
+
+    def _fail(self, problem: str) -> CorruptObject:
+        return CorruptObject(self.key, problem)
+
+    def pages(self) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(pgno, page)`` in ascending pgno, then verify the rest of the file."""
+        h = self.header
+        frames = _FrameLog()  # to compare with the page index
+        prev = 0
+        lock = lock_pgno(h.page_size)
+        while True:
+            offset = self._stream.offset
+            raw_header = self._stream.read_exact(PAGE_HEADER_SIZE, f"page header {self.page_count + 1}")
+            pgno, flags = _PAGE_HEADER.unpack(raw_header)
+            if pgno == 0:
+                if flags:
+                    raise self._fail(f"end-of-pages marker at offset {offset} has flags 0x{flags:04x}")
+                break
+            self._check_pgno(pgno, flags, prev, lock)
+            self._crc = crc64(raw_header, self._crc)
+            page = self._read_page(pgno, flags)
+            self._crc = crc64(page, self._crc)
+            if h.has_checksums and h.is_snapshot:
+                self._rolling ^= page_checksum(pgno, page)
+            frames.add(pgno, offset, self._stream.offset - offset)
+            self.page_count += 1
+            prev = pgno
+            yield pgno, page
+        self._check_snapshot_complete(prev, lock)
+        self._crc = crc64(_END_OF_PAGES, self._crc)
+        self._read_index(frames)
+        self._read_trailer()
+
+    def _check_pgno(self, pgno: int, flags: int, prev: int, lock: int) -> None:
+        h = self.header
+        if flags & ~PAGE_FLAG_SIZE:
+            raise self._fail(f"page {pgno} header has undefined flags 0x{flags:04x}")
+        if pgno <= prev:
+            raise self._fail(f"page {pgno} follows page {prev}: page numbers must ascend")
+        if pgno > h.commit:
+            raise self._fail(f"page {pgno} is beyond the commit size of {h.commit} pages")
+        if pgno == lock:
+            raise self._fail(f"page {pgno} is the SQLite lock page, which is never stored")
+        if h.is_snapshot:
+            expected = prev + 1 if prev + 1 != lock else prev + 2
+            if pgno != expected:
+                raise self._fail(f"snapshot lacks page {expected} (next page is {pgno})")
+
+    def _check_snapshot_complete(self, last: int, lock: int) -> None:
+        h = self.header
+        if not h.is_snapshot:
+            return
+        missing = last + 1 if last + 1 != lock else last + 2
+        if missing <= h.commit:
+            raise self._fail(f"snapshot lacks page {missing} (commit is {h.commit} pages)")
+
+    def _read_page(self, pgno: int, flags: int) -> bytes:
+        if flags & PAGE_FLAG_SIZE:
+            return self._read_block_page(pgno)
+        return self._read_frame_page(pgno)
+
+    def _read_block_page(self, pgno: int) -> bytes:
+        """``size`` u32 + raw LZ4 block (ltx v0.5.2); the size field is hashed too."""
+        page_size = self.header.page_size
+        raw_size = self._stream.read_exact(SIZE_FIELD_SIZE, f"size of page {pgno}")
+        (size,) = _U32.unpack(raw_size)
+        if size == 0 or size > lz4_block_bound(page_size):
+            raise self._fail(f"page {pgno} claims {size} compressed bytes, "
+                             f"outside 1..{lz4_block_bound(page_size)} for {page_size}-byte pages")
+        self._crc = crc64(raw_size, self._crc)
+        block = self._stream.read_exact(size, f"page {pgno} data")
+        try:
+            page = lz4.block.decompress(block, uncompressed_size=page_size)
+        except lz4.block.LZ4BlockError:
+            raise self._fail(f"page {pgno} is not a valid LZ4 block of at most {page_size} bytes") from None
+        if len(page) != page_size:
+            raise self._fail(f"page {pgno} decompresses to {len(page)} bytes, expected {page_size}")
+        return page
+
+    def _read_frame_page(self, pgno: int) -> bytes:
+        """A complete LZ4 frame (ltx v0.5.0/v0.5.1); its end is found by decoding it."""
+        page_size = self.header.page_size
+        limit = lz4_frame_bound(page_size)
+        decoder = lz4.frame.LZ4FrameDecompressor()
+        out = bytearray()
+        consumed = 0
+        try:
+            while not decoder.eof:
+                chunk = self._stream.peek(limit - consumed)
+                if not chunk:
+                    if consumed >= limit:
+                        raise self._fail(f"page {pgno} LZ4 frame is longer than {limit} bytes")
+                    raise self._fail(f"truncated after {self._stream.offset} bytes (in page {pgno} LZ4 frame)")
+                out += decoder.decompress(chunk, max_length=page_size + 1 - len(out))
+                if len(out) > page_size:
+                    raise self._fail(f"page {pgno} decompresses to more than {page_size} bytes")
+                used = len(chunk) - len(decoder.unused_data or b"")
+                self._stream.skip(used)
+                consumed += used
+                if not decoder.eof and not decoder.needs_input:
+                    raise self._fail(f"page {pgno} decompresses to more than {page_size} bytes")
+        except RuntimeError as exc:  # lz4.frame reports corrupt frames as RuntimeError
+            raise self._fail(f"page {pgno} is not a valid LZ4 frame ({exc})") from None
+        if len(out) != page_size:
+            raise self._fail(f"page {pgno} decompresses to {len(out)} bytes, expected {page_size}")
+        return bytes(out)
+
+    def _read_index(self, frames: _FrameLog) -> None:
+        """Parse the page index and require it to describe exactly the frames read."""
+        length = self._check_index(frames)
+        raw = self._stream.read_exact(INDEX_SIZE_FIELD, "page index size")
+        (stored,) = _U64.unpack(raw)
+        if stored != length:
+            raise self._fail(f"page index size field says {stored} bytes, the index has {length}")
+        self._crc = crc64(raw, self._crc)
+
+    def _check_index(self, frames: _FrameLog) -> int:
+        """Read the index (Go uvarints: pgno, offset, size per page, up to a 0 terminator),
+        comparing each entry with the frame read, in order; return the bytes it took.
+
+        The index is read in ``_INDEX_CHUNK`` pieces and each entry compared as it is
+        decoded: no copy of the index (a few MB at 1 GB) is held. The first entry that
+        differs is reported only once the whole index has decoded, so a broken varint still
+        reads as the structural problem it causes (as when the index was decoded first).
+        """
+        entries = len(frames)
+        mismatch: CorruptObject | None = None
+        limit = 3 * entries * _MAX_UVARINT_BYTES + 1  # the longest an index of that many entries can be
+        expected = frames.entries()
+        entry: list[int] = []
+        decoded = length = 0
+        value = shift = 0
+        while length < limit:
+            chunk = self._stream.peek(min(_INDEX_CHUNK, limit - length))
+            if not chunk:
+                break
+            for at, byte in enumerate(chunk):
+                value |= (byte & 0x7F) << shift
+                if byte & 0x80:
+                    shift += 7
+                    if shift >= 7 * _MAX_UVARINT_BYTES:
+                        raise self._fail(f"page index has an overlong varint at offset {self._stream.offset + at}")
+                    continue
+                if value == 0 and not entry:
+                    if mismatch is not None:
+                        raise mismatch
+                    if decoded < 3 * entries:
+                        raise self._fail(f"page index lists {decoded // 3} pages, the file has {entries}")
+                    self._crc = crc64(chunk[:at + 1], self._crc)
+                    self._stream.skip(at + 1)
+                    return length + at + 1
+                if value >> 64:
+                    raise self._fail(f"page index has an overlong varint at offset {self._stream.offset + at}")
+                entry.append(value)
+                decoded += 1
+                value = shift = 0
+                if decoded > 3 * entries:
+                    raise self._fail(f"page index lists more than the {entries} pages in the file")
+                if len(entry) == 3:
+                    mismatch = mismatch or self._entry_mismatch(decoded // 3, tuple(entry), next(expected))
+                    entry = []
+            self._crc = crc64(chunk, self._crc)
+            self._stream.skip(len(chunk))
+            length += len(chunk)
+        if length < limit:
+            raise self._fail(f"truncated after {self._stream.offset} bytes (in page index)")
+        raise self._fail(f"page index is not terminated within {length} bytes")
+
+    def _entry_mismatch(self, number: int, got: tuple[int, int, int],
+                        want: tuple[int, int, int]) -> CorruptObject | None:
+        if got == want:
+            return None
+        return self._fail(f"page index entry {number} (page {got[0]}, offset {got[1]}, size {got[2]}) "
+                          f"does not match the frame (page {want[0]}, offset {want[1]}, size {want[2]})")
+
+    def _read_trailer(self) -> None:
+        raw = self._stream.read_exact(TRAILER_SIZE, "trailer")
+        post_apply, file_checksum = _TRAILER.unpack(raw)
+        self.trailer = Trailer(post_apply, file_checksum)
+        if not self.header.has_checksums and post_apply:
+            raise self._fail(f"post-apply checksum 0x{post_apply:016x} set on a NoChecksum file")
+        if self.header.has_checksums and not post_apply & CHECKSUM_FLAG:
+            raise self._fail(f"post-apply checksum 0x{post_apply:016x} lacks the checksum flag")
+        if not file_checksum & CHECKSUM_FLAG:
+            raise self._fail(f"file checksum 0x{file_checksum:016x} lacks the checksum flag")
+        if self.header.has_checksums and self.header.is_snapshot:
+            rolling = self._rolling | CHECKSUM_FLAG
+            if rolling != post_apply:
+                raise self._fail(f"post-apply checksum 0x{post_apply:016x} does not match "
+                                 f"the snapshot's pages (0x{rolling:016x})")
+        computed = crc64(raw[:8], self._crc) | CHECKSUM_FLAG
+        if computed != file_checksum:
+            raise self._fail(f"file checksum mismatch: trailer has 0x{file_checksum:016x}, "
+                             f"content gives 0x{computed:016x}")
+        if not self._stream.at_end():
+            raise self._fail(f"unexpected data after the trailer at offset {self._stream.offset}")
+
+
+def verify_file(reader: BinaryIO, key: str, expected_txids: tuple[int, int] | None = None) -> LtxDecoder:
+    """Decode and check a whole LTX file, discarding pages; return the finished decoder."""
+    decoder = LtxDecoder(reader, key, expected_txids)
+    for _ in decoder.pages():
+        pass
+    return decoder

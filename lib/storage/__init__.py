@@ -1,0 +1,1 @@
+"""Objects by key: the storage seam (local folder, S3), the only code that imports boto3, and the download pools."""

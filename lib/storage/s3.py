@@ -1,0 +1,240 @@
+"""S3-compatible buckets through boto3: the client factory, streaming reads, listing, put and batched deletes."""
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import BinaryIO, Sequence
+
+from lib.errors import ObjectNotFound, StorageUnavailable
+from lib.storage.base import _CLIENTS, DELETE_BATCH_LIMIT, DeleteFailure, ObjectInfo, _batches
+
+# --------------------------------------------------------------------------- S3
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Everything needed to reach one bucket. Secrets are excluded from repr."""
+
+    bucket: str
+    endpoint: str | None = None
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None  # AWS_SESSION_TOKEN of temporary credentials
+    force_path_style: bool | None = None
+    skip_verify: bool = False
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    max_attempts: int = 5
+    max_pool_connections: int = 16
+
+    def __repr__(self) -> str:  # never print the secret key
+        return f"S3Settings(bucket={self.bucket!r}, endpoint={self.endpoint!r}, region={self.region!r})"
+
+
+# One boto3 session for the process: a new session re-reads botocore's S3 model and
+# endpoint rules (~0.1-0.3 s of CPU each time); clients are thread-safe and are shared
+# between stores with the same settings (bucket aside).
+_SESSION = None
+
+_CLIENTS_LOCK = threading.Lock()
+
+
+def make_s3_client(settings: S3Settings):
+    """Build a boto3 S3 client that works with AWS and S3-compatible providers.
+
+    Custom endpoints get path-style addressing unless told otherwise (Litestream's rule),
+    and request/response checksums only "when required": several providers (B2, R2,
+    Tigris, OVH) reject the checksum headers boto3 >= 1.36 adds by default.
+    """
+    key = replace(settings, bucket="")
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            client = _CLIENTS[key] = _new_s3_client(settings)
+    return client
+
+
+def _new_s3_client(settings: S3Settings):
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    path_style = settings.force_path_style
+    if path_style is None:
+        path_style = bool(settings.endpoint)
+    region = settings.region or ("us-east-1" if settings.endpoint else None)
+    cfg = BotoConfig(
+        region_name=region,
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if path_style else "virtual"},
+        # botocore's client-config "max_attempts" counts retries only (one more request in
+        # all); "total_max_attempts" counts the first try too, as our field's name says.
+        retries={"mode": "standard", "total_max_attempts": settings.max_attempts},
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        max_pool_connections=settings.max_pool_connections,
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        user_agent_extra="restorable",
+    )
+    global _SESSION
+    if _SESSION is None:
+        _SESSION = boto3.session.Session()
+    endpoint = settings.endpoint
+    if endpoint and "://" not in endpoint:
+        endpoint = "https://" + endpoint
+    verify = False if settings.skip_verify else None
+    return _SESSION.client("s3", endpoint_url=endpoint, config=cfg, verify=verify,
+                           aws_access_key_id=settings.access_key_id or None,
+                           aws_secret_access_key=settings.secret_access_key or None,
+                           aws_session_token=settings.session_token or None)
+
+
+_READ_ALL_CHUNK = 1 << 20
+
+
+class _S3Reader(io.RawIOBase):
+    """A streaming object body whose transport errors surface as StorageUnavailable."""
+
+    def __init__(self, body, key: str, translate):
+        self._body = body
+        self._key = key
+        self._translate = translate
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._body.read(None if size is None or size < 0 else size)
+        except Exception as exc:  # botocore/urllib3 errors while streaming
+            raise self._translate(exc, f"read {self._key}") from exc
+
+    def readall(self) -> bytes:
+        """The rest of the body in 1 MiB reads (``RawIOBase.readall`` loops over 8 KiB ones,
+        twice the CPU per WAL segment). Sized reads keep botocore's short-body check
+        (IncompleteReadError), which a single unsized read reports less clearly."""
+        chunks = []
+        while chunk := self.read(_READ_ALL_CHUNK):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._body.close()
+        finally:
+            super().close()
+
+
+class S3Store:
+    """A bucket on an S3-compatible endpoint."""
+
+    def __init__(self, settings: S3Settings, client=None):
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.client = client if client is not None else make_s3_client(settings)
+        where = settings.endpoint or "AWS"
+        self.description = f"s3://{settings.bucket} (endpoint {where})"
+        self._server_date: datetime | None = None
+
+    # -- error translation: the only place that knows botocore's exceptions
+    def _translate(self, exc: Exception, action: str) -> Exception:
+        from botocore.exceptions import ClientError, NoCredentialsError
+
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return ObjectNotFound(action.split(" ", 1)[-1])
+            if code == "NoSuchBucket":
+                return StorageUnavailable(
+                    f"{action}: bucket {self.bucket!r} does not exist at {self.description}; "
+                    "check BUCKET_NAME / the replica's bucket"
+                )
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403", "Forbidden",
+                        "InvalidToken", "ExpiredToken"):
+                return StorageUnavailable(
+                    f"{action}: credentials refused by {self.description} ({code}); "
+                    "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy"
+                )
+            if code in ("AuthorizationHeaderMalformed", "PermanentRedirect", "IllegalLocationConstraintException"):
+                return StorageUnavailable(
+                    f"{action}: region mismatch at {self.description} ({code}); set the replica's region "
+                    "or AWS_DEFAULT_REGION"
+                )
+            return StorageUnavailable(f"{action}: {self.description} answered {code or status}")
+        if isinstance(exc, NoCredentialsError):
+            return StorageUnavailable(
+                f"{action}: no credentials for {self.description}; set access-key-id/secret-access-key "
+                "in the replica or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+            )
+        kind = type(exc).__name__
+        return StorageUnavailable(f"{action}: {self.description} unreachable ({kind})")
+
+    def _note_date(self, response: dict) -> None:
+        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        if date:
+            try:
+                self._server_date = parsedate_to_datetime(date).astimezone(timezone.utc)
+            except (TypeError, ValueError):
+                pass
+
+    def list(self, prefix: str) -> list[ObjectInfo]:
+        found: list[ObjectInfo] = []
+        kwargs = {"Bucket": self.bucket, "Prefix": prefix}
+        try:
+            while True:
+                resp = self.client.list_objects_v2(**kwargs)
+                self._note_date(resp)
+                for item in resp.get("Contents", []):
+                    modified = item["LastModified"].astimezone(timezone.utc)
+                    found.append(ObjectInfo(item["Key"], int(item["Size"]), modified))
+                if not resp.get("IsTruncated"):
+                    break
+                kwargs["ContinuationToken"] = resp["NextContinuationToken"]
+        except Exception as exc:
+            raise self._translate(exc, f"list {prefix or '/'}") from exc
+        found.sort(key=lambda o: o.key)
+        return found
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            raise self._translate(exc, f"get {key}") from exc
+        self._note_date(resp)
+        return io.BufferedReader(_S3Reader(resp["Body"], key, self._translate), buffer_size=1 << 20)
+
+    def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        except Exception as exc:
+            raise self._translate(exc, f"put {key}") from exc
+
+    def delete(self, keys: Sequence[str]) -> list[DeleteFailure]:
+        failures: list[DeleteFailure] = []
+        for batch in _batches(list(keys), DELETE_BATCH_LIMIT):
+            try:
+                resp = self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+                )
+            except Exception as exc:
+                error = str(self._translate(exc, "delete"))
+                failures.extend(DeleteFailure(k, error) for k in batch)
+                continue
+            for err in resp.get("Errors", []):
+                failures.append(DeleteFailure(err.get("Key", "?"), f"{err.get('Code')}: {err.get('Message', '')}"))
+        return failures
+
+    def server_now(self) -> datetime | None:
+        return self._server_date
