@@ -1,7 +1,6 @@
 """lib.config: litestream.yml in both shapes, env expansion, URLs, Railway/AWS fallbacks."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from textwrap import dedent
 

@@ -18,8 +18,9 @@ import pytest
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from jobs.schedule import (REPO_ROOT, ChildRun, Worker, WorkerOptions, build_trigger, child_env, cron_trigger,
-                           cron_weekdays, describe_exit, load_options)
+from lib.schedule.runner import REPO_ROOT, ChildRun, Worker, WorkerOptions, child_env, describe_exit
+from lib.schedule.trigger import build_trigger, cron_trigger, cron_weekdays
+from jobs.schedule import load_options
 from lib.errors import ConfigError
 from tests.test_signals import Job, job_env, proxied_config, scratch_entries, slow_restores, wait_until_restoring
 

@@ -41,7 +41,7 @@ from typing import Mapping
 
 import yaml
 
-from tests.support.litestream import V3, V5, LitestreamError, Replicator, normalize_version, run_litestream
+from tests.support.litestream import V3, LitestreamError, Replicator, normalize_version, run_litestream
 from tests.support.s3server import S3Server
 
 # Litestream's cadence while building: short enough that a build takes seconds.
