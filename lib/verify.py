@@ -1,6 +1,6 @@
 """One verification run: for every database and replica, list, restore, check, report.
 
-``run`` reads like the data flow in ``../shared/docs/style.md``: each (database,
+``run`` reads like the data flow in ``docs/architecture.md``: each (database,
 replica) pair is verified in its own scratch directory on a bounded pool; a failure,
 an exception or a hang in one never hides another's result; the whole run ends by its
 deadline with unfinished work reported inconclusive.

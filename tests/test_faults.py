@@ -5,7 +5,7 @@ breaks chosen requests: bursts of 500/503 and SlowDown, connections reset mid-bo
 bodies cut short, slow answers, 403 on some keys, an endpoint that goes away. Every case
 runs against both layouts, whose download paths differ:
 
-* v0.3 streams the snapshot (``lib.restore.restore_snapshot``) and fetches WAL segments
+* v0.3 streams the snapshot (``lib.litestream.v3.snapshot.restore_snapshot``) and fetches WAL segments
   whole through ``lib.storage.pool.prefetch``, which re-reads a failed or short body itself;
 * v0.5 streams every LTX file through ``lib.storage.streams._Prefetcher``, which does not
   retry: a broken body fails the attempt and ``lib.verify`` verifies the replica again.
@@ -147,7 +147,7 @@ def request_bound(replica: BuiltReplica, version: str) -> int:
     """The most requests a verify may make, from the retry constants in the code.
 
     Per replica attempt: the listings, and every object fetched up to the whole-object
-    retries (``lib.fetch``) times botocore's attempts. ``lib.verify`` makes at most
+    retries (``lib.storage.pool``) times botocore's attempts. ``lib.verify`` makes at most
     ``STORAGE_ATTEMPTS`` replica attempts.
     """
     listings = V5_LEVELS if version == "v0.5" else 1

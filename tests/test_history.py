@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lib.report import history
+from lib.report.model import history
 from lib.config.model import DbConfig, ReplicaConfig
 from lib.errors import ConfigError
 from lib.report.history import HistoryLocation, HistorySettings, last_good, locate, prune, read_latest

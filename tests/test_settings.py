@@ -1,4 +1,4 @@
-"""lib.settings (restorable.yml, RESTORABLE_* overrides, flags) and lib.durations."""
+"""lib.config.settings (restorable.yml, RESTORABLE_* overrides, flags) and lib.units."""
 from __future__ import annotations
 
 import dataclasses

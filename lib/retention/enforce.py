@@ -1,7 +1,7 @@
 """Retention: decide what a replica may lose, and delete it only when asked, safely.
 
 Railway buckets have no lifecycle rules, versioning or object lock, so a replica grows
-whenever Litestream's own retention (``../shared/docs/litestream-v0.3-format.md``
+whenever Litestream's own retention (``docs/formats/litestream-v0.3.md``
 section 5; v0.5: ``litestream-v0.5-ltx-format.md`` section 4) did not run or did not
 delete. restorable applies the same kind of policy after a successful verification.
 

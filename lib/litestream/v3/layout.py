@@ -1,6 +1,6 @@
 """Litestream layout knowledge: object names, listing, format detection.
 
-v0.3 (``../shared/docs/litestream-v0.3-format.md`` section 1)::
+v0.3 (``docs/formats/litestream-v0.3.md`` section 1)::
 
     <root>/generations/<gen>/snapshots/<IIIIIIII>.snapshot.lz4
     <root>/generations/<gen>/wal/<IIIIIIII>_<OOOOOOOO>.wal.lz4

@@ -1,6 +1,6 @@
 """Native restore of Litestream v0.3 replicas (no litestream binary).
 
-Follows ``../shared/docs/litestream-v0.3-format.md``: choose the generation and snapshot
+Follows ``docs/formats/litestream-v0.3.md``: choose the generation and snapshot
 as ``litestream restore`` does (4.1-4.3), stream the snapshot through LZ4 into the output
 file, then replay WAL indexes S..max frame by frame straight into the file, which is
 byte-identical to SQLite's checkpoint of the same WAL (4.5). Unlike Litestream, every

@@ -1,6 +1,6 @@
 """SQLite WAL decoding for restore: header, frames, salts and the cumulative checksum.
 
-Facts from ``../shared/docs/litestream-v0.3-format.md`` section 8 and SQLite's wal.c:
+Facts from ``docs/formats/litestream-v0.3.md`` section 8 and SQLite's wal.c:
 
 * header (32 bytes, big-endian u32): magic, version 3007000, page size, checkpoint
   sequence, salt-1, salt-2, checksum-1, checksum-2 (over bytes 0..23, seed (0, 0));

@@ -1,6 +1,6 @@
 """Streaming decoder and validator for one Litestream v0.5 LTX file.
 
-Format: ``../shared/docs/litestream-v0.5-ltx-format.md`` section 2 (superfly/ltx v0.5.2,
+Format: ``docs/formats/litestream-v0.5-ltx.md`` section 2 (superfly/ltx v0.5.2,
 magic ``LTX1``). In one pass over a binary reader, never holding more than a buffer's
 worth of the object, :class:`LtxDecoder`:
 

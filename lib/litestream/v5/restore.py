@@ -1,6 +1,6 @@
 """Restore a Litestream v0.5 (LTX) replica natively: listing, restore plan, apply.
 
-Spec: ``../shared/docs/litestream-v0.5-ltx-format.md`` sections 1 (layout) and 3 (restore).
+Spec: ``docs/formats/litestream-v0.5-ltx.md`` sections 1 (layout) and 3 (restore).
 
 * :func:`v5_prefix` / :func:`parse_v5_listing` turn a store listing into a :class:`V5State`
   (LTX files per level 0..9, sorted by TXID range).
