@@ -13,6 +13,11 @@ from pathlib import Path
 from typing import Mapping
 
 from lib import cli
+from lib.errors import EXIT_FAILED, EXIT_OK, ConfigError, ObjectNotFound
+from lib.litestream.discover import discover
+from lib.litestream.outcome import RestoreTarget
+from lib.report.logs import setup_logging
+from lib.verify import LISTING_ATTEMPTS, restore_state
 
 
 def parse_args(argv: list[str] | None):
@@ -31,9 +36,6 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     environ = os.environ if environ is None else environ
 
     def body() -> int:
-        from lib.errors import ConfigError
-        from lib.report.logs import setup_logging
-
         args = parse_args(argv)
         config = cli.load_config(args, environ)
         setup_logging(environ, secrets=config.secrets())
@@ -52,9 +54,6 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
 def restore_to(db, args, out: Path) -> int:
     """Restore ``db``'s replica to ``out``; nothing is written there when the backup is damaged."""
-    from lib.errors import EXIT_FAILED, EXIT_OK
-    from lib.litestream.outcome import RestoreTarget
-
     replica = next(r for r in db.replicas if args.replica in (None, r.name))
     tmp = out.with_name(f".{out.name}.restorable-tmp")
     target = RestoreTarget(timestamp=args.timestamp, generation=args.generation, txid=args.txid)
@@ -66,7 +65,7 @@ def restore_to(db, args, out: Path) -> int:
         state, outcome = restored
         findings = list(outcome.findings)
         if outcome.path is not None and args.check:
-            from lib.checks import integrity as checks
+            from lib.checks import integrity as checks  # deferred: imports sqlite_utils (~0.17 s), only for --check
 
             with checks.open_readonly(outcome.path) as sdb:
                 findings += checks.integrity(sdb)
@@ -104,10 +103,6 @@ def restore_relisting(replica, out: Path, target, digest: bool = False):
     Returns (state, outcome), or None when the replica holds no backups; ``ObjectNotFound``
     escapes (exit 2) only when every attempt raced.
     """
-    from lib.errors import ObjectNotFound
-    from lib.litestream.discover import discover
-    from lib.verify import LISTING_ATTEMPTS, restore_state
-
     store = replica.open_store()
     for attempt in range(LISTING_ATTEMPTS):
         state = discover(store, replica)

@@ -15,13 +15,21 @@ from datetime import datetime
 from typing import Mapping
 
 from lib import cli
+from lib.config.parsing import positive_int
+from lib.config.settings import load_settings
 from lib.config.settings_model import DEFAULT_MAX_RUNTIME, max_runtime_seconds
+from lib.errors import EXIT_CODES_HELP
+from lib.report.logs import setup_logging
+from lib.report.text import print_report
+from lib.retention.glue import apply_retention
+from lib.scratch import check_scratch_dir
 from lib.units import parse_duration
+from lib.verify import VerifyOptions, run, targets
 
 
 def parse_args(argv: list[str] | None):
     parser = cli.Parser(prog="python -m jobs.retention", description=__doc__.strip().splitlines()[0],
-                        epilog=__doc__.strip().split("\n\n", 1)[1] + "\n\n" + cli.EXIT_CODES_HELP)
+                        epilog=__doc__.strip().split("\n\n", 1)[1] + "\n\n" + EXIT_CODES_HELP)
     cli.add_source_args(parser)
     parser.add_argument("--settings", help="restorable.yml (default: $RESTORABLE_SETTINGS, ./restorable.yml)")
     parser.add_argument("--retention", metavar="DURATION",
@@ -42,19 +50,13 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     environ = os.environ if environ is None else environ
 
     def body() -> int:
-        from lib.config.settings import load_settings
-        from lib.report.logs import setup_logging
-        from lib.report.text import print_report
-        from lib.retention.glue import apply_retention
-        from lib.verify import run
-
         args = parse_args(argv)
         override = parse_duration(args.retention, "--retention") if args.retention else None
         config = cli.load_config(args, environ)
         settings = load_settings(args.settings, environ)
         setup_logging(environ, secrets=config.secrets())
         report = run(config, settings, verify_options(args, environ))
-        for (db, replica), result in zip(_targets(config, args.replica), report.results):
+        for (db, replica), result in zip(targets(config, args.replica), report.results):
             apply_retention(db, replica, result, settings.for_db(db.path), args, override, environ, now)
         print_report(report, args.json, config.secrets())
         return report.exit_code()
@@ -66,23 +68,14 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
 def verify_options(args, environ: Mapping[str, str]):
     """Verify the newest restore point, with the same environment knobs as ``jobs.verify``."""
-    from lib.scratch import check_scratch_dir
-    from lib.verify import VerifyOptions
-
     max_runtime = max_runtime_seconds(args.max_runtime, environ)
     scratch = environ.get("RESTORABLE_SCRATCH_DIR")
     return VerifyOptions(
         replica_name=args.replica,
-        parallel=cli.positive_int(environ, "RESTORABLE_PARALLEL", 2),
+        parallel=positive_int(environ, "RESTORABLE_PARALLEL", 2),
         deadline=time.monotonic() + max_runtime,
         scratch_root=check_scratch_dir(scratch) if scratch else None,
     )
-
-
-def _targets(config, replica_name: str | None):
-    from lib.verify import targets
-
-    return targets(config, replica_name)
 
 
 if __name__ == "__main__":

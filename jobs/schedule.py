@@ -38,7 +38,9 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from lib import cli
+from lib.config.settings_model import DEFAULT_MAX_RUNTIME, ENV_SCHEDULE
 from lib.errors import ConfigError
+from lib.report.logs import setup_logging
 from lib.schedule.runner import (
     DEFAULT_STOP_GRACE,
     KILL_MARGIN_SECONDS,
@@ -47,7 +49,7 @@ from lib.schedule.runner import (
     Worker,
     WorkerOptions,
 )
-from lib.schedule.trigger import SCHEDULE_SECONDS_VAR, SCHEDULE_VAR, build_trigger
+from lib.schedule.trigger import SCHEDULE_SECONDS_VAR, build_trigger
 from lib.units import format_duration, parse_duration
 
 log = logging.getLogger("jobs.schedule")  # not __name__: that is "__main__" under -m
@@ -83,8 +85,6 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def load_options(argv: Sequence[str], environ: Mapping[str, str]) -> WorkerOptions:
     """Read flags and environment; every mistake is a ConfigError naming the setting."""
-    from lib.config.settings_model import DEFAULT_MAX_RUNTIME
-
     args, verify_args = parse_args(argv)
     if any(a == "--max-runtime" or a.startswith("--max-runtime=") for a in verify_args):
         raise ConfigError("give --max-runtime to jobs.schedule (before `--`): the worker enforces it too")
@@ -106,13 +106,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     argv = sys.argv[1:] if argv is None else argv
 
     def body() -> int:
-        from lib.report.logs import setup_logging
-
         setup_logging(environ, secrets=[])
         options = load_options(argv, environ)
         if environ.get(SCHEDULE_SECONDS_VAR):
             log.warning("%s is set: runs every few seconds instead of %s; for tests only",
-                        SCHEDULE_SECONDS_VAR, SCHEDULE_VAR)
+                        SCHEDULE_SECONDS_VAR, ENV_SCHEDULE)
         return Worker(options, environ).serve()
 
     return cli.guarded(body)

@@ -10,6 +10,12 @@ import os
 from typing import Mapping
 
 from lib import cli
+from lib.errors import EXIT_INCONCLUSIVE, EXIT_OK
+from lib.report.cost import price_per_gb_month
+from lib.report.history import HistorySettings, locate, read_latest
+from lib.report.logs import setup_logging
+from lib.report.status import render_status, replica_status
+from lib.verify import targets
 
 
 def parse_args(argv: list[str] | None):
@@ -23,12 +29,6 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     environ = os.environ if environ is None else environ
 
     def body() -> int:
-        from lib.errors import EXIT_INCONCLUSIVE, EXIT_OK
-        from lib.report.cost import price_per_gb_month
-        from lib.report.logs import setup_logging
-        from lib.report.status import render_status, replica_status
-        from lib.verify import targets
-
         args = parse_args(argv)
         config = cli.load_config(args, environ)
         setup_logging(environ, secrets=config.secrets())
@@ -49,8 +49,6 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 def last_verification(db, replica, environ) -> dict | None:
     """The history's latest document for this replica, trimmed to its verdict; None if unknown."""
     try:
-        from lib.report.history import HistorySettings, locate, read_latest
-
         settings = HistorySettings.from_environ(environ)
         if not settings.enabled:
             return None

@@ -11,8 +11,19 @@ import time
 from typing import Mapping
 
 from lib import cli
+from lib.config.overrides import with_overrides
+from lib.config.parsing import positive_int
+from lib.config.settings import load_settings
 from lib.config.settings_model import DEFAULT_MAX_RUNTIME, max_runtime_seconds
+from lib.litestream.outcome import RestoreTarget
+from lib.report.cost import price_per_gb_month
+from lib.report.logs import setup_logging
+from lib.report.notify import RunNotifier
+from lib.report.text import print_report
+from lib.retention.glue import apply_retention_all
+from lib.scratch import check_scratch_dir
 from lib.units import parse_duration
+from lib.verify import VerifyOptions, run, targets
 
 
 def parse_args(argv: list[str] | None):
@@ -39,11 +50,6 @@ def parse_args(argv: list[str] | None):
 
 
 def build_options(args, environ: Mapping[str, str]):
-    from lib.litestream.outcome import RestoreTarget
-    from lib.report.cost import price_per_gb_month
-    from lib.scratch import check_scratch_dir
-    from lib.verify import VerifyOptions
-
     max_runtime = max_runtime_seconds(args.max_runtime, environ)
     scratch = environ.get("RESTORABLE_SCRATCH_DIR")
     return VerifyOptions(
@@ -51,7 +57,7 @@ def build_options(args, environ: Mapping[str, str]):
         max_age_seconds=parse_duration(args.max_age, "--max-age") if args.max_age else None,
         allow_empty=args.allow_empty,
         replica_name=args.replica,
-        parallel=args.parallel or cli.positive_int(environ, "RESTORABLE_PARALLEL", 2),
+        parallel=args.parallel or positive_int(environ, "RESTORABLE_PARALLEL", 2),
         deadline=time.monotonic() + max_runtime,
         scratch_root=check_scratch_dir(scratch) if scratch else None,
         price_per_gb_month=price_per_gb_month(environ),
@@ -76,15 +82,6 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
     def body() -> int:
         nonlocal notifier
-        from lib.config.overrides import with_overrides
-        from lib.config.settings import load_settings
-        from lib.litestream.outcome import RestoreTarget
-        from lib.report.logs import setup_logging
-        from lib.report.notify import RunNotifier
-        from lib.report.text import print_report
-        from lib.retention.glue import apply_retention_all
-        from lib.verify import run, targets
-
         args = parse_args(argv)
         config = cli.load_config(args, environ)
         settings = load_settings(args.settings, environ)

@@ -6,6 +6,8 @@ typed errors of ``lib.errors`` and never exits.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import json
 import logging
 import os
 import signal
@@ -14,6 +16,10 @@ import threading
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
+import yaml
+
+from lib.config import sources
+from lib.config.effective import effective_config
 from lib.errors import (
     EXIT_CODES_HELP,
     EXIT_CONFIG,
@@ -23,6 +29,8 @@ from lib.errors import (
     Interrupted,
     RestorableError,
 )
+from lib.report.scrub import Scrubber
+from lib.scratch import Scratch
 
 log = logging.getLogger("restorable")
 
@@ -73,27 +81,15 @@ def parse_txid(text: str) -> int:
     return value
 
 
-def positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    """An environment variable holding a whole number >= 1; anything else is a ConfigError naming it."""
-    raw = (environ.get(name) or "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise ConfigError(f"{name}={raw!r} is not a whole number; use e.g. {default}")
-    return int(raw)
-
-
 def load_config(args: argparse.Namespace, environ: Mapping[str, str]):
     """The Config to verify, filtered by ``--db``.
 
     Source precedence (``lib.config.sources.load_effective``): replica URLs, ``--config``,
     ``$RESTORABLE_REPLICAS``, ``$LITESTREAM_CONFIG``, ``./litestream.yml``, ``/etc/litestream.yml``.
     """
-    from lib.config import sources as cfg
-
-    config = cfg.load_effective(list(args.urls), args.config, environ)
+    config = sources.load_effective(list(args.urls), args.config, environ)
     if args.db:
-        config = type(config)(source=config.source, dbs=cfg.select_dbs(config, args.db), overridden=config.overridden)
+        config = type(config)(source=config.source, dbs=sources.select_dbs(config, args.db), overridden=config.overridden)
     if args.replica and not any(r.name == args.replica for db in config.dbs for r in db.replicas):
         names = sorted({r.name for db in config.dbs for r in db.replicas})
         raise ConfigError(f"--replica {args.replica}: no replica with that name (replicas: {', '.join(names)})")
@@ -108,11 +104,6 @@ def add_print_config_arg(parser: argparse.ArgumentParser) -> None:
 
 def print_config(config, settings, as_json: bool, environ: Mapping[str, str]) -> None:
     """Write the effective configuration to stdout: YAML with ``# from`` comments, or JSON."""
-    import json
-
-    from lib.config.effective import effective_config
-    from lib.report.scrub import Scrubber
-
     document = effective_config(config, settings)
     text = json.dumps(document, indent=2) + "\n" if as_json else _config_text(document)
     sys.stdout.write(Scrubber.from_environ(environ, config.secrets()).text(text))
@@ -120,32 +111,30 @@ def print_config(config, settings, as_json: bool, environ: Mapping[str, str]) ->
 
 
 def _config_text(document: dict) -> str:
-    import yaml
-
     lines = ["# restorable: effective configuration (secrets masked); nothing was verified",
              f"# replicas from: {document['source']}",
              f"# precedence: {' > '.join(document['precedence'])}"]
     lines += [f"# not used (a stronger source is set): {name}" for name in document["overridden"]]
     lines += [f"# settings from: {document['settings_source']}", "dbs:"]
     for db in document["dbs"]:
-        lines.append(f"  - path: {_scalar(yaml, db['path'])}")
+        lines.append(f"  - path: {_scalar(db['path'])}")
         lines.append("    replicas:")
         for replica in db["replicas"]:
-            lines += _field_lines(yaml, replica, "      - ", "        ")
+            lines += _field_lines(replica, "      - ", "        ")
         lines.append("    settings:")
-        lines += _field_lines(yaml, db["settings"], "      ", "      ")
+        lines += _field_lines(db["settings"], "      ", "      ")
     return "\n".join(lines) + "\n"
 
 
-def _field_lines(yaml, fields: dict, first: str, rest: str) -> list[str]:
+def _field_lines(fields: dict, first: str, rest: str) -> list[str]:
     lines = []
     for number, (key, entry) in enumerate(fields.items()):
         comment = f"  # from {entry['from']}" if entry.get("from") else ""
-        lines.append(f"{first if number == 0 else rest}{key}: {_scalar(yaml, entry['value'])}{comment}")
+        lines.append(f"{first if number == 0 else rest}{key}: {_scalar(entry['value'])}{comment}")
     return lines
 
 
-def _scalar(yaml, value) -> str:
+def _scalar(value) -> str:
     """``value`` as one line of YAML flow text."""
     return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).strip().removesuffix("\n...").strip()
 
@@ -168,8 +157,6 @@ def tune_process() -> None:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if "MALLOC_ARENA_MAX" not in os.environ:
         try:
-            import ctypes
-
             ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX
         except (OSError, AttributeError):
             pass
@@ -208,8 +195,6 @@ def guarded(body: Callable[[], int], on_abort: Callable[[str], None] | None = No
 
 
 def _abort(on_abort, reason: str) -> None:
-    from lib.scratch import Scratch
-
     Scratch.cleanup_all()
     if on_abort:
         try:

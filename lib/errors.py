@@ -1,17 +1,4 @@
-"""Typed errors, each mapped to the process exit code in one place.
-
-Exit codes (also listed in every job's ``--help``):
-
-====  ==========================================================
-0     verified (warnings allowed)
-1     verification failed: the backup is bad or stale
-2     could not verify: storage unreachable, credentials refused,
-      timeout, a listing that kept changing under us
-3     usage or config error
-4     unexpected internal error
-130   interrupted (SIGINT / SIGTERM)
-====  ==========================================================
-"""
+"""Typed errors, and the exit codes they map to (``EXIT_CODES``, the one table of them)."""
 from __future__ import annotations
 
 EXIT_OK = 0
@@ -21,13 +8,22 @@ EXIT_CONFIG = 3
 EXIT_INTERNAL = 4
 EXIT_INTERRUPTED = 130
 
-EXIT_CODES_HELP = """exit codes:
-  0    verified (warnings allowed)
-  1    verification failed: the backup is bad or stale
-  2    could not verify: storage unreachable, credentials refused, timeout
-  3    usage or config error
-  4    unexpected internal error
-  130  interrupted"""
+# (code, outcome in a log line, line in every job's --help): the one table of exit codes.
+EXIT_CODES = (
+    (EXIT_OK, "verified", "verified (warnings allowed)"),
+    (EXIT_FAILED, "verification failed", "verification failed: the backup is bad or stale"),
+    (EXIT_INCONCLUSIVE, "could not verify", "could not verify: storage unreachable, credentials refused, timeout"),
+    (EXIT_CONFIG, "usage or config error", "usage or config error"),
+    (EXIT_INTERNAL, "internal error", "unexpected internal error"),
+    (EXIT_INTERRUPTED, "interrupted", "interrupted"),
+)
+
+EXIT_CODES_HELP = "\n".join(["exit codes:", *(f"  {code:<4} {text}" for code, _, text in EXIT_CODES)])
+
+
+def describe_exit_code(code: int) -> str:
+    """The outcome a job's exit ``code`` stands for (``could not verify``), or ``exit code N``."""
+    return next((outcome for number, outcome, _ in EXIT_CODES if number == code), f"exit code {code}")
 
 
 class RestorableError(Exception):

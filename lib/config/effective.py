@@ -5,6 +5,7 @@ from typing import Any
 
 from lib.config.settings_model import _DURATIONS, DbSettings, Settings, _shown
 from lib.config.settings_values import _READERS
+from lib.config.sources import CONFIG_VAR, REPLICAS_VAR
 from lib.units import format_duration
 
 # --------------------------------------------------------------------- --print-config
@@ -15,8 +16,6 @@ def effective_config(config: Any, settings: Settings) -> dict[str, Any]:
 
     :param config: a ``lib.config.model.Config``; each replica gets the max-age that applies to it.
     """
-    from lib.config.sources import CONFIG_VAR, REPLICAS_VAR
-
     dbs = []
     for db in config.dbs:
         db_settings = settings.for_db(db.path)

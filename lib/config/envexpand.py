@@ -15,6 +15,7 @@ from typing import Callable, Mapping, Sequence
 
 import yaml
 
+from lib.config.parsing import printable
 from lib.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -155,11 +156,6 @@ def _raise_for_railway_reference(name: str, key: str, source: str) -> None:
         f"variables, not inside files; set a service variable such as NAME=${{{{{reference}}}}} and write ${{NAME}} "
         "here"
     )
-
-
-def printable(text: str) -> str:
-    """``text`` itself if it fits on one line, else its repr (messages are one line)."""
-    return text if text.isprintable() else repr(text)
 
 
 def _compose_quietly(text: str) -> yaml.Node | None:

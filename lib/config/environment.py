@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from lib.config.parsing import YAML_FALSE_WORDS, YAML_TRUE_WORDS
 from lib.config.urls import show
 from lib.errors import ConfigError
 from lib.units import parse_duration
@@ -28,11 +29,6 @@ SECRET_KEY_VARS = ("AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY")
 
 # Temporary credentials (STS, SSO): only with the AWS_ACCESS_KEY_ID pair it belongs to.
 SESSION_TOKEN_VAR = "AWS_SESSION_TOKEN"
-
-# YAML 1.1 booleans, as yaml.v2 reads them.
-_TRUE_WORDS = frozenset("y Y yes Yes YES true True TRUE on On ON".split())
-
-_FALSE_WORDS = frozenset("n N no No NO false False FALSE off Off OFF".split())
 
 # ------------------------------------------------------------------------------ normalising
 
@@ -135,8 +131,8 @@ class _Context:
             return None
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value in _TRUE_WORDS | _FALSE_WORDS:
-            return value in _TRUE_WORDS
+        if isinstance(value, str) and value in YAML_TRUE_WORDS | YAML_FALSE_WORDS:
+            return value in YAML_TRUE_WORDS
         raise self.fail(_join(key, name), f"expected true or false, got {show(value)}")
 
     def duration(self, raw: Mapping, name: str, key: str) -> float | None:

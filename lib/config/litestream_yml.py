@@ -1,11 +1,7 @@
-"""Which replicas to verify: the app's ``litestream.yml``, replica URLs, or the environment.
-
-Three sources, strongest first (``load_effective``): replica URLs on the command line,
-then ``--config``, then ``$RESTORABLE_REPLICAS`` (a file-free deployment), then
-``$LITESTREAM_CONFIG``, ``./litestream.yml`` and ``/etc/litestream.yml``.
+"""litestream.yml read as Litestream reads it: ``$VAR`` expansion, YAML, then one ReplicaConfig per replica.
 
 The file pipeline follows Litestream's ``ParseConfig``: expand ``$VAR`` and ``${VAR}``
-over the whole text (Go ``os.ExpandEnv`` semantics, ``lib.envexpand``), load the YAML,
+over the whole text (Go ``os.ExpandEnv`` semantics, ``lib.config.envexpand``), load the YAML,
 then normalise each replica (``url:`` or ``bucket:``/``path:``, ``replica:`` or
 ``replicas:``) and fill empty fields from top-level keys and then from Railway/AWS
 environment variables. Every problem is a one-line ``ConfigError`` naming the key, the
@@ -31,8 +27,8 @@ import yaml
 from lib.config import envexpand
 from lib.config.environment import _Context, _Defaults, _env_defaults, _kind
 from lib.config.model import Config, DbConfig, ReplicaConfig
+from lib.config.parsing import load_yaml
 from lib.config.replicas import _absolute, _build_replica
-from lib.errors import ConfigError
 
 # Keys restorable reads. An unset variable anywhere else (exec:, logging:, addr:, ...)
 # expands to "" exactly as in Litestream, because it cannot change what we verify.
@@ -58,13 +54,13 @@ def parse(
 ) -> Config:
     """Parse config ``text`` as if read from ``source``; relative paths resolve against ``cwd``."""
     expanded = expand_env(text, environ, source=source)
-    document = _load_yaml(expanded, source)
+    document = load_yaml(expanded, source, _TextLoader, "a Litestream config")
     base = _Context(source=source, cwd=Path(cwd) if cwd is not None else Path.cwd())
     return _build_config(document, base, environ)
 
 
 def expand_env(text: str, environ: Mapping[str, str], *, source: str = "config") -> str:
-    """Go's ``os.ExpandEnv`` over ``text``, strict for keys restorable reads (see ``lib.envexpand``).
+    """Go's ``os.ExpandEnv`` over ``text``, strict for keys restorable reads (see ``lib.config.envexpand``).
 
     :raises ConfigError: an unset variable feeds a key restorable reads; names both.
     """
@@ -106,27 +102,6 @@ _TextLoader.yaml_implicit_resolvers = {
 # IndexError/ValueError on bad input such as an empty `!!int`.
 for _tag in ("bool", "int", "float", "binary", "timestamp"):
     _TextLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", yaml.SafeLoader.construct_scalar)
-
-
-def _load_yaml(text: str, source: str) -> Any:
-    """Load YAML; syntax errors become one line with the line number and no file excerpt.
-
-    PyYAML's own message quotes the offending line, which may hold an expanded secret,
-    so only its ``problem`` and position are used.
-    """
-    try:
-        return yaml.load(text, Loader=_TextLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "unknown position"
-        problem = exc.problem or exc.context or "invalid syntax"
-        raise ConfigError(f"{source}: {where}: invalid YAML ({problem}); fix the syntax there") from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{source}: invalid YAML; check the file is a YAML mapping") from None
-    except (ValueError, TypeError, IndexError, OverflowError):  # a constructor choking on a value
-        raise ConfigError(f"{source}: invalid YAML value (a tagged scalar?); check tags such as !!set") from None
-    except RecursionError:  # PyYAML recurses once per nesting level
-        raise ConfigError(f"{source}: YAML nested too deeply; a Litestream config needs a few levels") from None
 
 
 def _build_config(document: Any, base: _Context, environ: Mapping[str, str]) -> Config:

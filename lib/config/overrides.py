@@ -5,6 +5,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from lib.config.parsing import env_bool
 from lib.config.settings_model import (
     ENV_ALLOW_EMPTY,
     ENV_ENFORCE_RETENTION,
@@ -13,8 +14,7 @@ from lib.config.settings_model import (
     DbSettings,
     Settings,
 )
-from lib.config.settings_values import _FALSE_WORDS, _TRUE_WORDS, _read_duration
-from lib.errors import ConfigError
+from lib.config.settings_values import _read_duration
 
 # ----------------------------------------------------------------------------- overrides
 
@@ -48,20 +48,13 @@ def _apply_environment(settings: Settings, environ: Mapping[str, str]) -> Settin
     """Apply ``RESTORABLE_*`` overrides; empty variables count as unset."""
     readers = {
         ENV_MAX_AGE: ("max_age_seconds", _read_duration),
-        ENV_ALLOW_EMPTY: ("allow_empty", _env_bool),
+        ENV_ALLOW_EMPTY: ("allow_empty", env_bool),
         ENV_RETENTION: ("retention_seconds", _read_duration),
-        ENV_ENFORCE_RETENTION: ("enforce_retention", _env_bool),
+        ENV_ENFORCE_RETENTION: ("enforce_retention", env_bool),
     }
     changes = {attribute: (read(environ[name], name), f"${name}")
                for name, (attribute, read) in readers.items() if environ.get(name)}
     return _override_all(settings, changes)
-
-
-def _env_bool(value: str, name: str) -> bool:
-    word = value.strip().lower()
-    if word not in _TRUE_WORDS | _FALSE_WORDS:
-        raise ConfigError(f"{name}={value!r} is not a boolean; set it to true or false (or 1/0, yes/no, on/off)")
-    return word in _TRUE_WORDS
 
 
 def _override_all(settings: Settings, changes: Mapping[str, tuple[Any, str]]) -> Settings:

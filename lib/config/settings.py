@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import yaml
 
 from lib.config.overrides import _apply_environment
+from lib.config.parsing import load_yaml, printable
 from lib.config.settings_model import (
     DEFAULT_SETTINGS_PATH,
     ENV_SETTINGS,
@@ -25,7 +26,6 @@ from lib.config.settings_model import (
     _mapping,
     _normalise_key,
     _reject_unknown,
-    printable,
 )
 from lib.config.settings_values import _READERS
 from lib.errors import ConfigError
@@ -65,23 +65,11 @@ def _resolve_path(cli_path: str | None, environ: Mapping[str, str], default_path
 def _read_file(path: Path) -> Settings:
     source = str(path)
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise ConfigError(f"{source}: cannot read settings ({reason}); check the file and its permissions") from None
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "unknown position"
-        raise ConfigError(
-            f"{source}: {where}: invalid YAML ({exc.problem or exc.context}); fix the syntax there",
-        ) from None
-    except yaml.YAMLError:
-        raise ConfigError(f"{source}: invalid YAML; check the file is a YAML mapping") from None
-    except (ValueError, TypeError, IndexError, OverflowError):  # e.g. an empty `!!int`
-        raise ConfigError(f"{source}: invalid YAML value; check explicit tags such as !!int") from None
-    except RecursionError:  # PyYAML recurses once per nesting level
-        raise ConfigError(f"{source}: YAML nested too deeply; settings need a few levels") from None
-    return parse_settings(document, source)
+    return parse_settings(load_yaml(text, source, yaml.SafeLoader, "a settings file"), source)
 
 
 def parse_settings(document: Any, source: str) -> Settings:

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from lib.config.parsing import printable
 from lib.errors import ConfigError
 from lib.units import format_duration, parse_duration
 
@@ -28,8 +29,15 @@ ENV_RETENTION = "RESTORABLE_RETENTION"
 ENV_ENFORCE_RETENTION = "RESTORABLE_ENFORCE_RETENTION"
 
 ENV_SETTINGS = "RESTORABLE_SETTINGS"
+
 ENV_MAX_RUNTIME = "RESTORABLE_MAX_RUNTIME"
+
 DEFAULT_MAX_RUNTIME = "30m"  # every job, the scheduler's child runs and the Sentry monitor
+
+# A five-field crontab in UTC: when jobs.schedule starts runs and when the Sentry monitor expects them.
+ENV_SCHEDULE = "VERIFY_SCHEDULE"
+
+DEFAULT_SCHEDULE = "0 * * * *"  # hourly, on the hour
 
 BUILT_IN = "built-in default"
 
@@ -125,11 +133,6 @@ def _reject_unknown(block: Mapping, known: set[str], label: str, *, is_top: bool
             shown = printable(str(name))
             key = f"{label}: {shown}" if is_top else f"{label}.{shown}"
             raise ConfigError(f"{key}: unknown key; known keys here: {', '.join(sorted(known))}")
-
-
-def printable(text: str) -> str:
-    """``text`` itself if it fits on one line, else its repr (messages are one line)."""
-    return text if text.isprintable() else repr(text)
 
 
 def _normalise_key(db_path: str) -> str:

@@ -4,14 +4,10 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from lib.config.settings_model import Freshness, Probe, _mapping, _reject_unknown, printable
+from lib.config.parsing import printable
+from lib.config.settings_model import Freshness, Probe, _mapping, _reject_unknown
 from lib.errors import ConfigError
 from lib.units import parse_duration
-
-_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-
-_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
-
 
 def _read_duration(value: Any, key: str) -> float:
     seconds = parse_duration(value, key)

@@ -7,10 +7,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from lib.config.envexpand import printable
 from lib.config.environment import _Context, _env_defaults
 from lib.config.litestream_yml import parse
 from lib.config.model import Config, DbConfig
+from lib.config.parsing import printable
 from lib.config.replicas import _absolute, _build_replica
 from lib.config.urls import looks_like_url, redact_url, show
 from lib.errors import ConfigError

@@ -14,15 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
+from lib.config.parsing import GO_FALSE_WORDS, GO_TRUE_WORDS
 from lib.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-
-# Go's strconv.ParseBool, used for URL query values.
-GO_TRUE = frozenset("1 t T TRUE true True".split())
-
-GO_FALSE = frozenset("0 f F FALSE false False".split())
 
 URL_HINT = "use s3://BUCKET/PATH or file:///PATH"
 
@@ -180,8 +176,8 @@ def _query_flag(query: Mapping[str, list[str]], name: str, where: str) -> bool |
     value = _query_text(query, name)
     if value is None:
         return None
-    if value in GO_TRUE | GO_FALSE:
-        return value in GO_TRUE
+    if value in GO_TRUE_WORDS | GO_FALSE_WORDS:
+        return value in GO_TRUE_WORDS
     raise ConfigError(f"{where}: query {name}={show(value)} is not a boolean; use {name}=true or {name}=false")
 
 

@@ -38,6 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Mapping
 
 from lib.config.model import DbConfig, ReplicaConfig
+from lib.config.parsing import ENV_FALSE_WORDS, positive_int
 from lib.errors import ConfigError, ObjectNotFound
 from lib.report.model import FAILED, INCONCLUSIVE, OK, WARN, DbResult, iso
 from lib.storage.base import ObjectStore, read_all
@@ -96,27 +97,15 @@ class HistorySettings:
     def from_environ(cls, environ: Mapping[str, str]) -> "HistorySettings":
         """``RESTORABLE_HISTORY`` (``off`` disables), ``RESTORABLE_HISTORY_PREFIX``,
         ``RESTORABLE_HISTORY_KEEP_DAYS`` (30), ``RESTORABLE_HISTORY_KEEP`` (500)."""
-        enabled = (environ.get("RESTORABLE_HISTORY") or "on").strip().lower() not in ("off", "0", "false", "no")
+        enabled = (environ.get("RESTORABLE_HISTORY") or "on").strip().lower() not in ENV_FALSE_WORDS
         prefix = (environ.get("RESTORABLE_HISTORY_PREFIX") or "").strip() or None
         return cls(
             enabled=enabled,
             prefix=prefix,
-            keep_days=_positive_int(environ, "RESTORABLE_HISTORY_KEEP_DAYS", DEFAULT_KEEP_DAYS),
-            keep_count=_positive_int(environ, "RESTORABLE_HISTORY_KEEP", DEFAULT_KEEP_COUNT),
+            keep_days=positive_int(environ, "RESTORABLE_HISTORY_KEEP_DAYS", DEFAULT_KEEP_DAYS),
+            keep_count=positive_int(environ, "RESTORABLE_HISTORY_KEEP", DEFAULT_KEEP_COUNT),
         )
 
-
-def _positive_int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = (environ.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{name}={raw!r} must be a whole number of at least 1")
-    return value
 
 # --------------------------------------------------------------------------- where
 

@@ -34,15 +34,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from lib.config.settings_model import ENV_MAX_RUNTIME, max_runtime_seconds
+from lib.config.settings_model import DEFAULT_SCHEDULE, ENV_MAX_RUNTIME, ENV_SCHEDULE, max_runtime_seconds
 from lib.errors import ConfigError
 from lib.report.model import ERROR, FAILED, INCONCLUSIVE, WARN, WARNING, DbResult, Finding
 from lib.report.scrub import Scrubber
 
 log = logging.getLogger(__name__)
 
-
-DEFAULT_SCHEDULE = "0 * * * *"
 
 DEFAULT_CHECKIN_MARGIN_MINUTES = 10  # Railway cron starts can lag by minutes
 
@@ -90,7 +88,7 @@ class SentrySettings:
         dsn = (environ.get("SENTRY_DSN") or "").strip()
         if not dsn:
             return None
-        schedule = (environ.get("VERIFY_SCHEDULE") or DEFAULT_SCHEDULE).strip()
+        schedule = (environ.get(ENV_SCHEDULE) or DEFAULT_SCHEDULE).strip()
         if not is_valid_crontab(schedule):
             log.warning("VERIFY_SCHEDULE=%r is not a 5-field crontab; the Sentry monitor keeps its "
                         "current schedule", schedule, extra={"stage": "sentry"})

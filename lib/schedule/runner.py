@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from lib.errors import EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK
-from lib.units import format_duration
+from lib.errors import EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, describe_exit_code
+from lib.units import format_duration, format_iso
 
 log = logging.getLogger("jobs.schedule")  # not __name__: that is "__main__" under -m
 
@@ -39,16 +39,6 @@ KILL_MARGIN_SECONDS = 60.0
 POLL_SECONDS = 0.2  # how often the main thread looks for a stop request
 
 JOB_ID = "verify"
-
-# What each jobs.verify exit code means (lib.errors), for the worker's log line.
-OUTCOMES = {
-    0: "verified",
-    1: "verification failed",
-    2: "could not verify",
-    3: "usage or config error",
-    4: "internal error",
-    130: "interrupted",
-}
 
 
 @dataclass(frozen=True)
@@ -125,7 +115,7 @@ def describe_exit(code: int) -> str:
             return f"killed by {signal.Signals(-code).name}"
         except ValueError:
             return f"killed by signal {-code}"
-    return OUTCOMES.get(code, f"exit code {code}")
+    return describe_exit_code(code)
 
 
 def sweep_scratch(scratch_root: Path | None) -> None:
@@ -220,7 +210,7 @@ class Worker:
         scheduler.start()
         job = scheduler.get_job(JOB_ID)
         log.info("worker started schedule=%r next_run=%s max_runtime=%s", self.options.schedule,
-                 _iso(job.next_run_time if job else None), format_duration(self.options.max_runtime))
+                 format_iso(job.next_run_time if job else None, "seconds") or "-", format_duration(self.options.max_runtime))
         while self._stop_signal is None and scheduler.running:
             time.sleep(POLL_SECONDS)
         if self._stop_signal is None:
@@ -268,7 +258,3 @@ class Worker:
     def _on_signal(self, signum: int, frame) -> None:
         # Only a plain assignment: the main thread may be anywhere, holding any lock.
         self._stop_signal = signum
-
-
-def _iso(moment: datetime | None) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds") if moment else "-"

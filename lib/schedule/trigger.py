@@ -5,12 +5,12 @@ import re
 from datetime import timezone
 from typing import Mapping
 
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from lib.config.settings_model import DEFAULT_SCHEDULE, ENV_SCHEDULE
 from lib.errors import ConfigError
 from lib.units import format_duration
-
-SCHEDULE_VAR = "VERIFY_SCHEDULE"
-
-DEFAULT_SCHEDULE = "0 * * * *"  # hourly, on the hour (UTC)
 
 # Test-only: run every N seconds instead of VERIFY_SCHEDULE (crontab's finest step is a minute).
 SCHEDULE_SECONDS_VAR = "RESTORABLE_SCHEDULE_SECONDS"
@@ -21,11 +21,9 @@ CRON_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _DOW_ITEM = re.compile(r"^(?P<range>\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(?P<step>\d+))?$")
 
 
-def build_trigger(environ: Mapping[str, str]) -> tuple[str, object]:
+def build_trigger(environ: Mapping[str, str]) -> tuple[str, CronTrigger | IntervalTrigger]:
     """The trigger for ``VERIFY_SCHEDULE`` (or the test-only seconds override) and its description."""
-    from apscheduler.triggers.interval import IntervalTrigger
-
-    expr = (environ.get(SCHEDULE_VAR) or DEFAULT_SCHEDULE).strip()
+    expr = (environ.get(ENV_SCHEDULE) or DEFAULT_SCHEDULE).strip()
     trigger = cron_trigger(expr)
     seconds = (environ.get(SCHEDULE_SECONDS_VAR) or "").strip()
     if not seconds:
@@ -40,27 +38,25 @@ def build_trigger(environ: Mapping[str, str]) -> tuple[str, object]:
         IntervalTrigger(seconds=every, timezone=timezone.utc)
 
 
-def cron_trigger(expr: str):
+def cron_trigger(expr: str) -> CronTrigger:
     """A CronTrigger in UTC for a five-field crontab, with cron's weekday numbering.
 
     :raises ConfigError: not five fields, a field APScheduler rejects, or both day fields
         restricted (cron runs when either matches, APScheduler only when both do).
     """
-    from apscheduler.triggers.cron import CronTrigger
-
     fields = expr.split()
     if len(fields) != 5:
-        raise ConfigError(f"{SCHEDULE_VAR}={expr!r} must have five fields (minute hour day month weekday), "
+        raise ConfigError(f"{ENV_SCHEDULE}={expr!r} must have five fields (minute hour day month weekday), "
                           "e.g. '0 * * * *' for hourly")
     minute, hour, day, month, weekday = fields
     if day not in ("*", "?") and weekday not in ("*", "?"):
-        raise ConfigError(f"{SCHEDULE_VAR}={expr!r} restricts both day of month and day of week; cron runs when "
+        raise ConfigError(f"{ENV_SCHEDULE}={expr!r} restricts both day of month and day of week; cron runs when "
                           "either matches but APScheduler only when both do, so restrict just one")
     try:
         return CronTrigger(minute=minute, hour=hour, day=day.replace("?", "*"), month=month,
                            day_of_week=cron_weekdays(weekday), timezone=timezone.utc)
     except ValueError as exc:
-        raise ConfigError(f"{SCHEDULE_VAR}={expr!r}: {exc}") from None
+        raise ConfigError(f"{ENV_SCHEDULE}={expr!r}: {exc}") from None
 
 
 def cron_weekdays(field: str) -> str:
@@ -75,7 +71,7 @@ def cron_weekdays(field: str) -> str:
     for item in field.lower().split(","):
         match = _DOW_ITEM.match(item)
         if not match:
-            raise ConfigError(f"{SCHEDULE_VAR}: unsupported day of week {field!r}; use 0-7 or sun-sat, "
+            raise ConfigError(f"{ENV_SCHEDULE}: unsupported day of week {field!r}; use 0-7 or sun-sat, "
                               "ranges (1-5), lists (1,3) and steps (*/2)")
         first, _, last = match["range"].partition("-")
         step = int(match["step"] or 1)
@@ -84,7 +80,7 @@ def cron_weekdays(field: str) -> str:
         if end < start and end == 0:
             end = 7  # "5-7" or "fri-sun": Friday to Sunday
         if step < 1 or end < start:
-            raise ConfigError(f"{SCHEDULE_VAR}: invalid day-of-week item {item!r}")
+            raise ConfigError(f"{ENV_SCHEDULE}: invalid day-of-week item {item!r}")
         days.update(d % 7 for d in range(start, end + 1, step))
     return ",".join(CRON_WEEKDAYS[d] for d in sorted(days))
 
@@ -95,4 +91,4 @@ def _weekday(token: str) -> int:
         return CRON_WEEKDAYS.index(token)
     if token.isdigit() and 0 <= int(token) <= 7:
         return int(token) % 7
-    raise ConfigError(f"{SCHEDULE_VAR}: {token!r} is not a day of week (0-7 or sun-sat)")
+    raise ConfigError(f"{ENV_SCHEDULE}: {token!r} is not a day of week (0-7 or sun-sat)")
