@@ -73,6 +73,7 @@ class DbSettings:
     min_rows: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     freshness: Freshness | None = None
     probes: tuple[Probe, ...] = ()
+    cross_check: bool = False  # also restore with `litestream restore` and compare (lib/crosscheck)
     # (attribute, where its value came from) for values that are not built-in defaults.
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 

@@ -98,4 +98,5 @@ _READERS = {
     "min-rows": ("min_rows", _read_min_rows),
     "freshness": ("freshness", _read_freshness),
     "probes": ("probes", _read_probes),
+    "cross-check": ("cross_check", _read_bool),
 }

@@ -175,3 +175,26 @@ def keep_evidence(workdir: Path, result: CrossCheck, root: Path) -> Path:
 def _with_evidence(finding: Finding, where: str) -> Finding:
     return Finding(finding.severity, finding.kind, f"{finding.message}; evidence kept in {where}", finding.object,
                    finding.inconclusive)
+
+
+@dataclass(frozen=True)
+class CrossCheckOptions:
+    """What ``jobs.verify`` asked for; the per-database setting ``cross-check`` also enables it."""
+
+    enabled: bool = False  # --cross-check
+    binaries: tuple[str, ...] = ()  # candidates, see lib.crosscheck.binary.candidates
+    evidence_root: Path | None = None  # --keep-evidence: where evidence of a restorable bug is kept
+
+
+def apply(result, store: ObjectStore, state: ReplicaState, target: RestoreTarget, workdir: Path,
+          options: CrossCheckOptions, db_settings, db_path: str, replica_name: str) -> None:
+    """Cross-check one verified replica when asked; adds ``result.extra["cross_check"]`` and its findings."""
+    if not (options.enabled or getattr(db_settings, "cross_check", False)) or state.format is None:
+        return
+    command = (f"python -m jobs.restore --db {db_path} --replica {replica_name} -o OUT"
+               " (with this run's configuration)")
+    checked = cross_check(store, state, target, workdir / "cross-check", list(options.binaries), command,
+                          options.evidence_root)
+    result.extra["cross_check"] = checked.to_json()
+    result.findings.extend(checked.findings)
+    result.timings["cross_check"] = checked.seconds

@@ -6,6 +6,7 @@ import os
 import sys
 from datetime import datetime, timezone
 
+from lib.crosscheck.text import cross_check_line
 from lib.report.model import DbResult, Report
 from lib.report.scrub import Scrubber
 from lib.units import format_duration
@@ -44,6 +45,8 @@ def _render_result(result: DbResult, now: datetime) -> list[str]:
         shown = ", ".join(f"{name}={count:,}" for name, count in sorted(result.tables.items())[:12])
         more = f" (+{len(result.tables) - 12} more tables)" if len(result.tables) > 12 else ""
         lines.append(f"       rows: {shown}{more}")
+    if "cross_check" in result.extra:
+        lines.append("       " + cross_check_line(result.extra["cross_check"]))
     for finding in result.findings:
         where = f" ({finding.object})" if finding.object else ""
         lines.append(f"       {finding.severity}: [{finding.kind}] {finding.message}{where}")
