@@ -1,0 +1,27 @@
+"""Read a vault entry back: decompress its object into a file and prove it is the verified copy."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from lib.errors import CorruptObject
+from lib.litestream.lz4 import decompress_chunks, iter_reader
+from lib.vault.manifest import data_key
+from lib.vault.store import Entry, VaultLocation
+
+
+def fetch(location: VaultLocation, entry: Entry, out: Path) -> None:
+    """Write ``entry``'s database to ``out``; raise ``CorruptObject`` unless its sha256 and
+    size are the manifest's (``out`` is then left for the caller to delete)."""
+    key = data_key(location.prefix, entry.day)
+    digest = hashlib.sha256()
+    size = 0
+    with location.store.open(key) as reader, open(out, "wb") as dst:
+        for piece in decompress_chunks(key, iter_reader(reader), entry.manifest.bytes):
+            digest.update(piece)
+            size += len(piece)
+            dst.write(piece)
+        dst.flush()
+    if size != entry.manifest.bytes or digest.hexdigest() != entry.manifest.sha256:
+        raise CorruptObject(key, f"decompresses to {size:,} bytes with sha256 {digest.hexdigest()[:16]}..., "
+                                 f"the manifest says {entry.manifest.bytes:,} bytes, {entry.manifest.sha256[:16]}...")

@@ -1,0 +1,143 @@
+"""The vault on a real S3 server (moto) and in a directory: streamed LZ4 uploads, manifests,
+one entry a day, pruning, rotation checks that catch rot, and interrupted uploads."""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from lib.errors import ConfigError
+from lib.report.model import DbResult, Restored
+from lib.storage.local import LocalStore
+from lib.storage.s3 import S3Settings, S3Store
+from lib.vault.keep import check_one, keep_verified
+from lib.vault.plan import KeepPolicy
+from lib.vault.restore import fetch
+from lib.vault.store import VaultLocation, entries, find
+from lib.vault.upload import PART_SIZE
+from tests.support.faultproxy import error as fault_error
+
+NOW = datetime(2026, 12, 3, 4, 0, tzinfo=timezone.utc)
+
+POLICY = KeepPolicy(daily=2, weekly=1, monthly=1)
+
+
+def _database(path: Path, blob_mib: int = 0) -> Path:
+    with sqlite3.connect(path) as con:
+        con.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, payload BLOB)")
+        con.executemany("INSERT INTO items (payload) VALUES (?)", [(os.urandom(64 << 10),) for _ in range(blob_mib * 16)])
+        con.execute("INSERT INTO items (payload) VALUES (x'00')")
+    con.close()
+    return path
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _result(path: Path) -> DbResult:
+    result = DbResult(db="/data/app.db", replica="s3", format="v0.3", generation="a" * 16,
+                      position="aaaaaaaaaaaaaaaa/00000003:4152", last_backup_at=NOW - timedelta(minutes=1))
+    result.restored = Restored(path.stat().st_size, _sha(path), 4096, str(path))
+    result.tables = {"items": 1}
+    return result
+
+
+def _s3_location(s3_server, endpoint: str | None = None) -> VaultLocation:
+    bucket = s3_server.make_bucket("vault")
+    store = S3Store(S3Settings(bucket=bucket, endpoint=endpoint or s3_server.endpoint, region=s3_server.region,
+                               access_key_id=s3_server.access_key_id, secret_access_key=s3_server.secret_access_key,
+                               force_path_style=True, max_attempts=2))
+    return VaultLocation(store, "vault/data_app.db/")
+
+
+@pytest.fixture(params=["s3", "file"])
+def location(request, tmp_path) -> VaultLocation:
+    if request.param == "file":
+        return VaultLocation(LocalStore(tmp_path / "vault"), "data_app.db/")
+    return _s3_location(request.getfixturevalue("s3_server"))
+
+
+def test_kept_copy_restores_byte_identical_with_its_manifest(location, tmp_path):
+    db = _database(tmp_path / "restored.db")
+    summary, findings = keep_verified(location, POLICY, _result(db), db, NOW, "restorable test")
+    assert findings == [] and summary["uploaded"] == "2026-12-03"
+    entry = find(location, "latest")
+    assert (entry.manifest.sha256, entry.manifest.bytes, entry.manifest.tables) == (_sha(db), db.stat().st_size,
+                                                                                    {"items": 1})
+    assert entry.manifest.restore_point["position"] == "aaaaaaaaaaaaaaaa/00000003:4152"
+    raw = location.store.open(f"{location.prefix}2026-12-03/database.sqlite.lz4").read()
+    assert raw[:4] == b"\x04\x22\x4d\x18"  # an LZ4 frame, like Litestream's own objects
+    fetch(location, entry, tmp_path / "back.db")
+    assert (tmp_path / "back.db").read_bytes() == db.read_bytes()
+
+
+def test_at_most_one_upload_a_day(location, tmp_path):
+    db = _database(tmp_path / "restored.db")
+    keep_verified(location, POLICY, _result(db), db, NOW, "v")
+    summary, findings = keep_verified(location, POLICY, _result(db), db, NOW + timedelta(hours=5), "v")
+    assert findings == [] and summary["uploaded"] is None and "at most one a day" in summary["skipped"]
+    assert [e.day for e in entries(location)[0]] == ["2026-12-03"]
+
+
+def test_pruning_follows_the_plan_and_touches_nothing_else(location, tmp_path):
+    db = _database(tmp_path / "restored.db")
+    location.store.put(location.prefix + "unrelated.txt", b"mine")
+    for day in range(10):
+        keep_verified(location, POLICY, _result(db), db, NOW + timedelta(days=day), "v")
+    days = [e.day for e in entries(location)[0]]
+    assert days == ["2026-12-11", "2026-12-12"]  # 12-12 is the daily, weekly and monthly copy; 12-11 daily
+    assert location.store.open(location.prefix + "unrelated.txt").read() == b"mine"
+
+
+def test_from_vault_day_that_does_not_exist_names_the_entries(location, tmp_path):
+    db = _database(tmp_path / "restored.db")
+    keep_verified(location, POLICY, _result(db), db, NOW, "v")
+    with pytest.raises(ConfigError, match=r"no vault entry .*entries: 2026-12-03"):
+        find(location, "2026-11-01")
+
+
+def test_rotation_check_catches_a_corrupted_vault_object(location, tmp_path):
+    db = _database(tmp_path / "restored.db")
+    for day in range(2):
+        keep_verified(location, POLICY, _result(db), db, NOW + timedelta(days=day), "v")
+    key = f"{location.prefix}2026-12-03/database.sqlite.lz4"
+    raw = bytearray(location.store.open(key).read())
+    raw[len(raw) // 2] ^= 0xFF
+    location.store.put(key, bytes(raw))
+    seen = []
+    for run in range(3):
+        summary, findings = check_one(location, tmp_path, NOW + timedelta(days=2, hours=run))
+        seen.append((summary["day"], summary["status"], [(f.severity, f.kind) for f in findings]))
+    # Both entries get checked in turn; the damaged one stays an error on every run until it is deleted.
+    assert seen[0] == ("2026-12-03", "damaged", [("error", "vault")])
+    assert seen[1] == ("2026-12-04", "ok", [("error", "vault")])
+    assert seen[2] == ("2026-12-03", "damaged", [("error", "vault")])
+
+
+def test_multipart_upload_above_the_threshold(s3_server, tmp_path):
+    location = _s3_location(s3_server)
+    db = _database(tmp_path / "big.db", blob_mib=PART_SIZE // (1 << 20) + 2)
+    summary, findings = keep_verified(location, POLICY, _result(db), db, NOW, "v")
+    assert findings == [] and summary["uploaded"] == "2026-12-03"
+    fetch(location, find(location, "2026-12-03"), tmp_path / "back.db")
+    assert _sha(tmp_path / "back.db") == _sha(db)
+
+
+def test_interrupted_multipart_upload_leaves_nothing_visible(s3_server, proxy, tmp_path):
+    location = _s3_location(s3_server, endpoint=proxy.endpoint)
+    proxy.set_rules([fault_error(500, "InternalError", method="PUT", query=r"partNumber=2")])
+    db = _database(tmp_path / "big.db", blob_mib=PART_SIZE // (1 << 20) + 2)
+    summary, findings = keep_verified(location, POLICY, _result(db), db, NOW, "v")
+    assert [(f.severity, f.kind) for f in findings] == [("warning", "vault")]
+    assert summary["uploaded"] is None
+    bucket = location.store.bucket
+    assert s3_server.list_keys(bucket) == []
+    assert s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    proxy.clear()
+    summary, findings = keep_verified(location, POLICY, _result(db), db, NOW, "v")
+    assert findings == [] and summary["uploaded"] == "2026-12-03"
