@@ -125,14 +125,18 @@ def sweep_scratch(scratch_root: Path | None) -> None:
     sweep_leftovers(scratch_root or Path(tempfile.gettempdir()))
 
 
-def child_env(environ: Mapping[str, str], max_runtime: float) -> dict[str, str]:
+def child_env(environ: Mapping[str, str], max_runtime: float, output_dir: Path | None = None) -> dict[str, str]:
     """The worker's environment, with this repository importable wherever the worker runs.
 
     ``RESTORABLE_MAX_RUNTIME`` is set to the run's limit too: the Sentry monitor's
-    ``max_runtime`` is derived from that variable, not from the command line.
+    ``max_runtime`` is derived from that variable, not from the command line. With
+    ``output_dir`` (the worker serves ``$PORT``), each run also leaves its metrics and
+    status page there (``RESTORABLE_WORKER_OUTPUT_DIR``).
     """
     env = dict(environ)
     env[MAX_RUNTIME_VAR] = format_duration(max_runtime)
+    if output_dir is not None:
+        env[WORKER_OUTPUT_VAR] = str(output_dir)
     paths = [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return env
@@ -153,6 +157,10 @@ class Worker:
         self._idle = threading.Event()
         self._idle.set()
         self._stop_signal: int | None = None  # written by the signal handler, nothing else
+        self._scheduler = None
+        self.serve_settings = ServeSettings.from_environ(environ)  # a bad $PORT is a config error at start
+        self.output_dir: Path | None = None
+        self.process_metrics = None
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "jobs.verify", "--max-runtime", format_duration(self.options.max_runtime),
@@ -170,7 +178,8 @@ class Worker:
             number = self.runs
             self._idle.clear()
             try:
-                child = self._child = ChildRun(self.command(), child_env(self.environ, self.options.max_runtime))
+                env = child_env(self.environ, self.options.max_runtime, self.output_dir)
+                child = self._child = ChildRun(self.command(), env)
             except OSError:
                 self._idle.set()
                 raise
@@ -182,6 +191,8 @@ class Worker:
                 self._child = None
             self._idle.set()
         self._log_outcome(number, code, time.monotonic() - child.started)
+        if self.process_metrics is not None:
+            self.process_metrics.record(describe_exit(code), code, time.time())
         return code
 
     def _wait(self, child: ChildRun) -> int:
@@ -205,7 +216,8 @@ class Worker:
 
     def serve(self) -> int:
         """Run until SIGTERM or SIGINT; returns the worker's exit code (0 after a stop signal)."""
-        scheduler = self._build_scheduler()
+        scheduler = self._scheduler = self._build_scheduler()
+        server = self._start_server()
         self._install_signal_handlers()
         scheduler.start()
         job = scheduler.get_job(JOB_ID)
@@ -219,8 +231,33 @@ class Worker:
             return EXIT_INTERNAL
         log.info("%s received; stopping", signal.Signals(self._stop_signal).name)
         self._stop(scheduler)
+        if server is not None:
+            server.stop()
         log.info("worker stopped")
         return EXIT_OK
+
+    def _start_server(self):
+        """Serve /healthz, /metrics and the status page on $PORT (lib.report.serve), when $PORT is set."""
+        if self.serve_settings is None:
+            return None
+        from lib.report.serve import OutputServer, ProcessMetrics
+
+        self.output_dir = Path(tempfile.mkdtemp(prefix="restorable-worker-"))
+        self.process_metrics = ProcessMetrics()
+        server = OutputServer(self.serve_settings, self.output_dir, health=self.health,
+                              own_metrics=self.process_metrics.exposition,
+                              metrics_file=self.output_dir / "metrics.prom")
+        server.start()
+        return server
+
+    def health(self) -> tuple[bool, dict]:
+        """Healthy while the scheduler runs and no stop was requested."""
+        scheduler = self._scheduler
+        running = bool(scheduler is not None and scheduler.running and self._stop_signal is None)
+        job = scheduler.get_job(JOB_ID) if running else None
+        return running, {"status": "ok" if running else "stopping", "runs": self.runs,
+                         "running_now": self._child is not None,
+                         "next_run": _iso(job.next_run_time if job else None)}
 
     def _stop(self, scheduler) -> None:
         """No new runs; the running one gets SIGTERM and the stop grace, then SIGKILL."""
