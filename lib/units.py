@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime, timezone
 
 from lib.errors import ConfigError
 
@@ -114,3 +115,56 @@ def _format_whole(whole: int) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+# --------------------------------------------------------------------------- sizes
+
+_BYTE_UNITS = ("KiB", "MiB", "GiB")
+
+
+def format_bytes(size: int) -> str:
+    """A size for people: ``1,023 bytes``, ``1.5 KiB``, ``12.0 MiB``, ``1,536.0 GiB`` (GiB is the largest unit)."""
+    if size < 1024:
+        return f"{size:,} bytes"
+    value = float(size)
+    for unit in _BYTE_UNITS:
+        value /= 1024
+        if value < 1024 or unit == _BYTE_UNITS[-1]:
+            break
+    return f"{value:,.1f} {unit}"
+
+
+def format_bytes_exact(size: int) -> str:
+    """:func:`format_bytes` followed by the exact count when it was rounded: ``3.0 MiB (3,145,728 bytes)``."""
+    rounded = format_bytes(size)
+    return rounded if size < 1024 else f"{rounded} ({size:,} bytes)"
+
+# --------------------------------------------------------------------------- times
+
+
+def format_iso(moment: datetime | None, timespec: str = "milliseconds") -> str | None:
+    """``moment`` in UTC as ISO 8601 with a ``Z`` suffix (``2026-12-03T14:26:08.123Z``); None stays None.
+
+    A naive ``moment`` is taken as local time (``datetime.astimezone``'s rule); every
+    time restorable builds is aware.
+    """
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> datetime:
+    """An ISO 8601 / RFC 3339 time as an aware UTC datetime; a time without an offset is UTC.
+
+    Accepts what :func:`format_iso` writes, ``+hh:mm`` offsets and a space instead of ``T``
+    (SQLite's ``datetime()`` output).
+
+    :raises ValueError: ``text`` is not such a time.
+    """
+    cleaned = text.strip().replace(" ", "T", 1)
+    if cleaned.endswith(("Z", "z")):
+        cleaned = cleaned[:-1] + "+00:00"
+    moment = datetime.fromisoformat(cleaned)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)

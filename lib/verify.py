@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lib.checks.freshness import staleness
 from lib.config.model import Config, DbConfig, ReplicaConfig
 from lib.errors import ObjectNotFound, StorageUnavailable
 from lib.litestream.discover import ReplicaState, discover
 from lib.litestream.layout import FORMAT_V3
 from lib.litestream.outcome import RestoreOutcome, RestoreTarget, file_sha256
+from lib.litestream.v5.restore import restore_v5
 from lib.report.cost import monthly_cost
 from lib.report.model import DbResult, Finding, Report, Restored, could_not_check, error, warning
 from lib.report.progress import RestoreProgress
@@ -54,11 +56,10 @@ def restore_state(store, state: ReplicaState, out: Path, target: RestoreTarget, 
                   digest: bool = True) -> RestoreOutcome:
     """Restore whichever layout the replica holds into ``out``; ``digest`` fills ``outcome.sha256``."""
     if state.format == FORMAT_V3:
+        # Deferred: the v0.3 restore imports numpy, which a v0.5 run never needs.
         from lib.litestream.v3.restore import restore_v3
 
         return restore_v3(store, state.v3, out, target, workers=workers, digest=digest)
-    from lib.litestream.v5.restore import restore_v5
-
     return restore_v5(store, state.v5, out, target, digest=digest)
 
 
@@ -107,9 +108,6 @@ def verify_replica(db: DbConfig, replica: ReplicaConfig, db_settings, options: V
 def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path, result: DbResult,
                  previous: dict | None) -> bool:
     """One attempt. Returns True when the listing changed under error findings (retry)."""
-    from lib.checks import freshness as checks_freshness
-    from lib.checks import integrity as checks_integrity
-
     store = replica.open_store()
     t0 = time.monotonic()
     state = discover(store, replica)
@@ -130,18 +128,8 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
         outcome = restore_state(store, state, out, options.target, options.workers, digest=False)
     result.timings["restore"] = time.monotonic() - t0
     _record_outcome(result, outcome)
-    if outcome.path is not None:
-        # Hash while the checks run: both release the GIL, so two cores overlap them.
-        digest = in_background(file_sha256, outcome.path, name="sha256")
-        _check_restored(result, outcome.path, db_settings, previous)
-        result.restored.sha256 = sliced_result(digest)
-    now = store.server_now() or datetime.now(timezone.utc)
-    if options.target == RestoreTarget():
-        max_age = options.max_age_seconds or db_settings.effective_max_age(replica.sync_interval_seconds)
-        result.findings.extend(checks_freshness.staleness(state.newest, now, max_age))
-        if db_settings.freshness and outcome.path is not None:
-            with checks_integrity.open_readonly(outcome.path) as sdb:
-                result.findings.extend(checks_freshness.freshness(sdb, db_settings.freshness, now))
+    _judge(result, outcome, state, store.server_now() or datetime.now(timezone.utc), db_settings, options,
+           replica, previous)
     racy = ("corrupt_object", "wal_gap", "missing_snapshot") + (("integrity",) if state.format == FORMAT_V3 else ())
     if any(f.severity == "error" and f.kind in racy for f in result.findings):
         return _listing_changed(store, replica, state, result.findings, options.target)
@@ -158,6 +146,7 @@ def _listing_changed(store, replica, state: ReplicaState, findings: list[Finding
     """
     fresh = discover(store, replica)
     if state.format == FORMAT_V3 and fresh.format == FORMAT_V3:
+        # Deferred: lib.litestream.v3.race imports the WAL replay and numpy with it.
         from lib.litestream.v3.race import findings_stand
 
         changed = not findings_stand(state.v3, fresh.v3, findings, target)
@@ -191,33 +180,27 @@ def _record_outcome(result: DbResult, outcome: RestoreOutcome) -> None:
         result.restored = Restored(outcome.bytes, outcome.sha256, outcome.page_size, str(outcome.path))
 
 
-def _check_restored(result: DbResult, path: Path, db_settings, previous: dict | None) -> None:
-    from lib.checks import counts as checks_counts
-    from lib.checks import integrity as checks_integrity
-    from lib.checks import probes as checks_probes
+def _judge(result: DbResult, outcome: RestoreOutcome, state: ReplicaState, now: datetime, db_settings,
+           options: VerifyOptions, replica: ReplicaConfig, previous: dict | None) -> None:
+    """Check the restored file and, for the newest restore point, how fresh the backup is."""
+    # Deferred: the checks import sqlite_utils (and numpy through it), slow to import, and
+    # jobs.restore and jobs.status import this module without ever checking a file.
+    from lib.checks.suite import check_freshness, check_restored
 
-    t0 = time.monotonic()
-    with checks_integrity.open_readonly(path) as sdb:
-        integrity = checks_integrity.integrity(sdb)
-        result.findings.extend(integrity)
-        result.timings["integrity"] = time.monotonic() - t0
-        if integrity and "cannot be checked" in integrity[0].message:
-            return
-        t0 = time.monotonic()
-        try:
-            result.tables, result.litestream_tables = checks_counts.count_rows(sdb)
-        except Exception as exc:  # a malformed database can fail anywhere
-            result.findings.append(error("integrity", f"counting rows failed: {exc}"))
-            return
-        result.timings["counts"] = time.monotonic() - t0
-        result.findings.extend(checks_counts.expected_tables(result.tables, tuple(db_settings.expect_tables)))
-        result.findings.extend(checks_counts.minimum_rows(result.tables, dict(db_settings.min_rows)))
-        result.findings.extend(checks_probes.probes(sdb, db_settings.probes))
-    if previous:
-        from lib.checks.drift import row_count_drift
-
-        result.findings.extend(row_count_drift(previous, result.tables, db_settings.row_drop_warning,
-                                               db_settings.row_drop_error))
+    if outcome.path is not None:
+        # Hash while the checks run: both release the GIL, so two cores overlap them.
+        digest = in_background(file_sha256, outcome.path, name="sha256")
+        checked = check_restored(outcome.path, db_settings, previous)
+        result.findings += checked.findings
+        result.tables, result.litestream_tables = checked.tables, checked.litestream_tables
+        result.timings.update(checked.timings)
+        result.restored.sha256 = sliced_result(digest)
+    if options.target != RestoreTarget():
+        return
+    max_age = options.max_age_seconds or db_settings.effective_max_age(replica.sync_interval_seconds)
+    result.findings += staleness(state.newest, now, max_age)
+    if db_settings.freshness and outcome.path is not None:
+        result.findings += check_freshness(outcome.path, db_settings.freshness, now)
 
 # --------------------------------------------------------------------------- the run
 

@@ -8,7 +8,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lib.checks import freshness as checks_freshness, integrity as checks_integrity, probes as checks_probes
+from lib.checks.freshness import staleness, to_datetime
+from lib.checks.integrity import integrity, integrity_problems, open_readonly
+from lib.checks.probes import probes
+from lib.checks.suite import check_freshness
 from lib.config.settings_model import Freshness, Probe
 from tests.support import run_job
 
@@ -134,15 +137,15 @@ def make_db(tmp_path, rows: list[tuple]) -> str:
 
 
 def test_integrity_ok_on_a_sound_database(tmp_path):
-    with checks_integrity.open_readonly(make_db(tmp_path, [(1,)])) as db:
-        assert checks_integrity.integrity(db) == []
+    with open_readonly(make_db(tmp_path, [(1,)])) as db:
+        assert integrity(db) == []
 
 
 def test_integrity_rows_are_split_one_per_problem():
     rows = ["*** in database main ***\nOn tree page 2 cell 2: Rowid 9 out of order\nPage 7 is never used",
             "wrong # of entries in index i"]
-    assert checks_integrity.integrity_problems(rows) == ["On tree page 2 cell 2: Rowid 9 out of order",
-                                               "Page 7 is never used", "wrong # of entries in index i"]
+    assert integrity_problems(rows) == ["On tree page 2 cell 2: Rowid 9 out of order",
+                                        "Page 7 is never used", "wrong # of entries in index i"]
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -154,34 +157,35 @@ def test_integrity_rows_are_split_one_per_problem():
     (None, None),
 ])
 def test_to_datetime(value, expected):
-    assert checks_freshness.to_datetime(value) == expected
+    assert to_datetime(value) == expected
 
 
 def test_freshness_and_probes_units(tmp_path):
     now = datetime(2026, 1, 2, tzinfo=timezone.utc)
-    with checks_integrity.open_readonly(make_db(tmp_path, [("2026-01-01T23:30:00Z",), ("2025-01-01T00:00:00Z",)])) as db:
-        assert checks_freshness.freshness(db, Freshness("SELECT max(at) FROM t", 3600), now) == []
-        [old] = checks_freshness.freshness(db, Freshness("SELECT min(at) FROM t", 3600), now)
-        assert old.kind == "stale"
-        [empty] = checks_freshness.freshness(db, Freshness("SELECT NULL", 3600), now)
-        assert empty.kind == "stale" and "not a timestamp" in empty.message
-        assert checks_probes.probes(db, [Probe("two rows", "SELECT count(*) = 2 FROM t")]) == []
-        [bad] = checks_probes.probes(db, [Probe("no rows", "SELECT * FROM t WHERE 0")])
+    path = make_db(tmp_path, [("2026-01-01T23:30:00Z",), ("2025-01-01T00:00:00Z",)])
+    assert check_freshness(path, Freshness("SELECT max(at) FROM t", 3600), now) == []
+    [old] = check_freshness(path, Freshness("SELECT min(at) FROM t", 3600), now)
+    assert old.kind == "stale"
+    [empty] = check_freshness(path, Freshness("SELECT NULL", 3600), now)
+    assert empty.kind == "stale" and "not a timestamp" in empty.message
+    with open_readonly(path) as db:
+        assert probes(db, [Probe("two rows", "SELECT count(*) = 2 FROM t")]) == []
+        [bad] = probes(db, [Probe("no rows", "SELECT * FROM t WHERE 0")])
         assert bad.kind == "probe" and "None" in bad.message
 
 
 def test_staleness_threshold():
     now = datetime(2026, 1, 2, tzinfo=timezone.utc)
-    assert checks_freshness.staleness(now - timedelta(seconds=59), now, 60) == []
-    [stale] = checks_freshness.staleness(now - timedelta(seconds=61), now, 60)
+    assert staleness(now - timedelta(seconds=59), now, 60) == []
+    [stale] = staleness(now - timedelta(seconds=61), now, 60)
     assert stale.kind == "stale" and stale.severity == "error"
-    assert checks_freshness.staleness(None, now, 60) == []
+    assert staleness(None, now, 60) == []
 
 
 def test_readonly_open_leaves_no_wal_files(tmp_path):
     path = make_db(tmp_path, [(1,)])
-    with checks_integrity.open_readonly(path) as db:
-        checks_integrity.integrity(db)
+    with open_readonly(path) as db:
+        integrity(db)
         with pytest.raises(sqlite3.OperationalError):
             db.execute("INSERT INTO t (at) VALUES (2)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.db"]

@@ -4,10 +4,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lib.report.model import history
 from lib.config.model import DbConfig, ReplicaConfig
 from lib.errors import ConfigError
-from lib.report.history import HistoryLocation, HistorySettings, last_good, locate, prune, read_latest
+from lib.report.history import HistoryLocation, HistorySettings, last_good, locate, prune, read_latest, run_key
 from lib.checks.drift import row_count_drift
 from lib.report.notify import RunNotifier
 from lib.report.model import DbResult, Report, error, warning
@@ -210,7 +209,7 @@ def test_unreadable_history_means_no_previous(tmp_path, caplog):
 
 def _put_runs(location: HistoryLocation, moments: list[datetime]) -> None:
     for moment in moments:
-        location.store.put(history.run_key(location, moment, "ok"), b"{}")
+        location.store.put(run_key(location, moment, "ok"), b"{}")
 
 
 def test_prune_keeps_the_newest_reports(tmp_path):
@@ -223,7 +222,7 @@ def test_prune_keeps_the_newest_reports(tmp_path):
     assert prune(location, T0 + timedelta(hours=1), keep_days=30, keep_count=4) == 6
 
     kept = [o.key for o in location.store.list(location.runs_prefix)]
-    assert kept == sorted([history.run_key(location, m, "ok") for m in moments[-4:]] +
+    assert kept == sorted([run_key(location, m, "ok") for m in moments[-4:]] +
                           [location.runs_prefix + "README.txt"])
     assert location.store.list(location.latest_key)
 

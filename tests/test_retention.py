@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.retention import enforce as retention
+from lib.retention.enforce import enforce_after_verify
 from lib.config.model import DbConfig, ReplicaConfig
 from lib.config.sources import load
 from lib.litestream.discover import discover
@@ -74,7 +74,7 @@ def enforce(db, replica, policy=DAY, *, now=None, dry_run=False, enforce=True, r
     store = replica.open_store()
     state = discover(store, replica)
     result = result or verify(db, replica, tmp_path)
-    findings = retention.enforce_after_verify(
+    findings = enforce_after_verify(
         store, replica, state, result, policy, enforce=enforce, dry_run=dry_run,
         now=now or datetime.now(timezone.utc), verified_good=None)
     return result, findings

@@ -12,13 +12,18 @@ from types import SimpleNamespace
 
 import pytest
 
-from lib.retention import enforce as retention_enforce, plan as retention_plan, policy as retention_policy
-from lib.litestream.discover import ReplicaState
 from lib.errors import ConfigError
+from lib.litestream.discover import ReplicaState
 from lib.litestream.layout import FORMAT_V3, FORMAT_V5
 from lib.litestream.v3.layout import format_snapshot_name, format_wal_segment_name, parse_v3_listing
-from lib.retention.policy import Decision, RestorePoint, RetentionPolicy
-from lib.storage.base import ObjectInfo
+from lib.litestream.v3.plan import plan_v3
+from lib.litestream.v5.layout import format_ltx_name, parse_v5_listing
+from lib.report.history import GoodRun
+from lib.retention.delete import failure_findings
+from lib.retention.plan import plan
+from lib.retention.policy import RestorePoint, RetentionPlan, RetentionPolicy, as_restore_point, parse_position, policy_for
+from lib.retention.select import delete_passes, select_deletions
+from lib.storage.base import DeleteFailure, ObjectInfo
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 PREFIX = "generations/"
@@ -48,8 +53,8 @@ def v3_state(objects: dict[str, float], size: int = 100) -> ReplicaState:
     return ReplicaState(format=FORMAT_V3, v3=parse_v3_listing(infos, PREFIX))
 
 
-def deleted(plan: retention_policy.RetentionPlan) -> set[str]:
-    return {short_of(d.key) for d in plan.delete}
+def deleted(decided: RetentionPlan) -> set[str]:
+    return {short_of(d.key) for d in decided.delete}
 
 
 def point(gen: str, index: int, offset: int = 0) -> RestorePoint:
@@ -111,89 +116,85 @@ PLAN_CASES = [
 def test_v3_plan_table(objects, policy, verified, expected):
     state = v3_state(objects)
 
-    plan = retention_plan.plan(state, policy, NOW, verified)
+    decided = plan(state, policy, NOW, verified)
 
-    assert deleted(plan) == expected
-    assert {d.key for d in plan.keep} | {d.key for d in plan.delete} == {o.key for o in state.objects()}
-    assert all(d.reason for d in plan.keep + plan.delete)
+    assert deleted(decided) == expected
+    assert {d.key for d in decided.keep} | {d.key for d in decided.delete} == {o.key for o in state.objects()}
+    assert all(d.reason for d in decided.keep + decided.delete)
 
 
 def test_plan_never_deletes_what_the_newest_restore_point_needs():
-    from lib.litestream.v3.plan import plan_v3
-
     for case in PLAN_CASES:
         state = v3_state(case[1])
         newest, problems = plan_v3(state.v3)
         if newest is None or problems:
             continue
         needed = {newest.snapshot.info.key} | {s.info.key for s in newest.segments}
-        plan = retention_plan.plan(state, case[2], NOW, case[3])
-        assert needed.isdisjoint(d.key for d in plan.delete), case[0]
+        decided = plan(state, case[2], NOW, case[3])
+        assert needed.isdisjoint(d.key for d in decided.delete), case[0]
 
 
 def test_plan_keeps_the_restore_point_just_verified_in_an_old_generation():
     # The newest generation has no snapshot; the verification restored generation A.
     objects = {"A s0": 90, "A w0.0": 90, "B s0": 30, "B w0.0": 30}
 
-    plan = retention_plan.plan(v3_state(objects), DAY, NOW, [point("A", 0, 0)])
+    decided = plan(v3_state(objects), DAY, NOW, [point("A", 0, 0)])
 
-    assert deleted(plan) == set()
-    assert "verified-good restore point" in plan.reason_for(key_of("A s0"))
+    assert deleted(decided) == set()
+    assert "verified-good restore point" in decided.reason_for(key_of("A s0"))
 
 
 def test_plan_orders_deletions_oldest_first():
-    plan = retention_plan.plan(v3_state(SNAPSHOTS), DAY, NOW)
+    decided = plan(v3_state(SNAPSHOTS), DAY, NOW)
 
-    times = [(d.last_modified, d.key) for d in plan.delete]
+    times = [(d.last_modified, d.key) for d in decided.delete]
     assert times == sorted(times)
-    assert short_of(plan.delete[0].key) in ("A s0", "A w0.0")
+    assert short_of(decided.delete[0].key) in ("A s0", "A w0.0")
 
 
 def test_plan_reasons_name_the_rule():
-    plan = retention_plan.plan(v3_state(TWO_GENS | {"B s1": 3, "B w1.0": 3, "B s2": 2, "B w2.0": 2}), DAY, NOW)
+    decided = plan(v3_state(TWO_GENS | {"B s1": 3, "B w1.0": 3, "B s2": 2, "B w2.0": 2}), DAY, NOW)
 
-    assert "generation aaaaaaaaaaaaaaaa" in plan.reason_for(key_of("A s0"))
-    assert "older than the 1d window" in plan.reason_for(key_of("A s0"))
-    assert "inside the 1d window" in plan.reason_for(key_of("B s1"))
-    assert "a newer snapshot is kept" in plan.reason_for(key_of("B s0"))
-    assert "not all of it is older than the 1d window" in plan.reason_for(key_of("B w0.1"))
-    assert plan.reason_for(key_of("B w2.0")).startswith("needed to restore the newest restore point")
+    assert "generation aaaaaaaaaaaaaaaa" in decided.reason_for(key_of("A s0"))
+    assert "older than the 1d window" in decided.reason_for(key_of("A s0"))
+    assert "inside the 1d window" in decided.reason_for(key_of("B s1"))
+    assert "a newer snapshot is kept" in decided.reason_for(key_of("B s0"))
+    assert "not all of it is older than the 1d window" in decided.reason_for(key_of("B w0.1"))
+    assert decided.reason_for(key_of("B w2.0")).startswith("needed to restore the newest restore point")
 
 
 def test_plan_window_boundary_is_inclusive_for_keeping():
     objects = {"A s0": 24, "A w0.0": 24, "B s0": 1, "B w0.0": 1}
 
-    assert deleted(retention_plan.plan(v3_state(objects), DAY, NOW)) == set()
-    later = retention_plan.plan(v3_state(objects), DAY, NOW + timedelta(microseconds=1))
+    assert deleted(plan(v3_state(objects), DAY, NOW)) == set()
+    later = plan(v3_state(objects), DAY, NOW + timedelta(microseconds=1))
     assert deleted(later) == {"A s0", "A w0.0"}
 
 
 def test_plan_keeps_snapshots_tied_for_newest():
     objects = {"A s0": 40, "A w0.0": 40, "A s1": 30, "A s2": 30, "A w1.0": 30, "A w2.0": 30}
 
-    plan = retention_plan.plan(v3_state(objects), DAY, NOW)
+    decided = plan(v3_state(objects), DAY, NOW)
 
-    assert deleted(plan) == {"A s0", "A w0.0"}
+    assert deleted(decided) == {"A s0", "A w0.0"}
 
 
 def test_plan_of_an_empty_replica_is_empty():
-    plan = retention_plan.plan(ReplicaState(format=None), DAY, NOW)
+    decided = plan(ReplicaState(format=None), DAY, NOW)
 
-    assert plan.keep == [] and plan.delete == []
+    assert decided.keep == [] and decided.delete == []
 
 
 def test_plan_bytes():
-    plan = retention_plan.plan(v3_state(TWO_GENS, size=1000), DAY, NOW)
+    decided = plan(v3_state(TWO_GENS, size=1000), DAY, NOW)
 
-    assert (plan.delete_bytes, plan.keep_bytes) == (3000, 3000)
+    assert (decided.delete_bytes, decided.keep_bytes) == (3000, 3000)
 
 
 # --------------------------------------------------------------------------- v0.5
 
 
 def v5_state(files: dict[tuple[int, int, int], float]) -> ReplicaState:
-    from lib.litestream.v5.layout import format_ltx_name, parse_v5_listing
-
     infos = [ObjectInfo(f"ltx/{level}/{format_ltx_name(lo, hi)}", 50, NOW - timedelta(hours=h))
              for (level, lo, hi), h in files.items()]
     return ReplicaState(format=FORMAT_V5, v5=parse_v5_listing(infos, "ltx/", "file"))
@@ -207,22 +208,22 @@ V5_FILES = {
 
 
 def test_v5_plan_reports_what_litestream_would_delete():
-    plan = retention_plan.plan(v5_state(V5_FILES), DAY, NOW)
+    decided = plan(v5_state(V5_FILES), DAY, NOW)
 
-    assert {d.key for d in plan.delete} == {
+    assert {d.key for d in decided.delete} == {
         "ltx/9/0000000000000001-000000000000000a.ltx",  # snapshots older than 24h, not the newest
         "ltx/9/0000000000000001-0000000000000014.ltx",
         "ltx/1/0000000000000001-000000000000000a.ltx",  # L1 below TXID 0x14 of the newest deleted snapshot
         "ltx/0/000000000000001f-000000000000001f.ltx",  # L0 compacted into L1 and older than 5m
         "ltx/0/0000000000000020-0000000000000020.ltx",
     }
-    assert any("report-only: Litestream v0.5 enforces its own retention" in n for n in plan.notes)
+    assert any("report-only: Litestream v0.5 enforces its own retention" in n for n in decided.notes)
 
 
 def test_v5_plan_keeps_the_newest_snapshot_and_each_levels_last_file():
     files = {(9, 1, 10): 70, (1, 1, 10): 70}
 
-    assert retention_plan.plan(v5_state(files), DAY, NOW).delete == []
+    assert plan(v5_state(files), DAY, NOW).delete == []
 
 
 # --------------------------------------------------------------------------- selection before deleting
@@ -230,11 +231,11 @@ def test_v5_plan_keeps_the_newest_snapshot_and_each_levels_last_file():
 
 def test_select_deletions_takes_only_what_the_fresh_listing_still_plans():
     state = v3_state(SNAPSHOTS)
-    planned = retention_plan.plan(state, DAY, NOW)
+    planned = plan(state, DAY, NOW)
     # Re-listed with the margin: now - 10m; index 2 (29h/30h old) is still outside.
-    fresh = retention_plan.plan(state, DAY, NOW - timedelta(minutes=10))
+    fresh = plan(state, DAY, NOW - timedelta(minutes=10))
 
-    chosen = retention_enforce.select_deletions(planned, fresh, state)
+    chosen = select_deletions(planned, fresh, state)
 
     assert {d.key for d in chosen} == {d.key for d in planned.delete}
 
@@ -242,33 +243,33 @@ def test_select_deletions_takes_only_what_the_fresh_listing_still_plans():
 def test_select_deletions_skips_objects_inside_the_margin():
     objects = {"A s0": 24.1, "A w0.0": 24.1, "B s0": 1, "B w0.0": 1}
     state = v3_state(objects)
-    planned = retention_plan.plan(state, DAY, NOW)
-    fresh = retention_plan.plan(state, DAY, NOW - timedelta(minutes=10))
+    planned = plan(state, DAY, NOW)
+    fresh = plan(state, DAY, NOW - timedelta(minutes=10))
 
     assert deleted(planned) == {"A s0", "A w0.0"}
-    assert retention_enforce.select_deletions(planned, fresh, state) == []
+    assert select_deletions(planned, fresh, state) == []
 
 
 def test_select_deletions_skips_a_changed_object_and_the_rest_of_its_index():
     state = v3_state(SNAPSHOTS)
-    planned = retention_plan.plan(state, DAY, NOW)
+    planned = plan(state, DAY, NOW)
     rewritten = [o if o.key != key_of("A w1.1") else ObjectInfo(o.key, 999, o.last_modified)
                  for o in state.objects()]
     fresh_state = ReplicaState(format=FORMAT_V3, v3=parse_v3_listing(sorted(rewritten, key=lambda o: o.key), PREFIX))
-    fresh = retention_plan.plan(fresh_state, DAY, NOW - timedelta(minutes=10))
+    fresh = plan(fresh_state, DAY, NOW - timedelta(minutes=10))
 
-    chosen = {short_of(d.key) for d in retention_enforce.select_deletions(planned, fresh, fresh_state)}
+    chosen = {short_of(d.key) for d in select_deletions(planned, fresh, fresh_state)}
 
     assert chosen == {"A s0", "A s2", "A w0.0", "A w0.1", "A w2.0", "A w2.1"}
 
 
 def test_select_deletions_drops_an_index_that_gained_a_segment():
     state = v3_state(SNAPSHOTS)
-    planned = retention_plan.plan(state, DAY, NOW)
+    planned = plan(state, DAY, NOW)
     fresh_state = v3_state(SNAPSHOTS | {"A w0.2": 48})
-    fresh = retention_plan.plan(fresh_state, DAY, NOW - timedelta(minutes=10))
+    fresh = plan(fresh_state, DAY, NOW - timedelta(minutes=10))
 
-    chosen = {short_of(d.key) for d in retention_enforce.select_deletions(planned, fresh, fresh_state)}
+    chosen = {short_of(d.key) for d in select_deletions(planned, fresh, fresh_state)}
 
     assert "A w0.2" not in chosen  # never planned, so never deleted
     assert not {"A w0.0", "A w0.1"} & chosen  # and its index stays whole
@@ -277,16 +278,16 @@ def test_select_deletions_drops_an_index_that_gained_a_segment():
 
 def test_select_deletions_of_a_v5_plan_is_empty():
     state = v5_state(V5_FILES)
-    planned = retention_plan.plan(state, DAY, NOW)
+    planned = plan(state, DAY, NOW)
 
     assert planned.delete
-    assert retention_enforce.select_deletions(planned, planned, state) == []
+    assert select_deletions(planned, planned, state) == []
 
 
 def test_delete_passes_put_offset_zero_segments_last_and_oldest_first():
-    plan = retention_plan.plan(v3_state(SNAPSHOTS), DAY, NOW)
+    decided = plan(v3_state(SNAPSHOTS), DAY, NOW)
 
-    first, last = retention_enforce.delete_passes(plan.delete)
+    first, last = delete_passes(decided.delete)
 
     assert {short_of(d.key) for d in last} == {"A w0.0", "A w1.0", "A w2.0"}
     assert [short_of(d.key) for d in first] == ["A s0", "A w0.1", "A w1.1", "A s2", "A w2.1"]
@@ -320,13 +321,13 @@ POLICY_CASES = [
 @pytest.mark.parametrize("rep, db_settings, override, window, source",
                          [c[1:] for c in POLICY_CASES], ids=[c[0] for c in POLICY_CASES])
 def test_policy_for(rep, db_settings, override, window, source):
-    policy = retention_policy.policy_for(rep, db_settings, override)
+    policy = policy_for(rep, db_settings, override)
 
     assert (policy.window_seconds, policy.source) == (window, source)
 
 
 def test_policy_for_reads_keep_snapshots_and_renders_itself():
-    policy = retention_policy.policy_for(replica(), settings(keep_snapshots=3))
+    policy = policy_for(replica(), settings(keep_snapshots=3))
 
     assert policy.keep_snapshots == 3
     assert str(policy) == ("window 1d (Litestream's default), keep at least 3 snapshot(s) and the verified-good "
@@ -337,7 +338,7 @@ def test_policy_for_reads_keep_snapshots_and_renders_itself():
                                                     (None, settings(keep_snapshots=-2))])
 def test_policy_for_rejects_non_positive_values(override, db_settings):
     with pytest.raises(ConfigError):
-        retention_policy.policy_for(replica(), db_settings, override)
+        policy_for(replica(), db_settings, override)
 
 
 POSITION_CASES = [
@@ -353,39 +354,29 @@ POSITION_CASES = [
 
 @pytest.mark.parametrize("position, fmt, expected", POSITION_CASES)
 def test_parse_position(position, fmt, expected):
-    assert retention_policy.parse_position(position, fmt) == expected
+    assert parse_position(position, fmt) == expected
 
 
 def test_as_restore_point_reads_a_history_good_run():
-    from lib.report.history import GoodRun
-
     good = GoodRun(at=NOW, format=FORMAT_V3, generation=GENS["A"], position=f"{GENS['A']}/00000002:32",
                    last_backup_at=None, tables={})
 
-    assert retention_policy.as_restore_point(good) == RestorePoint(FORMAT_V3, GENS["A"], 2, 32)
-    assert str(retention_policy.as_restore_point(good)) == f"{GENS['A']}/00000002:32"
-
-
-def test_format_dry_run_lists_key_size_and_reason():
-    d = Decision("generations/x/wal/00000000_00000000.wal.lz4", 4152, NOW, retention_policy.DELETE, "old")
-
-    assert retention_enforce.format_dry_run([d]) == "generations/x/wal/00000000_00000000.wal.lz4\t4152\told\n"
+    assert as_restore_point(good) == RestorePoint(FORMAT_V3, GENS["A"], 2, 32)
+    assert str(as_restore_point(good)) == f"{GENS['A']}/00000002:32"
 
 
 # --------------------------------------------------------------------------- delete failures
 
 
 def test_refused_deletes_are_errors_and_other_failures_warnings():
-    from lib.storage.base import DeleteFailure
-
-    chosen = retention_plan.plan(v3_state(SNAPSHOTS), DAY, NOW).delete
-    outcome = retention_enforce.RetentionOutcome(retention_policy.MODE_ENFORCE, selected=chosen, failures=[
+    chosen = plan(v3_state(SNAPSHOTS), DAY, NOW).delete
+    failures = [
         DeleteFailure(chosen[0].key, "AccessDenied: Access Denied"),
         DeleteFailure(chosen[1].key, "Permission denied"),
         DeleteFailure(chosen[2].key, "SlowDown: Please reduce your request rate"),
-    ])
+    ]
 
-    findings = retention_enforce._failure_findings(outcome, SimpleNamespace(description="s3://bucket"))
+    findings = failure_findings(failures, len(chosen), [], SimpleNamespace(description="s3://bucket"))
 
     assert [(f.severity, f.kind, f.object) for f in findings] == [
         ("error", "retention", chosen[0].key), ("warning", "retention", chosen[2].key)]

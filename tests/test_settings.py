@@ -9,11 +9,11 @@ from textwrap import dedent
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from lib.config import settings as st_mod_settings, settings_values as st_mod_settings_values
 from lib.units import format_duration, parse_duration
 from lib.errors import ConfigError
 from lib.config.settings_model import DbSettings, Freshness, Probe, Settings
-from lib.config.settings import load_settings
+from lib.config.settings import load_settings, parse_settings
+from lib.config.settings_values import _READERS
 from lib.config.overrides import with_overrides
 
 FULL = """
@@ -328,7 +328,7 @@ def test_configured_max_age_wins_over_derived():
 
 def test_every_dbsettings_field_has_a_settings_key():
     fields = {f.name for f in dataclasses.fields(DbSettings)} - {"origins"}
-    assert {attribute for attribute, _ in st_mod_settings_values._READERS.values()} == fields
+    assert {attribute for attribute, _ in _READERS.values()} == fields
 
 
 def test_settings_are_immutable(tmp_path):
@@ -409,6 +409,6 @@ def test_parse_duration_raises_only_config_errors(text):
 @hsettings(max_examples=300)
 def test_parse_settings_raises_only_config_errors(block):
     try:
-        st_mod_settings.parse_settings({"defaults": block, "dbs": {"a.db": block, "b\n.db": block}}, "s.yml")
+        parse_settings({"defaults": block, "dbs": {"a.db": block, "b\n.db": block}}, "s.yml")
     except ConfigError as exc:
         assert "\n" not in str(exc)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from lib.errors import ConfigError
+
 DEFAULT_PRICE_PER_GB_MONTH = 0.015  # Railway's published bucket storage price, USD per GB-month
 
 GB = 1_000_000_000
@@ -13,8 +15,6 @@ def price_per_gb_month(environ: Mapping[str, str]) -> float:
     try:
         return float(raw) if raw else DEFAULT_PRICE_PER_GB_MONTH
     except ValueError:
-        from lib.errors import ConfigError
-
         raise ConfigError(f"RESTORABLE_PRICE_PER_GB_MONTH={raw!r} is not a number; use e.g. 0.015") from None
 
 

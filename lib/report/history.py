@@ -40,9 +40,10 @@ from typing import Any, Mapping
 from lib.config.model import DbConfig, ReplicaConfig
 from lib.config.parsing import ENV_FALSE_WORDS, positive_int
 from lib.errors import ConfigError, ObjectNotFound
-from lib.report.model import FAILED, INCONCLUSIVE, OK, WARN, DbResult, iso
+from lib.report.model import FAILED, INCONCLUSIVE, OK, WARN, DbResult
 from lib.storage.base import ObjectStore, read_all
 from lib.storage.local import LocalStore
+from lib.units import format_iso, parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -199,17 +200,13 @@ def last_good(store: ObjectStore, prefix: str) -> GoodRun | None:
     if not isinstance(good, dict) or not good.get("at"):
         return None
     return GoodRun(
-        at=_parse_iso(good["at"]),
+        at=parse_iso(good["at"]),
         format=good.get("format"),
         generation=good.get("generation"),
         position=good.get("position"),
         last_backup_at=good.get("last_backup_at"),
         tables=dict(good.get("tables") or {}),
     )
-
-
-def _parse_iso(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 # --------------------------------------------------------------------------- write
 
@@ -230,11 +227,11 @@ def build_latest(
     last_good = previous.get("last_good") if isinstance(previous.get("last_good"), dict) else None
     if status in GOOD_STATUSES:
         last_good = {
-            "at": iso(checked_at),
+            "at": format_iso(checked_at),
             "format": result.format,
             "generation": result.generation,
             "position": result.position,
-            "last_backup_at": iso(result.last_backup_at),
+            "last_backup_at": format_iso(result.last_backup_at),
             "tables": dict(result.tables),
         }
     return {
@@ -242,9 +239,9 @@ def build_latest(
         "job": job,
         "db": db.path,
         "replica": replica.describe(),
-        "checked_at": iso(checked_at),
+        "checked_at": format_iso(checked_at),
         "status": status,
-        "status_since": previous["status_since"] if same else iso(checked_at),
+        "status_since": previous["status_since"] if same else format_iso(checked_at),
         "kinds": sorted({f.kind for f in result.findings}),
         "alerted": alerted,
         "last_good": last_good,

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, TextIO
 
 from lib.report.scrub import Scrubber
+from lib.units import format_iso
 
 DEFAULT_LEVEL = "INFO"
 
@@ -41,8 +42,7 @@ def extra_fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    moment = datetime.fromtimestamp(record.created, tz=timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return format_iso(datetime.fromtimestamp(record.created, tz=timezone.utc))
 
 
 class JsonFormatter(logging.Formatter):

@@ -33,6 +33,7 @@ from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from lib.errors import ConfigError, RestorableError
+from lib.units import format_bytes_exact, format_iso, parse_iso
 
 SMTP_TIMEOUT_SECONDS = 20.0
 
@@ -130,7 +131,7 @@ def facts(alert: Alert) -> list[tuple[str, str]]:
     """The numbers worth reading in an alert, as (label, value) rows."""
     r = alert.result
     rows = [("database", alert.db), ("replica", alert.replica), ("status", alert.status),
-            ("checked at", _iso(alert.checked_at))]
+            ("checked at", format_iso(alert.checked_at, "seconds"))]
     if alert.since:
         rows.append(("problem since" if alert.kind == PROBLEM else "was broken since", alert.since))
     for key, label in (("format", "format"), ("generation", "generation"), ("position", "position")):
@@ -140,12 +141,12 @@ def facts(alert: Alert) -> list[tuple[str, str]]:
         rows.append(("latest backup", f"{r['last_backup_at']} ({_age(r['last_backup_at'], alert.checked_at)} old)"))
     restored = r.get("restored") or {}
     if restored.get("bytes") is not None:
-        rows.append(("restored size", f"{_size(restored['bytes'])} (page size {restored.get('page_size', '?')})"))
+        rows.append(("restored size", f"{format_bytes_exact(restored['bytes'])} (page size {restored.get('page_size', '?')})"))
     if restored.get("sha256"):
         rows.append(("restored sha256", str(restored["sha256"])))
     if r.get("replica_bytes") is not None:
         cost = r.get("monthly_cost_usd")
-        held = _size(r["replica_bytes"]) + (f", ~${cost:.2f}/month" if isinstance(cost, (int, float)) else "")
+        held = format_bytes_exact(r["replica_bytes"]) + (f", ~${cost:.2f}/month" if isinstance(cost, (int, float)) else "")
         rows.append(("held in the bucket", held))
     for table, count in sorted((r.get("tables") or {}).items()):
         rows.append((f"rows in {table}", f"{count:,}" if isinstance(count, int) else str(count)))
@@ -155,15 +156,11 @@ def facts(alert: Alert) -> list[tuple[str, str]]:
     return rows
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _age(when: str, now: datetime) -> str:
     try:
-        then = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        then = parse_iso(when)
         seconds = max(0, int((now - then).total_seconds()))
-    except (TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError):
         return "?"
     if seconds < 120:
         return f"{seconds} s"
@@ -172,15 +169,6 @@ def _age(when: str, now: datetime) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} days"
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{n:,} bytes" if unit == "bytes" else f"{value:.1f} {unit} ({n:,} bytes)"
-        value /= 1024
-    return f"{n:,} bytes"
 
 
 def text_body(alert: Alert) -> str:

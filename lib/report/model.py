@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lib.errors import EXIT_FAILED, EXIT_INCONCLUSIVE, EXIT_OK
+from lib.units import format_iso
 
 ERROR = "error"
 
@@ -25,12 +26,6 @@ FAILED = "failed"
 INCONCLUSIVE = "inconclusive"
 
 _RANK = {OK: 0, WARN: 1, INCONCLUSIVE: 2, FAILED: 3}
-
-# Finding kinds used across the project (README documents each with what to do).
-KINDS = (
-    "no_backups", "missing_snapshot", "corrupt_object", "wal_gap", "integrity",
-    "stale", "row_count", "probe", "retention", "unreachable", "internal", "history",
-)
 
 
 @dataclass(frozen=True)
@@ -123,7 +118,7 @@ class DbResult:
             "restored": None,
             "tables": self.tables,
             "litestream_tables": self.litestream_tables,
-            "last_backup_at": iso(self.last_backup_at),
+            "last_backup_at": format_iso(self.last_backup_at),
             "findings": [f.to_json() for f in self.findings],
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
         }
@@ -160,17 +155,11 @@ class Report:
         return {
             "status": self.status,
             "database_statuses": self.database_statuses(),
-            "started_at": iso(self.started_at),
-            "finished_at": iso(self.finished_at),
+            "started_at": format_iso(self.started_at),
+            "finished_at": format_iso(self.finished_at),
             "databases": [r.to_json() for r in self.results],
             "findings": [f.to_json() for f in self.run_findings],
         }
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=False)
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -232,8 +232,7 @@ class SentryReporter:
 
     def init(self) -> None:
         """Initialise sentry-sdk for this run (re-initialising if a previous run used other settings)."""
-        import sentry_sdk
-
+        sentry_sdk = _sdk()
         client = sentry_sdk.get_client()
         if client.is_active():  # a previous run in this process (scheduler worker, tests)
             client.close(timeout=FLUSH_TIMEOUT_SECONDS)
@@ -264,8 +263,7 @@ class SentryReporter:
 
     def check_in(self, status: str) -> None:
         """``in_progress`` opens the run's check-in; ``ok``/``error`` close it with the duration."""
-        from sentry_sdk.crons import capture_checkin
-
+        capture_checkin = _sdk().crons.capture_checkin
         if status == "in_progress":
             self._started = time.monotonic()
             self.check_in_id = capture_checkin(
@@ -280,11 +278,15 @@ class SentryReporter:
         self.check_in_id = None
 
     def capture(self, event: dict[str, Any]) -> str | None:
-        import sentry_sdk
-
-        return sentry_sdk.capture_event(event)
+        return _sdk().capture_event(event)
 
     def flush(self, timeout: float = FLUSH_TIMEOUT_SECONDS) -> None:
-        import sentry_sdk
+        _sdk().flush(timeout=timeout)
 
-        sentry_sdk.flush(timeout=timeout)
+
+def _sdk():
+    """The sentry_sdk module, imported on first use: it is slow to import and only runs with SENTRY_DSN need it."""
+    import sentry_sdk  # deferred: see the docstring
+    import sentry_sdk.crons  # noqa: F401  (makes sentry_sdk.crons an attribute)
+
+    return sentry_sdk

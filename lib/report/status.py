@@ -13,12 +13,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lib.config.model import DbConfig, ReplicaConfig
+from lib.errors import StorageError
 from lib.litestream.discover import ReplicaState, discover
 from lib.litestream.layout import FORMAT_V3, FORMAT_V5
 from lib.litestream.outcome import RestoreTarget
+from lib.litestream.v3.plan import plan_v3
+from lib.litestream.v5.plan import plan_v5
 from lib.report.cost import monthly_cost
-from lib.report.model import iso
-from lib.units import format_duration
+from lib.units import format_duration, format_iso
 
 
 @dataclass
@@ -38,7 +40,7 @@ class ReplicaStatus:
     def to_json(self) -> dict[str, Any]:
         return {
             "db": self.db, "replica": self.replica, "location": self.location, "format": self.format,
-            "rows": self.rows, "restore_point": self.restore_point, "newest": iso(self.newest),
+            "rows": self.rows, "restore_point": self.restore_point, "newest": format_iso(self.newest),
             "bytes": self.bytes, "monthly_cost_usd": self.monthly_cost_usd,
             "last_verification": self.last_verification, "error": self.error,
         }
@@ -48,7 +50,7 @@ def v3_rows(state: ReplicaState) -> list[dict[str, Any]]:
     rows = []
     for gen in state.v3.generations:
         rows.append({
-            "generation": gen.id, "start": iso(gen.created_at), "end": iso(gen.updated_at),
+            "generation": gen.id, "start": format_iso(gen.created_at), "end": format_iso(gen.updated_at),
             "snapshots": len(gen.snapshots), "wal_indexes": len({s.index for s in gen.segments}),
             "wal_segments": len(gen.segments), "bytes": gen.bytes,
         })
@@ -63,7 +65,7 @@ def v5_rows(state: ReplicaState) -> list[dict[str, Any]]:
         rows.append({
             "level": level, "files": len(files), "min_txid": f"{min(f.min_txid for f in files):016x}",
             "max_txid": f"{max(f.max_txid for f in files):016x}", "bytes": sum(f.info.size for f in files),
-            "newest": iso(max(f.info.last_modified for f in files)),
+            "newest": format_iso(max(f.info.last_modified for f in files)),
         })
     return rows
 
@@ -71,13 +73,9 @@ def v5_rows(state: ReplicaState) -> list[dict[str, Any]]:
 def restore_point(state: ReplicaState) -> str | None:
     """The position ``jobs.verify`` would restore (None when nothing is restorable)."""
     if state.format == FORMAT_V3:
-        from lib.litestream.v3.plan import plan_v3
-
         plan, _ = plan_v3(state.v3, RestoreTarget())
         return plan.position if plan else None
     if state.format == FORMAT_V5:
-        from lib.litestream.v5.plan import plan_v5
-
         plan, _ = plan_v5(state.v5, RestoreTarget())
         return f"{plan[-1].max_txid:016x}" if plan else None
     return None
@@ -85,8 +83,6 @@ def restore_point(state: ReplicaState) -> str | None:
 
 def replica_status(db: DbConfig, replica: ReplicaConfig, price: float, history_doc=None) -> ReplicaStatus:
     """List one replica and summarise it; storage errors land in ``error``."""
-    from lib.errors import StorageError
-
     status = ReplicaStatus(db=db.path, replica=replica.name, location=replica.describe(), format=None)
     try:
         state = discover(replica.open_store(), replica)

@@ -3,19 +3,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from lib.litestream.discover import ReplicaState
 from lib.litestream.layout import FORMAT_V3, FORMAT_V5
 from lib.litestream.outcome import RestoreTarget
 from lib.litestream.v3.layout import Generation, Snapshot, V3State, WalSegment
 from lib.litestream.v3.plan import V3Plan, plan_v3
-from lib.report.model import iso
-from lib.storage.base import ObjectInfo
-from lib.units import format_duration
-
-if TYPE_CHECKING:
-    from lib.litestream.v5.layout import V5State
+from lib.litestream.v5.layout import SNAPSHOT_LEVEL, V5State
+from lib.litestream.v5.plan import plan_v5
 from lib.retention.policy import (
     DELETE,
     KEEP,
@@ -25,6 +21,8 @@ from lib.retention.policy import (
     RetentionPlan,
     RetentionPolicy,
 )
+from lib.storage.base import ObjectInfo
+from lib.units import format_duration, format_iso
 
 
 def plan(
@@ -95,7 +93,7 @@ def plan_v3_retention(
     decisions: list[Decision] = []
     for gen in v3.generations:
         if gen.id not in protected and gen.updated_at < cutoff:
-            reason = (f"generation {gen.id}: its newest object ({iso(gen.updated_at)}) is older than the "
+            reason = (f"generation {gen.id}: its newest object ({format_iso(gen.updated_at)}) is older than the "
                       f"{_window(policy)} window")
             decisions += [Decision.of(o, DELETE, reason) for o in gen.objects()]
         else:
@@ -233,9 +231,6 @@ def plan_v5_retention(
     stopping at the first that is not, keeping the last. Files a restore of the newest
     or a verified point reads are kept whatever Litestream would do.
     """
-    from lib.litestream.v5.layout import SNAPSHOT_LEVEL
-    from lib.litestream.v5.plan import plan_v5
-
     files = v5.files()
     cutoff = policy.cutoff(now)
     if cutoff is None:

@@ -4,16 +4,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from lib.config.model import ReplicaConfig
 from lib.errors import ConfigError
 from lib.litestream.layout import FORMAT_V3, FORMAT_V5
-from lib.report.model import iso
 from lib.storage.base import ObjectInfo
-from lib.units import format_duration
-
-if TYPE_CHECKING:
-    from lib.config.model import ReplicaConfig
+from lib.units import format_duration, format_iso
 
 
 # Litestream's default `retention` (v0.3 replica.go DefaultRetention; v0.5 snapshot.retention).
@@ -82,7 +79,7 @@ class RetentionPolicy:
         }
 
 
-def policy_for(replica: "ReplicaConfig", db_settings: Any, override_seconds: float | None = None) -> RetentionPolicy:
+def policy_for(replica: ReplicaConfig, db_settings: Any, override_seconds: float | None = None) -> RetentionPolicy:
     """The policy for one replica: ``override_seconds`` (``--retention``), else the verifier
     settings' ``retention``, else the replica's ``retention`` in litestream.yml, else 24h.
 
@@ -171,7 +168,7 @@ class Decision:
         return cls(info.key, info.size, info.last_modified, action, reason)
 
     def to_json(self) -> dict[str, Any]:
-        return {"key": self.key, "size": self.size, "last_modified": iso(self.last_modified), "reason": self.reason}
+        return {"key": self.key, "size": self.size, "last_modified": format_iso(self.last_modified), "reason": self.reason}
 
 
 @dataclass
