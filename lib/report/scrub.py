@@ -8,7 +8,8 @@ Two rules, applied to every string:
 2. Credentials embedded in text are removed whatever their value: the ``user:pass@``
    part of any ``scheme://`` URL and the values of signing query parameters
    (``X-Amz-Signature=``, ``X-Amz-Credential=``, ``X-Amz-Security-Token=``,
-   ``sentry_key=``, ``password=``, ``token=``...).
+   ``sentry_key=``, ``password=``, ``token=``...), and age identities
+   (``AGE-SECRET-KEY-1...``) wherever they appear.
 
 Values shorter than ``MIN_SECRET_LENGTH`` are ignored: redacting every "a" or "1" would
 mangle all output while protecting nothing worth the name.
@@ -45,6 +46,10 @@ _SECRET_PARAMS = re.compile(
     r"=(?P<value>[^&\s\"'<>]+)",
     re.IGNORECASE,
 )
+
+
+# An age X25519 identity: the Bech32 of a secret key (age-keygen prints it upper case).
+_AGE_IDENTITY = re.compile(r"AGE-SECRET-KEY-1[0-9A-Za-z]+", re.IGNORECASE)
 
 
 def url_credentials(url: str) -> list[str]:
@@ -104,6 +109,7 @@ class Scrubber:
             if secret in value:
                 value = value.replace(secret, REDACTED)
         value = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", value)
+        value = _AGE_IDENTITY.sub(REDACTED, value)
         return _SECRET_PARAMS.sub(lambda m: f"{m['name']}={REDACTED}", value)
 
     def obj(self, value: Any) -> Any:
