@@ -141,3 +141,26 @@ def test_interrupted_multipart_upload_leaves_nothing_visible(s3_server, proxy, t
     proxy.clear()
     summary, findings = keep_verified(location, POLICY, _result(db), db, NOW, "v")
     assert findings == [] and summary["uploaded"] == "2026-12-03"
+
+
+def test_parts_left_by_a_killed_upload_are_aborted_the_next_day(s3_server, tmp_path):
+    location = _s3_location(s3_server)
+    bucket = location.store.bucket
+    client = s3_server.client()
+    client.create_multipart_upload(Bucket=bucket, Key=f"{location.prefix}2026-12-03/database.sqlite.lz4")
+    db = _database(tmp_path / "restored.db")
+    keep_verified(location, POLICY, _result(db), db, datetime.now(timezone.utc), "v")
+    assert len(client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1  # today's: maybe running
+    keep_verified(location, POLICY, _result(db), db, datetime.now(timezone.utc) + timedelta(days=1), "v")
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_temp_file_of_a_killed_upload_is_no_entry_and_is_removed_later(tmp_path):
+    location = VaultLocation(LocalStore(tmp_path / "vault"), "data_app.db/")
+    leftover = tmp_path / "vault" / "data_app.db" / "2026-12-02" / "database.sqlite.lz4.restorable-tmp"
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"half")
+    db = _database(tmp_path / "restored.db")
+    summary, findings = keep_verified(location, POLICY, _result(db), db, NOW, "v")
+    assert findings == [] and [e.day for e in entries(location)[0]] == ["2026-12-03"]
+    assert not leftover.exists()

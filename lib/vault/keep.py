@@ -18,7 +18,7 @@ from lib.vault.manifest import Manifest, data_key, day_of, manifest_key
 from lib.vault.plan import KeepPolicy, plan
 from lib.vault.restore import fetch
 from lib.vault.store import Entry, VaultLocation, entries, entry_keys, read_checks, write_checks
-from lib.vault.upload import Compressed, put_stream
+from lib.vault.upload import Compressed, abort_stale_uploads, put_stream
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ def _prune(location: VaultLocation, found: list[Entry], incomplete: list[str], p
     doomed = [key for entry in decided.remove for key in entry_keys(location, entry.day)]
     doomed += [key for key in incomplete if f"/{today}/" not in key]
     failures = location.store.delete(doomed) if doomed else []
+    abort_stale_uploads(location.store, location.prefix, today)
     for failure in failures:
         log.warning("vault: could not delete %s: %s", failure.key, failure.error)
     return {"kept": [{"day": e.day, "reasons": list(r)} for e, r in decided.keep],

@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Mapping
 
 from lib.config.model import DbConfig
-from lib.errors import ConfigError, ObjectNotFound
+from lib.errors import ConfigError, CorruptObject, ObjectNotFound
 from lib.storage.base import ObjectStore, read_all
 from lib.vault.manifest import DATA_NAME, DAY_RE, MANIFEST_NAME, Manifest, data_key, manifest_key, parse_manifest
 from lib.vault.plan import KeepPolicy, parse_policy
@@ -37,6 +37,8 @@ _VAULT_VARS = {
 
 _PASSED_THROUGH = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
                    "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+TMP_SUFFIX = ".restorable-tmp"  # lib.vault.upload's temporary files in a directory vault
 
 CHECKS_NAME = "checks.json"  # {day: ISO time of its last re-read}, for the rotation
 
@@ -124,23 +126,29 @@ def _history_root(db: DbConfig, environ: Mapping[str, str]) -> tuple[ObjectStore
 
 
 def entries(location: VaultLocation) -> tuple[list[Entry], list[str]]:
-    """The complete entries, oldest first, and the keys of incomplete ones (no manifest).
+    """The complete entries, oldest first, and the keys of incomplete ones (no manifest, or
+    a temporary file a killed run left in a directory vault).
 
     A manifest that cannot be parsed is raised as ``CorruptObject``.
     """
     by_day: dict[str, dict[str, int]] = {}
+    leftovers: list[str] = []
     for info in location.store.list(location.prefix):
         parts = info.key[len(location.prefix):].split("/")
-        if len(parts) == 2 and DAY_RE.match(parts[0]) and parts[1] in (DATA_NAME, MANIFEST_NAME):
+        if len(parts) != 2 or not DAY_RE.match(parts[0]):
+            continue
+        if parts[1] in (DATA_NAME, MANIFEST_NAME):
             by_day.setdefault(parts[0], {})[parts[1]] = info.size
-    found, incomplete = [], []
+        elif parts[1].removesuffix(TMP_SUFFIX) in (DATA_NAME, MANIFEST_NAME):
+            leftovers.append(info.key)
+    found = []
     for day, names in sorted(by_day.items()):
         if MANIFEST_NAME in names and DATA_NAME in names:
             key = manifest_key(location.prefix, day)
             found.append(Entry(day, parse_manifest(read_all(location.store, key), key), names[DATA_NAME]))
         else:
-            incomplete += [f"{location.prefix}{day}/{name}" for name in names]
-    return found, incomplete
+            leftovers += [f"{location.prefix}{day}/{name}" for name in names]
+    return found, leftovers
 
 
 def find(location: VaultLocation, which: str) -> Entry:
@@ -177,3 +185,22 @@ def write_checks(location: VaultLocation, checks: dict[str, str]) -> None:
     import json
 
     location.store.put(location.prefix + CHECKS_NAME, (json.dumps(checks, indent=2, sort_keys=True) + "\n").encode())
+
+
+def status_of(db: DbConfig, environ: Mapping[str, str], keep_text: str | None = None) -> dict | None:
+    """The vault's entries for ``jobs.status``; None when the vault is off."""
+    from lib.errors import StorageError
+
+    settings = VaultSettings.from_environ(environ, keep_text)
+    if not settings.enabled:
+        return None
+    location = locate(db, settings, environ)
+    try:
+        found, _ = entries(location)
+        checks = read_checks(location)
+    except (StorageError, CorruptObject) as exc:
+        return {"location": location.describe(), "entries": [], "error": str(exc)}
+    return {"location": location.describe(), "entries": [
+        {"day": e.day, "bytes": e.manifest.bytes, "compressed_bytes": e.size, "sha256": e.manifest.sha256,
+         "verified_at": e.manifest.verified_at, "restore_point": e.manifest.restore_point,
+         "last_check": checks.get(e.day)} for e in found]}

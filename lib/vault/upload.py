@@ -151,3 +151,25 @@ def _put_local(store: LocalStore, key: str, chunks: Iterable[bytes]) -> None:
         raise StorageUnavailable(f"cannot write {path}: {exc.strerror or exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def abort_stale_uploads(store, prefix: str, today: str) -> int:
+    """Abort multipart uploads under ``prefix`` started before ``today`` (YYYY-MM-DD, UTC):
+    the invisible parts a run killed mid-upload leaves behind. Returns how many."""
+    if not isinstance(store, S3Store):
+        return 0
+    try:
+        uploads = store.client.list_multipart_uploads(Bucket=store.bucket, Prefix=prefix).get("Uploads", [])
+    except Exception as exc:  # providers without the call: their own cleanup has to do
+        log.debug("vault: cannot list multipart uploads: %s", type(exc).__name__)
+        return 0
+    aborted = 0
+    for upload in uploads:
+        if upload["Initiated"].strftime("%Y-%m-%d") < today:
+            try:
+                store.client.abort_multipart_upload(Bucket=store.bucket, Key=upload["Key"],
+                                                    UploadId=upload["UploadId"])
+                aborted += 1
+            except Exception as exc:
+                log.warning("vault: could not abort a stale upload of %s: %s", upload["Key"], type(exc).__name__)
+    return aborted
