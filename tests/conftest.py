@@ -13,15 +13,17 @@ import pytest
 
 from tests.support import restorable_env as make_restorable_env
 from tests.support.faultproxy import FaultProxy
-from tests.support.litestream import V3, V5
+from tests.support.litestream import V3, V5, Replicator
 from tests.support.replicas import BuiltReplica, build_replica, clone_replica
 from tests.support.s3server import S3Server
 from tests.support.sentry_server import SentryServer
 
-# Fixtures that build real replicas; tests using them are marked `slow`.
+# Fixtures that build real replicas; tests using them are marked `slow`. A test module's own
+# replica-building fixture belongs here too (by name), or its tests carry `slow` themselves.
 REPLICA_FIXTURES = frozenset({
     "v3_file_replica", "v3_s3_replica", "v3_file_replica_512", "v3_file_replica_65536",
     "v3_multigen_file_replica", "v5_file_replica", "v5_s3_replica",
+    "interval_replica", "v5_vacuum_replica",
 })
 
 
@@ -33,10 +35,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     skip_integration = pytest.mark.skip(reason="needs --integration")
     for item in items:
-        if REPLICA_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        if _requests_a_replica(item):
             item.add_marker(pytest.mark.slow)
         if "integration" in item.keywords and not config.getoption("--integration"):
             item.add_marker(skip_integration)
+
+
+def _requests_a_replica(item: pytest.Item) -> bool:
+    """Whether ``item`` asks for a replica fixture by argument, or by a parameter naming one
+    (tests that call ``request.getfixturevalue(name)`` with ``name`` parametrized)."""
+    if REPLICA_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        return True
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params.values() if callspec is not None else ()
+    return any(isinstance(value, str) and value in REPLICA_FIXTURES for value in params)
+
+
+@pytest.fixture(autouse=True)
+def _replicas_only_in_slow_tests(request: pytest.FixtureRequest):
+    """Fail a test that used a replica fixture or started ``litestream replicate`` without
+    being marked ``slow``: ``-m "not slow"`` must skip every such test, and a fixture fetched
+    through ``request.getfixturevalue`` is invisible to the marking at collection."""
+    started = Replicator.started
+    yield
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    used = sorted(REPLICA_FIXTURES.intersection(request.fixturenames))
+    if used or Replicator.started != started:
+        pytest.fail(f"{request.node.nodeid} uses real replicas ({', '.join(used) or 'litestream replicate'}) "
+                    f"but is not marked slow: mark it, or add its fixture to REPLICA_FIXTURES in tests/conftest.py",
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,9 @@ from tests.support.faultproxy import FaultProxy, Rule, delay, error, forbidden, 
 from tests.support.replicas import BuiltReplica, replica_listing
 from tests.test_signals import Job, job_env, proxied_config, scratch_entries
 
+# Every test here runs on a real replica, most through request.getfixturevalue.
+pytestmark = pytest.mark.slow
+
 EXIT_OK = 0
 EXIT_INCONCLUSIVE = 2
 # Interpreter start-up and imports before the deadline starts counting, and the exit after it.

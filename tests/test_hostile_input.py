@@ -20,9 +20,6 @@ How the S3 failures are produced, all with real server processes on 127.0.0.1:
   wrong signing region. (Real AWS answers ``301 PermanentRedirect`` with an
   ``x-amz-bucket-region`` header, which botocore follows by itself.)
 * unreachable endpoint: a closed port on 127.0.0.1 (connection refused).
-
-Cases that reveal a bug in a file owned elsewhere are ``xfail(strict=True)`` with the
-exact reason; the fix is in the reason and in the report of the change that added them.
 """
 from __future__ import annotations
 

@@ -126,7 +126,12 @@ def run_litestream(
 class Replicator:
     """A running ``litestream replicate -config PATH``; stop it with :meth:`stop` (SIGINT)."""
 
+    # How many were started in this process; the conftest checks that tests which start
+    # one are marked `slow`.
+    started = 0
+
     def __init__(self, version: str, config_path: Path, log_path: Path, env: Mapping[str, str] | None = None):
+        Replicator.started += 1
         self.version = normalize_version(version)
         self.config_path = Path(config_path)
         self.log_path = Path(log_path)
