@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from lib.errors import EXIT_INCONCLUSIVE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, describe_exit_code
+from lib.report.endpoints import WORKER_OUTPUT_VAR
+from lib.report.serve import ServeSettings
 from lib.units import format_duration, format_iso
 
 log = logging.getLogger("jobs.schedule")  # not __name__: that is "__main__" under -m
@@ -257,7 +259,7 @@ class Worker:
         job = scheduler.get_job(JOB_ID) if running else None
         return running, {"status": "ok" if running else "stopping", "runs": self.runs,
                          "running_now": self._child is not None,
-                         "next_run": _iso(job.next_run_time if job else None)}
+                         "next_run": format_iso(job.next_run_time if job else None, "seconds")}
 
     def _stop(self, scheduler) -> None:
         """No new runs; the running one gets SIGTERM and the stop grace, then SIGKILL."""
