@@ -201,3 +201,16 @@ def _positive(raw: Mapping, name: str, key: str, ctx: _Context, *, allow_zero: b
         bound = "zero or more" if allow_zero else "greater than zero"
         raise ctx.fail(_join(key, name), f"must be {bound} (Litestream 0.5 refuses to start otherwise)")
     return value
+
+
+def strip_sqlite_prefix(path: str) -> str:
+    """``path`` without a ``sqlite3://`` or ``sqlite://`` prefix (0.5's ``StripSQLitePrefix``).
+
+    ``sqlite:///data/app.db`` is ``/data/app.db``; ``sqlite://data/app.db`` is the relative
+    ``data/app.db``. Litestream 0.3.13 does not strip it (its path becomes a directory
+    named ``sqlite:`` under the working directory), but the database meant is the same.
+    """
+    for prefix in ("sqlite3://", "sqlite://"):
+        if path.startswith(prefix):
+            return path[len(prefix):]
+    return path
