@@ -10,7 +10,7 @@ from lib.config.settings_model import DbSettings
 from lib.config.sources import load
 from lib.litestream.discover import discover
 from lib.recovery.drill import choose_kind, choose_point, random_moment, run_drill
-from lib.recovery.window import window_of
+from lib.recovery.window import window_of, with_start_times
 from tests.support.replicas import delete_object, litestream_restore, read_object, replica_listing, sha256_file, \
     write_object
 
@@ -20,7 +20,7 @@ NOW = datetime.now(timezone.utc)
 def _open(replica):
     rep = load(str(replica.config_path), replica.s3.credentials_env() if replica.s3 else {}).dbs[0].replicas[0]
     store = rep.open_store()
-    return rep, store, discover(store, rep)
+    return rep, store, with_start_times(store, discover(store, rep))
 
 
 def _drill(replica, kind: str, tmp_path: Path, seed: int = 7, previous=None):
@@ -32,7 +32,7 @@ def _drill(replica, kind: str, tmp_path: Path, seed: int = 7, previous=None):
     return point, record, findings, work / f"drill-{kind}.db"
 
 
-@pytest.mark.parametrize("fixture", ["v3_file_replica", "v5_file_replica", "v3_s3_replica"])
+@pytest.mark.parametrize("fixture", ["v3_file_replica", "v5_file_replica", "v3_s3_replica", "v5_s3_replica"])
 @pytest.mark.parametrize("kind", ["oldest", "random"])
 def test_drill_matches_litestream_restore_at_the_same_time(fixture, kind, request, tmp_path):
     replica = request.getfixturevalue(fixture)

@@ -139,7 +139,8 @@ def run_drill(store, state: ReplicaState, point: DrillPoint, workdir: Path, db_s
     started = time.monotonic()
     try:
         outcome = _restore(store, state, out, point.target, workers)
-        problems = list(outcome.findings) + (_check(outcome.path, db_settings, record) if outcome.path else [])
+        problems = list(outcome.findings) + (_check(outcome.path, db_settings, record, workdir)
+                                             if outcome.path else [])
     except ObjectNotFound as exc:
         record.update(status="raced", note=f"{exc}: the point left the window while it was drilled")
         return record, []
@@ -170,20 +171,16 @@ def _restore(store, state: ReplicaState, out: Path, target: RestoreTarget, worke
     return restore_v5(store, state.v5, out, target, digest=False)
 
 
-def _check(path: Path, db_settings, record: dict[str, Any]) -> list[Finding]:
-    from lib.checks import counts as checks_counts
-    from lib.checks import integrity as checks_integrity
-    from lib.checks import probes as checks_probes
+def _check(path: Path, db_settings, record: dict[str, Any], workdir: Path) -> list[Finding]:
+    """The newest point's checks, less ``min-rows`` and drift (they describe the newest point)."""
+    from dataclasses import replace
+    from types import MappingProxyType
 
-    with checks_integrity.open_readonly(path) as sdb:
-        findings = checks_integrity.integrity(sdb)
-        if findings:
-            return findings
-        tables, _ = checks_counts.count_rows(sdb)
-        record["tables"] = tables
-        findings += checks_counts.expected_tables(tables, tuple(getattr(db_settings, "expect_tables", ())))
-        findings += checks_probes.probes(sdb, getattr(db_settings, "probes", ()))
-    return findings
+    from lib.checks.suite import check_restored
+
+    checked = check_restored(path, replace(db_settings, min_rows=MappingProxyType({})), None, workdir)
+    record["tables"] = dict(checked.counts.tables)
+    return checked.findings
 
 
 def _raced(store, state: ReplicaState, replica, errors: list[Finding]) -> bool:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from lib.recovery import drill as drills
 from lib.recovery.objectives import assess
-from lib.recovery.window import window_of
+from lib.recovery.window import window_of, with_start_times
 from lib.report.model import ERROR
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def after_checks(db, replica, store, state, result, restored: Path | None, db_se
                  previous: dict[str, Any] | None, now: datetime, is_latest: bool) -> None:
     """Recovery window and limits always; on a latest run whose newest point verified, one
     drill and the vault (upload, prune, rotation re-read)."""
+    state = with_start_times(store, state)
     assess(result, state, db_settings, now, restored)
     recovery = getattr(options, "recovery", None) or RecoveryOptions()
     if not is_latest or restored is None or any(f.severity == ERROR for f in result.findings):

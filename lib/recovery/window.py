@@ -108,3 +108,29 @@ def _whole(spans: list[Span], starts: list[datetime]) -> RecoveryWindow:
     if not spans or not starts:
         return RecoveryWindow(None, None, tuple(spans))
     return RecoveryWindow(min(starts), max(s.latest for s in spans), tuple(spans))
+
+
+def with_start_times(store, state: ReplicaState) -> ReplicaState:
+    """``state`` whose v0.5 start points (L9 files and files from TXID 1) carry their LTX
+    header times, which ``-timestamp`` compares: an S3 ``LastModified`` is the upload time,
+    in whole seconds, and can lie on either side of it. A few small reads; a file that can't
+    be read keeps its listing time. v0.3 states are returned as they are."""
+    from dataclasses import replace
+
+    from lib.errors import StorageError
+    from lib.litestream.v5.layout import SNAPSHOT_LEVEL, V5State, with_header_times
+
+    if state.format != FORMAT_V5 or state.v5 is None:
+        return state
+    starts = [f for f in state.v5.files() if f.level == SNAPSHOT_LEVEL or f.min_txid == 1]
+    sub = V5State(prefix=state.v5.prefix)
+    for f in starts:
+        sub.levels[f.level].append(f)
+    try:
+        timed = {f.key: f for f in with_header_times(store, sub).files()}
+    except StorageError:  # vanished or unreachable: the listing times will do
+        return state
+    v5 = V5State(prefix=state.v5.prefix, ignored=list(state.v5.ignored))
+    for f in state.v5.files():
+        v5.levels[f.level].append(timed.get(f.key, f))
+    return replace(state, v5=v5)
