@@ -1,8 +1,13 @@
 """Logging for every job: one handler on stderr, text for people, JSON lines for Railway.
 
 * Logs go to **stderr**; stdout is reserved for the report (``--json``).
-* ``LOG_FORMAT=json`` or ``text`` chooses the format; unset (or ``auto``) means JSON
-  lines when stderr is not a terminal (Railway, Docker, a pipe) and text on a terminal.
+* ``RESTORABLE_LOG_FORMAT=json`` or ``text`` chooses the format (``LOG_FORMAT`` is read
+  when it is unset); unset (or ``auto``) means JSON lines when stderr is not a terminal
+  (Railway, Docker, a pipe) and text on a terminal.
+* Text lines are coloured (level, dimmed time, logger and keys) when stderr is a real
+  terminal device whose ``TERM`` is not ``dumb``; ``NO_COLOR`` turns colour off and
+  ``FORCE_COLOR`` on (https://no-color.org, https://force-color.org).
+* While a progress bar is drawn (``lib.report.progress``), lines are printed above it.
 * ``LOG_LEVEL`` (``DEBUG``, ``INFO``, ``WARNING``, ``ERROR``; default ``INFO``).
 * Context travels in ``extra=``: ``log.info("restored", extra={"db": path, "stage": "restore"})``.
   JSON lines carry each such field as a key (``db``, ``stage``, ``replica``...), text
@@ -14,17 +19,29 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import datetime, timezone
 from typing import Any, Mapping, TextIO
 
+from lib.report.endpoints import output_secrets
 from lib.report.scrub import Scrubber
 from lib.units import format_iso
 
 DEFAULT_LEVEL = "INFO"
 
 # Third-party loggers that are noisy at INFO; they follow LOG_LEVEL only when it is DEBUG.
-QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "aiosmtpd", "mail.log", "apscheduler")
+QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3", "aiosmtpd", "mail.log", "apscheduler", "apprise")
+
+FORMAT_VARS = ("RESTORABLE_LOG_FORMAT", "LOG_FORMAT")
+
+# ANSI SGR codes: red for errors, yellow for warnings, cyan for info, dim for the rest.
+_LEVEL_COLOURS = {"CRITICAL": "1;31", "ERROR": "31", "WARNING": "33", "INFO": "36", "DEBUG": "2"}
+
+_DIM = "2"
+
+# Where records go instead of the stream while a progress bar owns the terminal's last line.
+_live_writer = None
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _RECORD_FIELDS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -78,6 +95,26 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+def _paint(code: str, text: str) -> str:
+    return f"\x1b[{code}m{text}\x1b[0m"
+
+
+class ColourTextFormatter(logging.Formatter):
+    """``TextFormatter``'s line with a coloured level and dimmed time, logger and keys."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = _paint(_LEVEL_COLOURS.get(record.levelname, _DIM), record.levelname)
+        line = f"{_paint(_DIM, _timestamp(record))} {level} {_paint(_DIM, record.name + ':')} {record.getMessage()}"
+        context = " ".join(f"{_paint(_DIM, k + '=')}{v}" for k, v in extra_fields(record).items())
+        if context:
+            line = f"{line} {context}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        return line
+
+
 class ScrubFilter(logging.Filter):
     """Rewrites each record so no known secret or URL credential survives into any output.
 
@@ -108,15 +145,46 @@ class ScrubFilter(logging.Filter):
         return True
 
 
+def format_choice(environ: Mapping[str, str]) -> str:
+    """``json``, ``text`` or ``auto``, from the first of ``FORMAT_VARS`` that is set."""
+    for name in FORMAT_VARS:
+        value = (environ.get(name) or "").strip().lower()
+        if value:
+            return value
+    return "auto"
+
+
 def is_json_format(environ: Mapping[str, str], stream: TextIO) -> bool:
-    """JSON lines unless ``LOG_FORMAT=text``, or ``LOG_FORMAT`` is unset/auto and ``stream`` is a terminal."""
-    choice = (environ.get("LOG_FORMAT") or "auto").strip().lower()
+    """JSON lines unless the format is ``text``, or ``auto`` and ``stream`` is a terminal."""
+    choice = format_choice(environ)
     if choice == "json":
         return True
     if choice == "text":
         return False
     isatty = getattr(stream, "isatty", None)
     return not (isatty and isatty())
+
+
+def is_terminal_device(stream: TextIO) -> bool:
+    """A real terminal (not merely an object claiming ``isatty``): its file descriptor is a tty."""
+    try:
+        return os.isatty(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def wants_colour(environ: Mapping[str, str], stream: TextIO) -> bool:
+    if environ.get("NO_COLOR"):
+        return False
+    if environ.get("FORCE_COLOR"):
+        return True
+    return is_terminal_device(stream) and (environ.get("TERM") or "") != "dumb"
+
+
+def set_live_writer(writer) -> None:
+    """While ``writer`` is set (a callable taking one formatted line), log lines go to it."""
+    global _live_writer
+    _live_writer = writer
 
 
 def parse_level(value: str | None) -> int | None:
@@ -127,7 +195,17 @@ def parse_level(value: str | None) -> int | None:
 
 
 class _RestorableHandler(logging.StreamHandler):
-    """Marks the handler this module installed, so a second setup replaces it."""
+    """Marks the handler this module installed, so a second setup replaces it; prints above a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        writer = _live_writer
+        if writer is None:
+            super().emit(record)
+            return
+        try:
+            writer(self.format(record))
+        except Exception:
+            self.handleError(record)
 
 
 def setup_logging(environ: Mapping[str, str], *, secrets: list[str], stream: TextIO | None = None) -> None:
@@ -141,8 +219,11 @@ def setup_logging(environ: Mapping[str, str], *, secrets: list[str], stream: Tex
     stream = stream if stream is not None else sys.stderr
     level = parse_level(environ.get("LOG_LEVEL"))
     handler = _RestorableHandler(stream)
-    handler.setFormatter(JsonFormatter() if is_json_format(environ, stream) else TextFormatter())
-    handler.addFilter(ScrubFilter(Scrubber.from_environ(environ, secrets)))
+    if is_json_format(environ, stream):
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(ColourTextFormatter() if wants_colour(environ, stream) else TextFormatter())
+    handler.addFilter(ScrubFilter(Scrubber.from_environ(environ, [*secrets, *output_secrets(environ)])))
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _RestorableHandler)]:
         root.removeHandler(old)

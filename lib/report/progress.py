@@ -1,9 +1,14 @@
-"""Progress of long restores, as log lines (stderr), never on stdout.
+"""Progress of long restores on stderr, never on stdout: a bar on a terminal, log lines elsewhere.
 
 A restore writes its scratch file as it goes, so the file's size is an honest measure of
-bytes applied; the replica's compressed size bounds what is downloaded. A line appears at
-most every ``interval`` seconds, and only once a restore has run longer than that, so
-short restores stay quiet.
+bytes applied; the replica's compressed size bounds what is downloaded.
+
+* On a real terminal (stderr is a tty, ``TERM`` not ``dumb``, log format not JSON): a
+  ``rich`` progress bar per restore, drawn once a restore has run ``BAR_DELAY`` seconds and
+  removed when it ends; log lines print above it (``lib.report.logs.set_live_writer``).
+  ``RESTORABLE_PROGRESS=lines`` asks for log lines instead.
+* Elsewhere (Railway, a pipe): a log line at most every ``interval`` seconds, and only
+  once a restore has run longer than that, so short restores stay quiet.
 """
 from __future__ import annotations
 
@@ -13,6 +18,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TextIO
+
+from lib.report import logs
 
 log = logging.getLogger("restorable.progress")
 
@@ -22,21 +30,89 @@ TERMINAL_INTERVAL = 2.0
 LOG_INTERVAL = 5.0
 
 
+BAR_DELAY = 1.0  # seconds before a bar appears: quick restores draw nothing
+
+BAR_REFRESH = 0.2
+
+
 def default_interval() -> float:
     return TERMINAL_INTERVAL if sys.stderr.isatty() else LOG_INTERVAL
 
 
-class RestoreProgress:
-    """Context manager: while open, log the restored file's growth, rate and elapsed time."""
+def wants_bar(environ=None, stream: TextIO | None = None) -> bool:
+    """A bar only where a person watches: a real terminal showing text logs."""
+    environ = os.environ if environ is None else environ
+    stream = stream or sys.stderr
+    if (environ.get("RESTORABLE_PROGRESS") or "").strip().lower() == "lines":
+        return False
+    return (logs.is_terminal_device(stream) and (environ.get("TERM") or "") != "dumb"
+            and not logs.is_json_format(environ, stream))
 
-    def __init__(self, path: Path, label: str, compressed_bytes: int, interval: float | None = None):
+
+class _Bars:
+    """One ``rich`` Progress shared by the restores running at once (``--parallel``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._progress = None
+        self._users = 0
+
+    def add(self, label: str, stream: TextIO, force: bool) -> tuple[object, int]:
+        with self._lock:
+            if self._progress is None:
+                self._progress = _new_progress(stream, force)
+                self._progress.start()
+                console = self._progress.console
+                from rich.text import Text
+
+                logs.set_live_writer(lambda line: console.print(Text.from_ansi(line), soft_wrap=True))
+            self._users += 1
+            return self._progress, self._progress.add_task(label, total=None)
+
+    def remove(self, task: int) -> None:
+        with self._lock:
+            if self._progress is None:
+                return
+            self._progress.remove_task(task)
+            self._users -= 1
+            if self._users == 0:
+                logs.set_live_writer(None)
+                self._progress.stop()
+                self._progress = None
+
+
+def _new_progress(stream: TextIO, force: bool):
+    # deferred: rich is for people at a terminal; cron runs never import it
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+
+    console = Console(file=stream, force_terminal=force or None, stderr=stream is sys.stderr)
+    return Progress(TextColumn("restoring {task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeElapsedColumn(), console=console, transient=True,
+                    refresh_per_second=5)
+
+
+BARS = _Bars()
+
+
+class RestoreProgress:
+    """Context manager: while open, show the restored file's growth, rate and elapsed time.
+
+    :param bar: draw a bar on ``stream`` (default: ``wants_bar()``); else log lines.
+    """
+
+    def __init__(self, path: Path, label: str, compressed_bytes: int, interval: float | None = None,
+                 *, bar: bool | None = None, stream: TextIO | None = None):
         self.path = path
         self.label = label
         self.compressed_bytes = compressed_bytes
-        self.interval = interval or default_interval()
+        self.stream = stream or sys.stderr
+        self.bar = wants_bar(stream=self.stream) if bar is None else bar
+        self.interval = interval or (BAR_REFRESH if self.bar else default_interval())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
         self._started = 0.0
+        self._task: tuple[object, int] | None = None
 
     def __enter__(self) -> "RestoreProgress":
         self._started = time.monotonic()
@@ -46,10 +122,28 @@ class RestoreProgress:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=1)
+        if self._task is not None:
+            BARS.remove(self._task[1])
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.report()
+            if self.bar:
+                self.draw()
+            else:
+                self.report()
+
+    def draw(self) -> None:
+        """Update this restore's bar (created once the restore has run ``BAR_DELAY`` seconds)."""
+        if self._task is None:
+            if time.monotonic() - self._started < BAR_DELAY:
+                return
+            self._task = BARS.add(self.label, self.stream, force=self.stream is not sys.stderr)
+        progress, task = self._task
+        try:
+            size = os.stat(self.path).st_size
+        except OSError:
+            size = 0
+        progress.update(task, completed=size, total=expected_size(self.path))
 
     def report(self) -> None:
         try:
