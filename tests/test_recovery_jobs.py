@@ -135,4 +135,4 @@ def test_corrupted_vault_object_is_refused_by_restore_and_caught_by_rotation(v3_
 def test_from_vault_without_a_vault_is_a_config_error(v3_file_replica, tmp_path):
     proc = run_job("jobs.restore", "--config", v3_file_replica.config_path, "--from-vault", "latest",
                    "-o", tmp_path / "x.db")
-    assert proc.returncode == 3 and "RESTORABLE_VAULT_KEEP" in proc.stderr
+    assert proc.returncode == 3 and "no vault entry" in proc.stderr and "RESTORABLE_VAULT_KEEP" in proc.stderr

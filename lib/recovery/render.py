@@ -58,3 +58,19 @@ def status_lines(block: dict[str, Any]) -> list[str]:
                              f"point {entry['restore_point'].get('position') or '-'}  "
                              f"last re-read {entry.get('last_check') or 'never'}")
     return ["  " + line for line in lines]
+
+
+def mail_facts(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """Alert-email rows for a database's report JSON: window, RPO, restore time, the drill."""
+    rows = []
+    recovery = result.get("recovery") or {}
+    if recovery.get("earliest"):
+        rows.append(("restore window", f"{recovery['earliest']} .. {recovery['latest']}"))
+        rows.append(("RPO (data at risk)", _duration(recovery.get("rpo_seconds"))))
+    if recovery.get("restore_seconds") is not None:
+        rows.append(("restore took", f"{_duration(recovery['restore_seconds'])}, "
+                                     f"{(recovery.get('restore_bytes') or 0):,} bytes"))
+    drill = result.get("drill") or {}
+    if drill.get("status"):
+        rows.append((f"{drill['kind']} drill", f"{drill['status']} ({drill.get('target', '')})"))
+    return rows

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from lib.errors import CorruptObject
@@ -25,3 +26,35 @@ def fetch(location: VaultLocation, entry: Entry, out: Path) -> None:
     if size != entry.manifest.bytes or digest.hexdigest() != entry.manifest.sha256:
         raise CorruptObject(key, f"decompresses to {size:,} bytes with sha256 {digest.hexdigest()[:16]}..., "
                                  f"the manifest says {entry.manifest.bytes:,} bytes, {entry.manifest.sha256[:16]}...")
+
+
+def restore_to(db, which: str, out: Path, environ) -> Entry:
+    """``jobs.restore --from-vault``: write the vault entry ``which`` (``latest`` or a day) of
+    ``db`` to ``out``. ``out`` appears only once the copy matched its manifest, synced to
+    disk before it is named; otherwise ``CorruptObject`` (exit 1) and nothing at ``out``.
+
+    :raises ConfigError: the vault settings are unusable or there is no such entry.
+    """
+    from lib.vault.store import VaultSettings, find, locate
+
+    location = locate(db, VaultSettings.from_environ(environ), environ)
+    entry = find(location, which)
+    tmp = out.with_name(f".{out.name}.restorable-tmp")
+    try:
+        fetch(location, entry, tmp)
+        _publish(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return entry
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Bytes to disk before the name, then the directory entry (as ``jobs.restore`` does)."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    directory = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

@@ -162,7 +162,8 @@ def find(location: VaultLocation, which: str) -> Entry:
     chosen = found[-1:] if which == "latest" else [e for e in found if e.day == which]
     if not chosen:
         days = ", ".join(e.day for e in found) or "none"
-        raise ConfigError(f"--from-vault {which}: no vault entry at {location.describe()} (entries: {days})")
+        raise ConfigError(f"--from-vault {which}: no vault entry at {location.describe()} (entries: {days}); "
+                          f"runs keep verified copies when {ENV_KEEP} is set, in {ENV_URL} if that is set")
     return chosen[0]
 
 
