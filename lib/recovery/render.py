@@ -52,7 +52,7 @@ def status_lines(block: dict[str, Any]) -> list[str]:
         if vault.get("error"):
             lines.append(f"vault {vault.get('location', '')}: could not list: {vault['error']}")
         else:
-            lines.append(f"vault {vault['location']}: {len(vault['entries'])} entr(y/ies)")
+            lines.append(f"vault {vault['location']}: {len(vault['entries'])} entries")
             for entry in vault["entries"]:
                 lines.append(f"  {entry['day']}  {entry['bytes']:,} bytes  sha256 {entry['sha256'][:12]}  "
                              f"point {entry['restore_point'].get('position') or '-'}  "
