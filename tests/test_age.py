@@ -18,6 +18,7 @@ from pyrage import x25519
 
 from lib.errors import ConfigError, CorruptObject
 from lib.litestream.v3 import age
+from lib.report.scrub import Scrubber
 from tests.support import restorable_env, run_job
 from tests.support.litestream import V3
 from tests.support.replicas import BuiltReplica, build_replica, read_object, replica_listing, write_object
@@ -162,3 +163,8 @@ def test_truncated_ciphertext_is_corrupt_not_a_key_problem():
         b"".join(age.decrypt_chunks("k", iter([data[:-10]]), keys))
     with pytest.raises(ConfigError, match="no age identity is configured"):
         age.decrypt_whole("k", data, None)
+
+
+def test_an_identity_is_scrubbed_from_any_text_even_when_not_configured():
+    text = f"decrypting with {SECRET} failed; also {SECRET.lower()}"
+    assert Scrubber().text(text) == "decrypting with [redacted] failed; also [redacted]"

@@ -30,9 +30,6 @@ from lib.litestream.v3.age import IDENTITY_VAR, AgeKeys, parse_identities
 
 SSE_ALGORITHM = "AES256"
 
-# S3 storage classes whose objects need a RestoreObject before a GET succeeds.
-ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-
 
 @dataclass(frozen=True)
 class ReplicaEncryption:
@@ -64,10 +61,6 @@ class ReplicaEncryption:
         }
         return {key: {"value": value, "from": origins.get(key, "default")}
                 for key, value in values.items() if value is not None}
-
-    @property
-    def archived(self) -> bool:
-        return (self.storage_class or "").upper() in ARCHIVE_CLASSES
 
 
 def read_encryption(raw: Mapping, key: str, ctx: _Context) -> ReplicaEncryption:
