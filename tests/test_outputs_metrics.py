@@ -75,3 +75,14 @@ def test_an_unreachable_pushgateway_changes_nothing(v3_file_replica, clone, rest
 
     assert proc.returncode == 0
     assert "metrics not delivered (RESTORABLE_PUSHGATEWAY_URL" in proc.stderr
+
+
+def test_a_run_without_outputs_imports_none_of_their_libraries(v3_file_replica, clone, restorable_env):
+    from tests.test_imports import imported_modules, top_level
+
+    replica = clone(v3_file_replica)
+    result, modules = imported_modules("-m", "jobs.verify", "--config", str(replica.config_path), "--max-age", "7d",
+                                       env=restorable_env)
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert top_level(modules) & {"apprise", "prometheus_client", "jinja2", "rich"} == set()
