@@ -514,14 +514,9 @@ def _state_after(replica, index: int, tmp_path: Path) -> Path:
 def test_cut_segment_is_reported(fixture, segment, cut, request, clone, tmp_path):
     replica = clone(request.getfixturevalue(fixture))
     lay = layout(replica)
-    index, offset, key = lay.segment(segment)
-    if cut == "frame-boundary" and segment == "last":  # the newest segment with two frames or more
-        index, offset, key = next((i, o, k) for i in reversed(lay.indexes) for o, k in reversed(lay.segments[i])
-                                  if len(frame_starts(decoded(replica, k), o, replica.page_size)) >= 2)
+    index, offset, key = lay.segment(segment) if cut == "mid-frame" else multi_frame_segment(replica, lay, segment)
     wal = decoded(replica, key)
     starts = frame_starts(wal, offset, replica.page_size)
-    if cut == "frame-boundary" and len(starts) < 2:
-        pytest.skip("a one-frame segment cannot be cut between frames")
     heads = [struct.unpack(">I", wal[s + 4 : s + 8])[0] for s in starts]
     # cut inside the last frame, or after a frame that is not a commit frame
     if cut == "mid-frame":
@@ -535,6 +530,23 @@ def test_cut_segment_is_reported(fixture, segment, cut, request, clone, tmp_path
     assert culprit.kind in ("corrupt_object", "wal_gap")
     name = key.rsplit("/", 1)[-1]
     assert culprit.object.endswith(key) or name in culprit.message, culprit
+
+
+def multi_frame_segment(replica, lay: Layout, where: str) -> tuple[int, int, str]:
+    """(index, offset, key) of a segment that a frame-boundary cut shortens: one holding a
+    frame that is not a commit frame. ``middle``: the most central such segment with another
+    segment after it in its index (the cut leaves a gap); ``last``: the newest such segment.
+    Every fixture has them (each batch of writes is one multi-frame segment)."""
+    candidates = []
+    for index in lay.indexes:
+        segments = lay.segments[index]
+        for n, (offset, key) in enumerate(segments):
+            wal = decoded(replica, key)
+            if n + 1 < len(segments) or where == "last":
+                if any(wal[s + 4 : s + 8] == bytes(4) for s in frame_starts(wal, offset, replica.page_size)):
+                    candidates.append((index, offset, key))
+    assert candidates, "the fixture has no segment holding a non-commit frame"
+    return candidates[-1] if where == "last" else candidates[len(candidates) // 2]
 
 
 def test_cut_segment_fails_the_job(v3_file_replica_65536, clone):
@@ -575,15 +587,18 @@ def test_damaged_snapshot_is_corrupt_object(fixture, damage, request, clone, tmp
     assert_culprit(result, "corrupt_object", key)
 
 
-def test_snapshot_page_that_survives_the_restore_altered_is_caught_by_integrity(v3_file_replica, clone, tmp_path):
-    replica = clone(v3_file_replica)
+# Replicas whose newest snapshot holds b-tree pages that no later WAL frame rewrites: the
+# second generation's snapshot carries the first one's data, and at 64 KiB pages litestream's
+# only snapshot follows a checkpoint. (The others' snapshots hold the empty schema only.)
+@pytest.mark.parametrize("fixture", ["v3_multigen_file_replica", "v3_file_replica_65536"])
+def test_snapshot_page_that_survives_the_restore_altered_is_caught_by_integrity(fixture, request, clone, tmp_path):
+    replica = clone(request.getfixturevalue(fixture))
     lay = layout(replica)
     db = bytearray(lz4.frame.decompress(read_object(replica, lay.snapshot)))
     rewritten = _pages_in_wal(replica, lay)
     size = replica.page_size
     survivors = [n for n in range(2, len(db) // size + 1) if n not in rewritten and db[(n - 1) * size] in (2, 5, 10, 13)]
-    if not survivors:
-        pytest.skip("every snapshot page is rewritten by the WAL: altering one is harmless")
+    assert survivors, "every snapshot page is rewritten by the WAL: the fixture no longer produces this case"
     db[(survivors[0] - 1) * size] = 0x07  # not a b-tree page type
     write_object(replica, lay.snapshot, lz4_frame(bytes(db)))
     result = verify(replica, tmp_path)
@@ -683,6 +698,7 @@ def test_empty_replica_is_no_backups(fixture, request, clone, restorable_env):
 def test_empty_replica_allowed_by_settings(v3_file_replica, clone, tmp_path, restorable_env):
     replica = clone(v3_file_replica)
     shutil.rmtree(replica.replica_dir)
+    replica.replica_dir.mkdir()  # empty, as before Litestream's first upload (a missing folder is a config error)
     settings = tmp_path / "restorable.yml"
     settings.write_text("defaults:\n  allow-empty: true\n")
     code, report = verify_job(replica, "--settings", settings, env=restorable_env)
@@ -765,7 +781,7 @@ def test_transaction_split_across_segments_is_healthy(v3_file_replica, clone, tm
                 assert result.status == "ok", result.findings
                 assert result.restored.sha256 == replica.reference_sha256
                 return
-    pytest.skip("no transaction spans two frames in this replica")
+    raise AssertionError("no transaction spans two frames: the fixture no longer produces this case")
 
 
 # --------------------------------------------------------------------------- findings_stand (pure)
@@ -859,7 +875,7 @@ def test_point_in_time_inside_a_split_transaction_matches_litestream(v3_file_rep
         if inside:
             break
     else:
-        pytest.skip("no transaction spans two frames")
+        raise AssertionError("no transaction spans two frames: the fixture no longer produces this case")
     cut = inside[0]
     first = replica.replica_dir / key
     moment = datetime.fromtimestamp(first.stat().st_mtime, tz=timezone.utc)
