@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from lib.report.endpoints import METRICS_FILE_VAR, PUSHGATEWAY_VAR, WORKER_OUTPUT_VAR
@@ -111,8 +111,8 @@ class _Carried:
         return list(self.families)
 
 
-def build_registry(report: Report | None, previous: Mapping[str, Any], *,
-                   outcome: str | None = None) -> "CollectorRegistry":
+def build_registry(report: Report | None, previous: Mapping[str, Any], *, outcome: str | None = None,
+                   scrub: Callable[[str], str] = str) -> "CollectorRegistry":
     """The registry to expose for this run. ``report`` None is a run aborted before its
     report: the counter counts it and the previous run's gauges are kept as they were."""
     prom = _prometheus()
@@ -123,13 +123,14 @@ def build_registry(report: Report | None, previous: Mapping[str, Any], *,
         runs.labels(name).inc(value)
     runs.labels(outcome or (report.status if report else ABORTED)).inc()
     if report is not None:
-        _run_gauges(prom, registry, report, previous_successes(previous))
+        _run_gauges(prom, registry, report, previous_successes(previous), scrub)
     else:
         registry.register(_Carried([family for name, family in previous.items() if name != RUNS]))
     return registry
 
 
-def _run_gauges(prom, registry, report: Report, successes: dict[tuple[str, str], float]) -> None:
+def _run_gauges(prom, registry, report: Report, successes: dict[tuple[str, str], float],
+                scrub: Callable[[str], str]) -> None:
     labels = ["db", "replica"]
 
     def gauge(name: str, doc: str, extra: Iterable[str] = ()):
@@ -149,7 +150,7 @@ def _run_gauges(prom, registry, report: Report, successes: dict[tuple[str, str],
     cost = gauge("restorable_monthly_cost_usd", "Estimated monthly storage cost of the replica (USD)")
     findings = gauge("restorable_findings", "Findings of the newest verification by kind", ["kind"])
     for result in report.results:
-        key = (result.db, result.replica)
+        key = (scrub(result.db), scrub(result.replica))
         last_run.labels(*key).set(started)
         for name in STATUSES:
             status.labels(*key, name).set(1 if result.status == name else 0)
@@ -177,13 +178,13 @@ def _run_gauges(prom, registry, report: Report, successes: dict[tuple[str, str],
 # --------------------------------------------------------------------------- writing
 
 
-def write_textfile(path: Path, report: Report | None) -> None:
+def write_textfile(path: Path, report: Report | None, scrub: Callable[[str], str] = str) -> None:
     """Write ``path`` atomically, carrying the run counter forward from its previous content."""
     try:
         previous_text = path.read_text()
     except (FileNotFoundError, UnicodeDecodeError):
         previous_text = None
-    registry = build_registry(report, parse_previous(previous_text))
+    registry = build_registry(report, parse_previous(previous_text), scrub=scrub)
     path.parent.mkdir(parents=True, exist_ok=True)
     _prometheus().write_to_textfile(str(path), registry)
     log.info("metrics written file=%s", path, extra={"stage": "metrics"})
@@ -201,7 +202,7 @@ def split_gateway(url: str) -> tuple[str, str | None, str | None]:
     return address, user, password
 
 
-def push(url: str, report: Report | None, group: str) -> None:
+def push(url: str, report: Report | None, group: str, scrub: Callable[[str], str] = str) -> None:
     """Push this run's registry to the Pushgateway at ``url`` (job ``restorable``, ``group`` label)."""
     prom = _prometheus()
     from prometheus_client.exposition import basic_auth_handler, default_handler
@@ -214,7 +215,7 @@ def push(url: str, report: Report | None, group: str) -> None:
         return default_handler(url, method, timeout, headers, data)
 
     previous = parse_previous(_gateway_text(address, user, password, group))
-    registry = build_registry(report, previous)
+    registry = build_registry(report, previous, scrub=scrub)
     prom.push_to_gateway(address, job=PUSH_JOB, registry=registry, grouping_key={"group": group},
                          timeout=PUSH_TIMEOUT_SECONDS, handler=handler)
     log.info("metrics pushed to the Pushgateway", extra={"stage": "metrics"})
@@ -239,19 +240,23 @@ def _gateway_text(address: str, user: str | None, password: str | None, group: s
                      if line.startswith("#") or all(w in line for w in wanted)) + "\n"
 
 
-def emit(settings: MetricsSettings, report: Report | None, group: str) -> list[str]:
-    """Every configured destination; returns the problems (each already logged), never raises."""
+def emit(settings: MetricsSettings, report: Report | None, group: str,
+         scrub: Callable[[str], str] = str) -> list[str]:
+    """Every configured destination; returns the problems (each already logged), never raises.
+
+    :param scrub: applied to every label value and problem text (``Scrubber.text``).
+    """
     problems = []
     for path in settings.textfiles:
         try:
-            write_textfile(path, report)
+            write_textfile(path, report, scrub)
         except Exception as exc:
-            problems.append(f"{METRICS_FILE_VAR}: {type(exc).__name__}: {exc}")
+            problems.append(scrub(f"{METRICS_FILE_VAR}: {type(exc).__name__}: {exc}"))
     if settings.pushgateway:
         try:
-            push(settings.pushgateway, report, group)
+            push(settings.pushgateway, report, group, scrub)
         except Exception as exc:
-            problems.append(f"{PUSHGATEWAY_VAR}: {type(exc).__name__}: {exc}")
+            problems.append(scrub(f"{PUSHGATEWAY_VAR}: {type(exc).__name__}: {exc}"))
     for problem in problems:
         log.warning("metrics not delivered (%s); the verdict is unchanged", problem, extra={"stage": "metrics"})
     return problems

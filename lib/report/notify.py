@@ -209,7 +209,7 @@ class RunNotifier:
         if self.metrics:
             from lib.report import metrics  # deferred: imports prometheus_client only when configured
 
-            metrics.emit(self.metrics, report, self.job)
+            metrics.emit(self.metrics, report, self.job, self.scrubber.text)
 
     @never_raises()
     def _publish_sites(self, pairs: list[tuple[DbConfig, ReplicaConfig]]) -> None:
