@@ -86,3 +86,20 @@ def test_a_run_without_outputs_imports_none_of_their_libraries(v3_file_replica, 
 
     assert result.returncode == 0, result.stderr[-2000:]
     assert top_level(modules) & {"apprise", "prometheus_client", "jinja2", "rich"} == set()
+
+
+def test_an_aborted_run_is_counted_and_keeps_the_previous_gauges(tmp_path):
+    from lib.report.notify import RunNotifier
+
+    prom = tmp_path / "restorable.prom"
+    prom.write_text('# HELP restorable_runs_total Runs\n# TYPE restorable_runs_total counter\n'
+                    'restorable_runs_total{outcome="ok"} 4.0\n'
+                    '# HELP restorable_last_run_success Passed\n# TYPE restorable_last_run_success gauge\n'
+                    'restorable_last_run_success{db="/data/app.db",replica="s3"} 1.0\n')
+
+    RunNotifier.from_environ({"RESTORABLE_METRICS_FILE": str(prom)}, secrets=[]).run_aborted("SIGTERM")
+
+    after = samples(prom.read_text())
+    assert after[("restorable_runs_total", (("outcome", "ok"),))] == 4
+    assert after[("restorable_runs_total", (("outcome", "aborted"),))] == 1
+    assert after[("restorable_last_run_success", (("db", "/data/app.db"), ("replica", "s3")))] == 1

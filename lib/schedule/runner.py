@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -235,6 +236,7 @@ class Worker:
         self._stop(scheduler)
         if server is not None:
             server.stop()
+            shutil.rmtree(self.output_dir, ignore_errors=True)
         log.info("worker stopped")
         return EXIT_OK
 
