@@ -7,7 +7,7 @@ import shutil
 
 from lib.report.chat import ChatItem, compose
 from tests.support import run_job
-from tests.test_outputs_ping import Recorder, recorder  # noqa: F401  (fixture)
+from tests.test_outputs_ping import recorder  # noqa: F401  (fixture)
 
 
 def run(urls, env):

@@ -12,7 +12,7 @@ from lib.config.model import Config, DbConfig, ReplicaConfig
 from lib.report.logs import setup_logging
 from lib.report.model import Report
 from lib.report.notify import RunNotifier
-from tests.test_outputs_ping import Recorder, recorder  # noqa: F401  (fixture)
+from tests.test_outputs_ping import recorder  # noqa: F401  (fixture)
 from tests.test_secrets import AWS_KEY_ID, AWS_SECRET, CFG_KEY_ID, CFG_SECRET, DB, SECRETS, leaked, leaky_result
 
 PING_TOKEN = "9f1c2d3e-4b5a-6789-abcd-ef0123456789"
