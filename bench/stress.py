@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -25,8 +27,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.stress_evidence import RecordingReplica, keep_failure  # noqa: E402
+from bench.stress_evidence import RecordingReplica, keep_failure, write_frozen  # noqa: E402
 from bench.stress_live import SCENARIOS, Scenario, live_replica, machine_load, scenario  # noqa: E402
+from lib.crosscheck.run import restore_ours  # noqa: E402
 from tests.support.litestream import V3, litestream_bin  # noqa: E402
 
 RECHECK_SECONDS = 3.0  # after a failure, verify again this much later: transient or lasting?
@@ -51,8 +54,10 @@ def verify_once(live, scratch_root: Path):
     return replica, result
 
 
-def run_scenario(sc: Scenario, name: str, out: Path, seconds: float, max_verifications: int) -> dict:
-    """Verify one live scenario until ``seconds`` pass or ``max_verifications`` are done."""
+def run_scenario(sc: Scenario, name: str, out: Path, seconds: float, max_verifications: int,
+                 chase: bool = False) -> dict:
+    """Verify one live scenario until ``seconds`` pass or ``max_verifications`` are done; with
+    ``chase``, each verification starts as soon as Litestream has written a new snapshot."""
     from lib.crosscheck.binary import Binary
 
     workdir = out / name
@@ -64,11 +69,16 @@ def run_scenario(sc: Scenario, name: str, out: Path, seconds: float, max_verific
     with live_replica(sc, workdir / "live") as live:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline and len(runs) < max_verifications:
+            if chase:
+                wait_for_new_snapshot(live, deadline)
             started = time.monotonic()
-            replica, result = verify_once(live, scratch_root)
+            with RetryLog() as retries:
+                replica, result = verify_once(live, scratch_root)
             runs.append({"status": result.status, "position": result.position, "attempts": len(replica.recordings),
                          "seconds": round(time.monotonic() - started, 3),
-                         "kinds": sorted({f.kind for f in result.findings})})
+                         "kinds": sorted({f.kind for f in result.findings}), "retries": retries.messages})
+            if len(replica.recordings) > 1:
+                runs[-1]["first_attempt"] = first_attempt(replica, result.format, workdir / "first-attempt")
             if result.status == "failed":
                 failures.append(_keep(live, replica, result, binary, workdir / f"failure-{len(failures) + 1}",
                                       scratch_root))
@@ -78,6 +88,56 @@ def run_scenario(sc: Scenario, name: str, out: Path, seconds: float, max_verific
     return {"scenario": name, "verifications": len(runs), "counts": _counts(runs), "failures": failures,
             "commits": commits, "litestream": _activity(sc, log), "runs": runs,
             "median_seconds": _median([r["seconds"] for r in runs])}
+
+
+class RetryLog(logging.Handler):
+    """Collects lib.verify's and the restorers' log lines that say why a verification started again."""
+
+    WORDS = ("re-listing", "verifying again", "changed", "Litestream was uploading", "settle")
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if any(word in message for word in self.WORDS):
+            self.messages.append(message[:300])
+
+    def __enter__(self) -> "RetryLog":
+        logging.getLogger("lib").addHandler(self)
+        logging.getLogger("lib").setLevel(logging.INFO)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger("lib").removeHandler(self)
+
+
+def first_attempt(replica, fmt: str | None, dest: Path) -> dict:
+    """What the first attempt's objects restore to (it was discarded for a fresh listing): the race it met."""
+    shutil.rmtree(dest, ignore_errors=True)
+    write_frozen(replica.recordings[0], replica, dest / "frozen")
+    try:
+        side = restore_ours(dest / "frozen", fmt or "v0.3", dest / "restored.db").to_json()
+    except Exception as exc:  # a first attempt may have read too little to restore anything
+        side = {"failed": f"{type(exc).__name__}: {exc}"}
+    shutil.rmtree(dest, ignore_errors=True)
+    return side
+
+
+def wait_for_new_snapshot(live, deadline: float) -> None:
+    """Until a snapshot (v0.3) or L9 file (v0.5) appears that was not there before (or the deadline)."""
+    before = snapshot_keys(live)
+    while time.monotonic() < deadline and snapshot_keys(live) <= before:
+        time.sleep(0.005)
+
+
+def snapshot_keys(live) -> set[str]:
+    if live.replica_dir is not None:
+        pattern = "generations/*/snapshots/*.snapshot.lz4" if live.scenario.version == V3 else "ltx/9/*.ltx"
+        return {p.name for p in live.replica_dir.glob(pattern)}
+    marker = "/snapshots/" if live.scenario.version == V3 else "/0009/"
+    return {k for k in live.s3.list_keys(live.bucket, "db/") if marker in k}
 
 
 def _keep(live, replica, result, binary, dest: Path, scratch_root: Path) -> dict:
@@ -116,12 +176,14 @@ def _median(values: list[float]) -> float:
 # --------------------------------------------------------------------------- parent
 
 
-def run_all(names: list[str], out: Path, seconds: float, max_verifications: int, load: int) -> dict:
+def run_all(names: list[str], out: Path, seconds: float, max_verifications: int, load: int,
+            chase: bool = False) -> dict:
     """Every scenario in its own process, all at once, next to ``load`` busy processes."""
     out.mkdir(parents=True, exist_ok=True)
     with machine_load(load):
         children = [subprocess.Popen([sys.executable, __file__, "--child", name, "--out", str(out), "--seconds",
-                                      str(seconds), "--max-verifications", str(max_verifications)],
+                                      str(seconds), "--max-verifications", str(max_verifications)]
+                                     + (["--chase-snapshots"] if chase else []),
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=open(out / f"{_dirname(name)}.stderr", "wb")) for name in names]
         codes = [child.wait(timeout=seconds + 300) for child in children]
@@ -137,7 +199,7 @@ def run_all(names: list[str], out: Path, seconds: float, max_verifications: int,
         for status, n in res["counts"].items():
             total[status] = total.get(status, 0) + n
     return {"scenarios": results, "totals": total, "verifications": sum(r["verifications"] for r in results),
-            "load_processes": load, "seconds": seconds}
+            "load_processes": load, "seconds": seconds, "chase_snapshots": chase}
 
 
 def _numbered(names: list[str]) -> list[str]:
@@ -179,16 +241,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-verifications", type=int, default=10**9, help="per scenario")
     parser.add_argument("--load", type=int, default=2, help="busy processes next to the scenarios")
     parser.add_argument("--out", type=Path, required=True, help="work and evidence directory")
+    parser.add_argument("--chase-snapshots", action="store_true",
+                        help="start each verification right after Litestream writes a snapshot (the racy moment)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         res = run_scenario(scenario(args.child.rsplit("#", 1)[0]), _dirname(args.child), args.out, args.seconds,
-                           args.max_verifications)
+                           args.max_verifications, args.chase_snapshots)
         (args.out / _dirname(args.child) / "summary.json").write_text(json.dumps(res, indent=1))
         return 0
     names = _numbered([scenario(n.strip()).name for n in args.scenarios.split(",") if n.strip()])
-    summary = run_all(names, args.out, args.seconds, args.max_verifications, args.load)
+    summary = run_all(names, args.out, args.seconds, args.max_verifications, args.load, args.chase_snapshots)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     if args.json:
         print(json.dumps(summary, indent=1))

@@ -31,7 +31,7 @@ V5_TOP = {"snapshot": {"interval": "2s", "retention": "5s"}, "l0-retention": "5s
           "l0-retention-check-interval": "1s", "levels": [{"interval": "1s"}]}
 DB_CONFIG = {"monitor-interval": "100ms", "checkpoint-interval": "1s", "min-checkpoint-page-count": 40}
 
-MAX_ROWS = 4000  # the writer deletes the oldest rows beyond this, so the database stays a few MB
+MAX_ROWS = 600  # the writer deletes the oldest rows beyond this: about 1 MB, verified in ~0.1 s
 FIRST_SYNC_SECONDS = 30.0
 
 

@@ -7,7 +7,9 @@ Sentry and email. Exit codes are listed in ``--help``.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Mapping
 
 from lib import cli
@@ -15,6 +17,8 @@ from lib.config.overrides import with_overrides
 from lib.config.parsing import positive_int
 from lib.config.settings import load_settings
 from lib.config.settings_model import DEFAULT_MAX_RUNTIME, max_runtime_seconds
+from lib.crosscheck.binary import candidates
+from lib.crosscheck.run import CrossCheckOptions
 from lib.litestream.outcome import RestoreTarget
 from lib.report.cost import price_per_gb_month
 from lib.report.logs import setup_logging
@@ -45,6 +49,11 @@ def parse_args(argv: list[str] | None):
                         "retention policy allows (default: report only; also enforce-retention in the settings)")
     parser.add_argument("--dry-run", action="store_true", help="print what retention would delete; delete nothing "
                         "(wins over --enforce)")
+    parser.add_argument("--cross-check", action="store_true", help="also restore the same objects with `litestream "
+                        "restore` ($RESTORABLE_LITESTREAM_BIN or litestream on PATH) and compare; also cross-check "
+                        "in the settings")
+    parser.add_argument("--keep-evidence", action="store_true", help="when the cross-check finds a restorable bug, "
+                        "keep the objects and both restores in the scratch directory")
     cli.add_print_config_arg(parser)
     return parser.parse_args(argv)
 
@@ -61,6 +70,8 @@ def build_options(args, environ: Mapping[str, str]):
         deadline=time.monotonic() + max_runtime,
         scratch_root=check_scratch_dir(scratch) if scratch else None,
         price_per_gb_month=price_per_gb_month(environ),
+        cross_check=CrossCheckOptions(args.cross_check, tuple(candidates(environ)), Path(
+            scratch or tempfile.gettempdir()) if args.keep_evidence else None),
     )
 
 

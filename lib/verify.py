@@ -17,6 +17,8 @@ from pathlib import Path
 
 from lib.checks.freshness import staleness
 from lib.config.model import Config, DbConfig, ReplicaConfig
+from lib.crosscheck.run import CrossCheckOptions
+from lib.crosscheck.run import apply as cross_check_replica
 from lib.errors import ObjectNotFound, StorageUnavailable
 from lib.litestream.discover import ReplicaState, discover
 from lib.litestream.layout import FORMAT_V3
@@ -46,6 +48,7 @@ class VerifyOptions:
     deadline: float | None = None  # time.monotonic() value after which the run gives up
     scratch_root: Path | None = None
     keep_restored: Path | None = None  # jobs.restore: move the result here instead of deleting it
+    cross_check: CrossCheckOptions | None = None  # jobs.verify --cross-check (lib/crosscheck)
     workers: int = 8  # concurrent downloads per replica
     price_per_gb_month: float = 0.015  # USD, for the cost estimate in the report
 
@@ -130,6 +133,9 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
     _record_outcome(result, outcome)
     _judge(result, outcome, state, store.server_now() or datetime.now(timezone.utc), db_settings, options,
            replica, previous)
+    if options.cross_check is not None:
+        cross_check_replica(result, store, state, options.target, workdir, options.cross_check, db_settings, db.path,
+                            replica.name)
     racy = ("corrupt_object", "wal_gap", "missing_snapshot") + (("integrity",) if state.format == FORMAT_V3 else ())
     if any(f.severity == "error" and f.kind in racy for f in result.findings):
         return _listing_changed(store, replica, state, result.findings, options.target)
@@ -144,6 +150,8 @@ def _listing_changed(store, replica, state: ReplicaState, findings: list[Finding
     v0.3: only a change to what the findings rest on counts (``restore.findings_stand``),
     so damage on a replica Litestream keeps writing to is still reported as such.
     """
+    if state.format == FORMAT_V3:
+        _settle(store, replica, state, findings, target)
     fresh = discover(store, replica)
     if state.format == FORMAT_V3 and fresh.format == FORMAT_V3:
         # Deferred: lib.litestream.v3.race imports the WAL replay and numpy with it.
@@ -155,6 +163,19 @@ def _listing_changed(store, replica, state: ReplicaState, findings: list[Finding
     if changed:
         log.info("replica changed during verification; verifying again replica=%s", replica.describe())
     return changed
+
+
+def _settle(store, replica, state: ReplicaState, findings: list[Finding], target: RestoreTarget) -> None:
+    """Give a young snapshot time to be followed by the WAL it may be ahead of (``race.settle_delay``):
+    Litestream 0.3.13 uploads that WAL a sync or two after the snapshot (issue 19)."""
+    from lib.litestream.v3.race import settle_delay  # deferred like findings_stand above
+
+    now = store.server_now() or datetime.now(timezone.utc)
+    delay = settle_delay(state.v3, findings, now, replica.sync_interval_seconds, target)
+    if delay:
+        log.info("snapshot younger than the settle time; waiting %.1fs before judging replica=%s", delay,
+                 replica.describe())
+        time.sleep(delay)
 
 
 def _no_backups(replica: ReplicaConfig, db_settings, options: VerifyOptions, foreign: list[str]) -> Finding:

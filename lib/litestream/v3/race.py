@@ -86,3 +86,36 @@ def _no_new_in_index(new: list, old: list, index: int) -> bool:
 def _segment_order(key: str) -> tuple[int, int]:
     match = WAL_SEGMENT_RE.match(key.rsplit("/", 1)[-1])
     return (int(match.group(1), 16), int(match.group(2), 16)) if match else (-1, -1)
+
+
+# --------------------------------------------------------------------------- a snapshot ahead of its WAL
+
+# Litestream 0.3.13 can upload a snapshot whose database file already holds transactions that
+# are not in the replica yet: the snapshot copies the database file as its last checkpoint left
+# it, and that checkpoint also backfilled frames written after Litestream's last copy of the WAL
+# (db.go checkpoint, replica.go Snapshot). They reach the replica as the next segments of the
+# snapshot's index, a sync or two later. Until then the snapshot plus the listed WAL mixes newer
+# and older pages: integrity_check fails, or page 1 is older than the snapshot's. A finding that
+# can come from that is judged on a listing taken once the snapshot is this old.
+SNAPSHOT_SETTLE_SECONDS = 5.0
+SNAPSHOT_SETTLE_SYNC_INTERVALS = 20
+
+
+def settle_delay(state: V3State, findings: list[Finding], now: datetime, sync_interval_seconds: float,
+                 target: RestoreTarget = RestoreTarget()) -> float:
+    """Seconds to wait before the fresh listing that judges ``findings``. Pure.
+
+    Non-zero only while the plan's snapshot is younger than the settle time, the WAL after it
+    lies within the snapshot's own index (a later index means Litestream had uploaded the
+    rest of it) and an ``integrity`` or ``wal_gap`` error may come from that snapshot being
+    ahead of the listed WAL.
+    """
+    if not any(f.severity == "error" and not f.inconclusive and f.kind in ("integrity", "wal_gap")
+               for f in findings):
+        return 0.0
+    plan, _ = plan_v3(state, target)
+    if plan is None or any(s.index > plan.snapshot.index for s in plan.segments):
+        return 0.0
+    settle = max(SNAPSHOT_SETTLE_SECONDS, SNAPSHOT_SETTLE_SYNC_INTERVALS * sync_interval_seconds)
+    age = (now - plan.snapshot.info.last_modified).total_seconds()
+    return max(0.0, min(settle - age, settle))
