@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lib.checks.freshness import staleness
+from lib.checks.freshness import backup_age
 from lib.config.model import Config, DbConfig, ReplicaConfig
 from lib.crosscheck.run import CrossCheckOptions
 from lib.crosscheck.run import apply as cross_check_replica
@@ -27,7 +27,7 @@ from lib.litestream.v5.restore import restore_v5
 from lib.report.cost import monthly_cost
 from lib.report.model import DbResult, Finding, Report, Restored, could_not_check, error, warning
 from lib.report.progress import RestoreProgress
-from lib.scratch import Scratch, _scratch_finding, _scratch_space_finding
+from lib.scratch import Scratch, restore_needs_at_least, scratch_finding, scratch_space_finding
 from lib.storage.pool import SIGNAL_POLL_SECONDS, in_background, sliced_result
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def verify_replica(db: DbConfig, replica: ReplicaConfig, db_settings, options: V
                 break
             time.sleep(min(2.0 * (attempt + 1), 5.0))
         except OSError as exc:
-            result.findings = [_scratch_finding(exc)]
+            result.findings = [scratch_finding(exc)]
             break
         finally:
             if options.keep_restored is None:
@@ -121,7 +121,7 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
     if state.format is None:
         result.findings.append(_no_backups(replica, db_settings, options, state.ignored))
         return False
-    space = _scratch_space_finding(workdir, state.bytes)
+    space = scratch_space_finding(workdir, restore_needs_at_least(state, options.target))
     if space:
         result.findings.append(space)
         return False
@@ -132,7 +132,7 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
     result.timings["restore"] = time.monotonic() - t0
     _record_outcome(result, outcome)
     _judge(result, outcome, state, store.server_now() or datetime.now(timezone.utc), db_settings, options,
-           replica, previous)
+           replica, previous, workdir)
     if options.cross_check is not None:
         cross_check_replica(result, store, state, options.target, workdir, options.cross_check, db_settings, db.path,
                             replica.name)
@@ -202,8 +202,11 @@ def _record_outcome(result: DbResult, outcome: RestoreOutcome) -> None:
 
 
 def _judge(result: DbResult, outcome: RestoreOutcome, state: ReplicaState, now: datetime, db_settings,
-           options: VerifyOptions, replica: ReplicaConfig, previous: dict | None) -> None:
-    """Check the restored file and, for the newest restore point, how fresh the backup is."""
+           options: VerifyOptions, replica: ReplicaConfig, previous: dict | None, workdir: Path) -> None:
+    """Check the restored file and, for the newest restore point, how fresh the backup is.
+
+    SQLite's temporary files go to the run's scratch folder (``workdir``'s parent), which
+    outlives every replica's own folder."""
     # Deferred: the checks import sqlite_utils (and numpy through it), slow to import, and
     # jobs.restore and jobs.status import this module without ever checking a file.
     from lib.checks.suite import check_freshness, check_restored
@@ -211,17 +214,19 @@ def _judge(result: DbResult, outcome: RestoreOutcome, state: ReplicaState, now: 
     if outcome.path is not None:
         # Hash while the checks run: both release the GIL, so two cores overlap them.
         digest = in_background(file_sha256, outcome.path, name="sha256")
-        checked = check_restored(outcome.path, db_settings, previous)
+        checked = check_restored(outcome.path, db_settings, previous, workdir.parent, options.deadline)
         result.findings += checked.findings
-        result.tables, result.litestream_tables = checked.tables, checked.litestream_tables
+        result.tables, result.litestream_tables = checked.counts.tables, checked.counts.litestream
+        if checked.counts.virtual:
+            result.extra["virtual_tables"] = checked.counts.virtual
         result.timings.update(checked.timings)
         result.restored.sha256 = sliced_result(digest)
     if options.target != RestoreTarget():
         return
     max_age = options.max_age_seconds or db_settings.effective_max_age(replica.sync_interval_seconds)
-    result.findings += staleness(state.newest, now, max_age)
+    result.findings += backup_age(state.objects(), now, max_age)
     if db_settings.freshness and outcome.path is not None:
-        result.findings += check_freshness(outcome.path, db_settings.freshness, now)
+        result.findings += check_freshness(outcome.path, db_settings.freshness, now, workdir.parent, options.deadline)
 
 # --------------------------------------------------------------------------- the run
 

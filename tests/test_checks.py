@@ -163,10 +163,10 @@ def test_to_datetime(value, expected):
 def test_freshness_and_probes_units(tmp_path):
     now = datetime(2026, 1, 2, tzinfo=timezone.utc)
     path = make_db(tmp_path, [("2026-01-01T23:30:00Z",), ("2025-01-01T00:00:00Z",)])
-    assert check_freshness(path, Freshness("SELECT max(at) FROM t", 3600), now) == []
-    [old] = check_freshness(path, Freshness("SELECT min(at) FROM t", 3600), now)
+    assert check_freshness(path, Freshness("SELECT max(at) FROM t", 3600), now, tmp_path) == []
+    [old] = check_freshness(path, Freshness("SELECT min(at) FROM t", 3600), now, tmp_path)
     assert old.kind == "stale"
-    [empty] = check_freshness(path, Freshness("SELECT NULL", 3600), now)
+    [empty] = check_freshness(path, Freshness("SELECT NULL", 3600), now, tmp_path)
     assert empty.kind == "stale" and "not a timestamp" in empty.message
     with open_readonly(path) as db:
         assert probes(db, [Probe("two rows", "SELECT count(*) = 2 FROM t")]) == []

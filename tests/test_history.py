@@ -18,6 +18,7 @@ T0 = datetime(2024, 5, 1, 10, 0, tzinfo=timezone.utc)
 
 
 def file_replica(tmp_path) -> ReplicaConfig:
+    (tmp_path / "replica").mkdir(exist_ok=True)
     return ReplicaConfig(name="file", type="file", path=str(tmp_path / "replica"))
 
 

@@ -127,6 +127,7 @@ def test_no_secret_reaches_logs_report_history_email_or_sentry(tmp_path, servers
     environ = secret_environ(sentry, smtp)
     replica = ReplicaConfig(name="file", type="file", path=str(tmp_path / "replica"),
                             access_key_id=CFG_KEY_ID, secret_access_key=CFG_SECRET)
+    (tmp_path / "replica").mkdir()  # history lives beside an existing replica directory
     config = Config("test", (DbConfig(DB, (replica,)),))
     stream = io.StringIO()
     setup_logging(environ, secrets=config.secrets(), stream=stream)

@@ -34,6 +34,7 @@ def forget_sentry_client() -> None:
 
 @pytest.fixture
 def replica(tmp_path) -> ReplicaConfig:
+    (tmp_path / "replica").mkdir()  # history lives beside an existing replica directory
     return ReplicaConfig(name="file", type="file", path=str(tmp_path / "replica"))
 
 

@@ -1,35 +1,70 @@
-"""Row counts of the restored copy, expected tables and minimum rows."""
+"""Row counts of the restored copy, expected tables and minimum rows.
+
+Virtual tables are not counted: their module (FTS5, R*Tree, sqlite-vec's ``vec0``, one the
+application registers) may not exist here, and their rows live in shadow tables, which
+are ordinary tables and counted.
+"""
 from __future__ import annotations
 
-import sqlite_utils
+import re
+import sqlite3
+from dataclasses import dataclass, field
 
-from lib.report.model import Finding, error
+from lib.report.model import Finding, error, warning
 
 LITESTREAM_TABLES = ("_litestream_seq", "_litestream_lock")
 
-
-def count_rows(db: sqlite_utils.Database) -> tuple[dict[str, int], dict[str, int]]:
-    """Row counts of the user's tables and, separately, of Litestream's own tables."""
-    tables: dict[str, int] = {}
-    litestream: dict[str, int] = {}
-    for name in db.table_names():
-        count = db[name].count
-        (litestream if name in LITESTREAM_TABLES else tables)[name] = count
-    return tables, litestream
+_VIRTUAL = re.compile(r"\s*CREATE\s+VIRTUAL\s+TABLE\s.*?\bUSING\s+([^\s(]+)", re.IGNORECASE | re.DOTALL)
 
 
-def expected_tables(tables: dict[str, int], expected: tuple[str, ...]) -> list[Finding]:
-    missing = [t for t in expected if t not in tables]
+@dataclass
+class Counts:
+    """Rows per table: the user's, Litestream's own, and the virtual tables left uncounted (name -> module)."""
+
+    tables: dict[str, int] = field(default_factory=dict)
+    litestream: dict[str, int] = field(default_factory=dict)
+    virtual: dict[str, str] = field(default_factory=dict)
+
+
+def count_rows(conn: sqlite3.Connection) -> Counts:
+    """Count the rows of every ordinary table; list the virtual ones."""
+    counts = Counts()
+    for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall():
+        module = virtual_module(sql)
+        if module is not None:
+            counts.virtual[name] = module
+            continue
+        count = conn.execute(f"SELECT count(*) FROM {quote_identifier(name)}").fetchone()[0]
+        (counts.litestream if name in LITESTREAM_TABLES else counts.tables)[name] = count
+    return counts
+
+
+def virtual_module(sql: str | None) -> str | None:
+    """The module of a ``CREATE VIRTUAL TABLE ... USING module(...)`` statement, else None."""
+    match = _VIRTUAL.match(sql or "")
+    return match.group(1) if match else None
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def expected_tables(counts: Counts, expected: tuple[str, ...]) -> list[Finding]:
+    missing = [t for t in expected if t not in counts.tables and t not in counts.virtual]
     if not missing:
         return []
     return [error("row_count", f"expected table(s) missing from the backup: {', '.join(missing)}")]
 
 
-def minimum_rows(tables: dict[str, int], minimums: dict[str, int]) -> list[Finding]:
+def minimum_rows(counts: Counts, minimums: dict[str, int]) -> list[Finding]:
     findings = []
     for table, minimum in minimums.items():
-        count = tables.get(table)
-        if count is None:
+        count = counts.tables.get(table)
+        if table in counts.virtual:
+            findings.append(warning("row_count", f"table {table} is a virtual table ({counts.virtual[table]}), "
+                                    f"whose rows are not counted: min-rows {minimum} was not checked; set it "
+                                    "on one of its shadow tables instead"))
+        elif count is None:
             findings.append(error("row_count", f"table {table} (min-rows {minimum}) is missing from the backup"))
         elif count < minimum:
             findings.append(error("row_count", f"table {table} has {count} rows in the backup, expected at least {minimum}"))

@@ -1,7 +1,7 @@
 """Rows lost since the last good run: row counts compared with the history."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 from lib.report.history import GOOD_STATUSES
 from lib.report.model import Finding, error, warning
@@ -14,6 +14,7 @@ def row_count_drift(
     current_tables: dict[str, int],
     warn_share: float | None,
     error_share: float | None,
+    uncounted: Collection[str] = (),
 ) -> list[Finding]:
     """Findings (kind ``row_count``) for tables that lost more than a share of their rows.
 
@@ -22,7 +23,8 @@ def row_count_drift(
     ``status`` also works). A table that lost more than ``error_share`` (0..1) of its rows
     is an error, more than ``warn_share`` a warning; None disables that level. A table
     that disappeared is a warning (a migration may drop tables; the expected-tables check
-    decides whether that is an error). Tables that were empty are skipped.
+    decides whether that is an error). Tables that were empty, and ``uncounted`` ones
+    (virtual tables), are skipped.
     """
     baseline = _baseline(previous)
     if not baseline:
@@ -30,7 +32,7 @@ def row_count_drift(
     since = f" at the last good run ({baseline['at']})" if baseline.get("at") else " at the last good run"
     findings = []
     for table, before in sorted(baseline["tables"].items()):
-        if not isinstance(before, int) or before <= 0:
+        if not isinstance(before, int) or before <= 0 or table in uncounted:
             continue
         now = current_tables.get(table)
         if now is None:

@@ -141,8 +141,15 @@ def _s3_history_root(replica: ReplicaConfig, configured: str | None) -> str:
 
 
 def _file_history_store(replica: ReplicaConfig, configured: str | None) -> LocalStore:
+    """The history store of a file replica; the replica must be a directory that exists, so
+    that a path naming a file, a device or nothing never gets a history folder beside it."""
     replica_dir = Path(replica.path.rstrip("/") or "/")
+    if not replica_dir.is_dir():
+        raise ConfigError(f"no history for {replica.describe()}: {replica_dir} is not a directory")
     if configured is None:
+        if not replica_dir.name:
+            raise ConfigError(f"no history for {replica.describe()}: nothing can sit beside {replica_dir}; "
+                              "set RESTORABLE_HISTORY_PREFIX to a directory")
         return LocalStore(replica_dir.with_name(replica_dir.name + ".restorable"))
     root = Path(configured)
     root = root if root.is_absolute() else replica_dir.parent / root

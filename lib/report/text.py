@@ -45,6 +45,9 @@ def _render_result(result: DbResult, now: datetime) -> list[str]:
         shown = ", ".join(f"{name}={count:,}" for name, count in sorted(result.tables.items())[:12])
         more = f" (+{len(result.tables) - 12} more tables)" if len(result.tables) > 12 else ""
         lines.append(f"       rows: {shown}{more}")
+    if result.extra.get("virtual_tables"):
+        virtual = ", ".join(f"{name} ({module})" for name, module in sorted(result.extra["virtual_tables"].items()))
+        lines.append(f"       not counted (virtual tables): {virtual}")
     if "cross_check" in result.extra:
         lines.append("       " + cross_check_line(result.extra["cross_check"]))
     for finding in result.findings:
