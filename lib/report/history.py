@@ -40,7 +40,7 @@ from typing import Any, Mapping
 from lib.config.model import DbConfig, ReplicaConfig
 from lib.config.parsing import ENV_FALSE_WORDS, positive_int
 from lib.errors import ConfigError, ObjectNotFound
-from lib.report.model import FAILED, INCONCLUSIVE, OK, WARN, DbResult
+from lib.report.model import OK, WARN, DbResult
 from lib.storage.base import ObjectStore, read_all
 from lib.storage.local import LocalStore
 from lib.units import format_iso, parse_iso
@@ -55,8 +55,6 @@ DEFAULT_KEEP_DAYS = 30
 DEFAULT_KEEP_COUNT = 500
 
 GOOD_STATUSES = (OK, WARN)
-
-BAD_STATUSES = (FAILED, INCONCLUSIVE)
 
 _STAMP_FORMAT = "%Y%m%dT%H%M%S"
 

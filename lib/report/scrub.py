@@ -121,7 +121,3 @@ class Scrubber:
         if isinstance(value, (list, tuple)):
             return type(value)(self.obj(v) for v in value)
         return value
-
-    def contains_secret(self, value: str) -> bool:
-        """True when ``value`` would change under ``text`` (for tests and assertions)."""
-        return self.text(value) != value
