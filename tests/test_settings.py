@@ -7,14 +7,15 @@ from pathlib import Path
 from textwrap import dedent
 
 import pytest
+import yaml
 from hypothesis import given, settings as hsettings, strategies as st
 
-from lib.units import format_duration, parse_duration
-from lib.errors import ConfigError
-from lib.config.settings_model import DbSettings, Freshness, Probe, Settings
-from lib.config.settings import load_settings, parse_settings
-from lib.config.settings_values import _READERS
 from lib.config.overrides import with_overrides
+from lib.config.settings import load_settings, parse_settings
+from lib.config.settings_model import DbSettings, Freshness, Probe, Settings
+from lib.config.settings_values import _READERS
+from lib.errors import ConfigError
+from lib.units import format_duration, parse_duration
 
 FULL = """
 defaults:
@@ -145,7 +146,6 @@ def test_example_in_docs_loads(tmp_path):
     ("probes", [], "probes", ()),
 ])
 def test_each_key_in_defaults_and_per_db(tmp_path, key, value, attribute, expected):
-    import yaml
     as_yaml = yaml.safe_dump({key: value}, default_flow_style=True).strip()
     in_defaults = load_text(tmp_path, f"defaults: {as_yaml}\n")
     in_block = load_text(tmp_path, f"dbs:\n  app.db: {as_yaml}\n")
