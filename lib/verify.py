@@ -22,7 +22,7 @@ from lib.crosscheck.run import apply as cross_check_replica
 from lib.errors import ObjectNotFound, StorageUnavailable
 from lib.litestream.discover import ReplicaState, discover
 from lib.litestream.layout import FORMAT_V3
-from lib.litestream.outcome import RestoreOutcome, RestoreTarget, file_sha256
+from lib.litestream.outcome import RestoreOutcome, RestoreTarget, file_sha256, race_kinds
 from lib.litestream.v5.restore import restore_v5
 from lib.report.cost import monthly_cost
 from lib.report.model import DbResult, Finding, Report, Restored, could_not_check, error, warning
@@ -136,8 +136,7 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
     if options.cross_check is not None:
         cross_check_replica(result, store, state, options.target, workdir, options.cross_check, db_settings, db.path,
                             replica.name)
-    racy = ("corrupt_object", "wal_gap", "missing_snapshot") + (("integrity",) if state.format == FORMAT_V3 else ())
-    if any(f.severity == "error" and f.kind in racy for f in result.findings):
+    if any(f.severity == "error" and f.kind in race_kinds(state.format) for f in result.findings):
         return _listing_changed(store, replica, state, result.findings, options.target)
     if options.keep_restored is not None and outcome.path is not None:
         shutil.move(str(outcome.path), options.keep_restored)

@@ -5,10 +5,11 @@ breaks chosen requests: bursts of 500/503 and SlowDown, connections reset mid-bo
 bodies cut short, slow answers, 403 on some keys, an endpoint that goes away. Every case
 runs against both layouts, whose download paths differ:
 
-* v0.3 streams the snapshot (``lib.litestream.v3.snapshot.restore_snapshot``) and fetches WAL segments
-  whole through ``lib.storage.pool.prefetch``, which re-reads a failed or short body itself;
-* v0.5 streams every LTX file through ``lib.storage.streams._Prefetcher``, which does not
-  retry: a broken body fails the attempt and ``lib.verify`` verifies the replica again.
+* v0.3 streams the snapshot (``lib.litestream.v3.snapshot.restore_snapshot``) on its own thread;
+* WAL segments and LTX files go through ``lib.storage.pool.Prefetcher``: a WAL segment up to
+  one chunk (1 MiB) is read whole and re-read when its body fails or comes back short; LTX
+  files and larger segments stream, and a broken body fails the attempt and ``lib.verify``
+  verifies the replica again.
 
 What must hold:
 

@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lib.errors import CorruptObject
-from lib.litestream.v5.header import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, HEADER_SIZE, crc64, lock_pgno, page_checksum, parse_header
+from lib.litestream.sqlite import lock_pgno
+from lib.litestream.v5.header import CHECKSUM_FLAG, HEADER_FLAG_NO_CHECKSUM, HEADER_SIZE, crc64, page_checksum, parse_header
 from lib.litestream.v5.ltx import CRC64_CHECK, PAGE_FLAG_SIZE, LtxDecoder, lz4_block_bound, verify_file
 
 KEY = "ltx/0/0000000000000002-0000000000000002.ltx"

@@ -23,12 +23,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lib.litestream.v5 import layout as r5_layout, restore as r5_restore
-from lib.storage import streams as r5_streams
+from lib.storage import pool
 from lib.errors import ObjectNotFound, StorageUnavailable
 from lib.litestream.v5.ltx import LtxDecoder
-from lib.litestream.v5.header import lock_pgno
+from lib.litestream.sqlite import lock_pgno
 from lib.litestream.outcome import RestoreTarget
-from lib.litestream.v5.layout import LtxFile, V5State, list_v5, parse_ltx_name, parse_v5_listing, v5_prefix
+from lib.litestream.discover import list_replica
+from lib.litestream.v5.layout import LtxFile, V5State, parse_ltx_name, parse_v5_listing, v5_prefix
 from lib.litestream.v5.plan import plan_v5
 from lib.litestream.v5.restore import restore_v5
 from lib.storage.local import LocalStore
@@ -330,7 +331,7 @@ def write_ltx(root: Path, level: int, lo: int, hi: int, pages: dict[int, bytes],
 
 def local_state(root: Path) -> tuple[LocalStore, V5State]:
     store = LocalStore(root)
-    return store, list_v5(store, "file", str(root))
+    return store, list_replica(store, "file", str(root)).v5
 
 
 def expected_db(history: list[tuple[dict[int, bytes], int]], page_size: int = 4096) -> bytes:
@@ -542,7 +543,7 @@ def test_downloads_are_prefetched_with_bounded_concurrency_and_chunks(tmp_path):
     outcome = restore_v5(store, state, out, LATEST, workers=3)
     assert outcome.findings == [] and out.read_bytes() == expected_db(txs)
     assert 1 < store.open_max <= 3
-    assert max(store.read_sizes) <= r5_streams.PREFETCH_CHUNK
+    assert max(store.read_sizes) <= pool.CHUNK_BYTES
 
 
 @pytest.mark.parametrize("error", [ObjectNotFound("x"), StorageUnavailable("endpoint down")])
@@ -591,7 +592,7 @@ def store_of(replica):
 def listed(replica):
     store = store_of(replica)
     path = str(replica.replica_dir) if replica.kind == "file" else replica.prefix
-    return store, list_v5(store, replica.kind, path)
+    return store, list_replica(store, replica.kind, path).v5
 
 
 def restore(replica, out: Path, target: RestoreTarget = LATEST):

@@ -22,6 +22,7 @@ from typing import Mapping
 import pytest
 import yaml
 
+from lib.storage.s3 import S3Settings
 from tests.support import REPO_ROOT, restorable_env
 from tests.support.faultproxy import FaultProxy, delay
 from tests.support.replicas import BuiltReplica
@@ -29,6 +30,10 @@ from tests.support.replicas import BuiltReplica
 EXIT_INTERRUPTED = 130
 SLOW_GET_SECONDS = 120  # far beyond every test's patience: the restore never finishes by itself
 PROCESS_TIMEOUT = 60  # no wait in these tests is longer
+# A job that waited for a held download would end no sooner than the S3 read timeout (then
+# botocore retries it); one that does not wait ends in a second or two, more on a loaded
+# machine. The bound only fails a test: the tests wait for the process to exit, not for time.
+STOP_BOUND_SECONDS = S3Settings.read_timeout * 2 / 3
 
 
 # ----------------------------------------------------------------------- helpers
@@ -136,13 +141,11 @@ def start_restore_job(replica: BuiltReplica, proxy: FaultProxy, scratch: Path, t
 
 
 def assert_sigterm_stops_restore_job_at_once(job: Job, out_dir: Path) -> None:
-    """SIGTERM ends the restore within 5 s with exit 130, leaving nothing in ``out_dir``."""
-    started = time.monotonic()
+    """SIGTERM ends the restore with exit 130 without waiting for the held download (before
+    its read timeout could end it), leaving nothing in ``out_dir``."""
     job.signal(signal.SIGTERM)
-    code = job.wait(timeout=60)
-    elapsed = time.monotonic() - started
+    code = job.wait(timeout=STOP_BOUND_SECONDS)
     assert code == EXIT_INTERRUPTED, job.stderr()
-    assert elapsed < 5, f"took {elapsed:.1f}s to stop"
     assert os.listdir(out_dir) == []
 
 
@@ -165,12 +168,10 @@ def test_signal_mid_restore_exits_130_removes_scratch_and_closes_check_in(
     assert entries, "the run should have a scratch directory while restoring"
     assert {stat.S_IMODE((scratch / name).stat().st_mode) for name in entries} == {0o700}
 
-    started = time.monotonic()
     job.signal(signum)
-    code = job.wait(timeout=30)
+    code = job.wait(timeout=STOP_BOUND_SECONDS)  # the held downloads would outlast it
 
     assert code == EXIT_INTERRUPTED, job.stderr()
-    assert time.monotonic() - started < 15
     assert scratch_entries(scratch) == []
     assert sentry.wait_for(lambda s: [c["status"] for c in s.check_ins()] == ["in_progress", "error"]), \
         sentry.check_ins()
@@ -228,7 +229,7 @@ def test_failed_run_leaves_no_scratch(tmp_path, scratch):
 @pytest.mark.parametrize("held", ["/wal/", "/snapshots/", "/snapshots/ before headers"])
 def test_sigterm_while_restore_job_waits_for_a_slow_download_exits_at_once(v3_s3_replica, proxy, scratch, tmp_path,
                                                                            held):
-    """``python -m jobs.restore`` blocked on a WAL segment download (``lib.storage.pool.prefetch``) or on the
+    """``python -m jobs.restore`` blocked on a WAL segment download (``lib.storage.pool.stream``) or on the
     snapshot (streamed by its own thread, ``lib.litestream.v3.snapshot``) stops on SIGTERM within a few seconds, exits
     130 and leaves neither OUT nor its temporary file."""
     # Stalled before the response headers, or (the snapshot) mid-body.
@@ -247,7 +248,7 @@ def test_sigterm_while_restore_job_waits_for_a_slow_download_exits_at_once(v3_s3
 @pytest.mark.parametrize("point_in_time", [False, True], ids=["latest", "timestamp"])
 def test_sigterm_while_restore_job_waits_for_a_slow_v5_download_exits_at_once(v5_s3_replica, proxy, scratch,
                                                                                tmp_path, point_in_time):
-    """The same for a v0.5 replica: its LTX files stream through ``lib.litestream.v5.restore``'s own prefetcher,
+    """The same for a v0.5 replica: its LTX files stream through the same pool (``lib.storage.pool.Prefetcher``),
     and a ``--timestamp`` restore first reads every file's header (``with_header_times``)."""
     at = {} if point_in_time else {"at": "body", "after_bytes": 64}
     proxy.set_rules([delay(SLOW_GET_SECONDS, method="GET", key=r"\.ltx", **at)])

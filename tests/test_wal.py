@@ -7,6 +7,7 @@ import struct
 
 import pytest
 
+from lib.litestream import sqlite
 from lib.litestream.v3 import wal
 
 
@@ -76,7 +77,7 @@ def test_short_header():
 @pytest.mark.parametrize("size,valid", [(256, False), (512, True), (1024, True), (3000, False), (65536, True),
                                         (131072, False)])
 def test_page_sizes(size, valid):
-    assert wal.is_valid_page_size(size) is valid
+    assert sqlite.is_valid_page_size(size) is valid
 
 
 # --------------------------------------------------------------------------- frames

@@ -7,8 +7,8 @@ from typing import Any
 
 from lib.config.urls import redact_url, userinfo
 from lib.storage.base import ObjectStore
-from lib.storage.local import LocalStore
-from lib.storage.s3 import S3Settings, S3Store
+from lib.storage.factory import open_store
+from lib.storage.s3_settings import S3Settings
 from lib.units import format_duration
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,7 @@ class ReplicaConfig:
         )
 
     def open_store(self) -> ObjectStore:
-        if self.type == "file":
-            return LocalStore(self.path)
-        return S3Store(self.s3_settings())
+        return open_store(self)
 
     def effective(self) -> dict[str, dict[str, Any]]:
         """Every field as ``{"value": ..., "from": ...}`` with secrets masked, for ``--print-config``."""

@@ -116,10 +116,10 @@ def restore_ours(frozen: Path, fmt: str, out: Path) -> Side:
 
         outcome = restore_v3(store, parse_v3_listing(store.list("generations/"), "generations/"), out, digest=False)
     else:
-        from lib.litestream.v5.layout import list_v5
+        from lib.litestream.discover import list_replica
         from lib.litestream.v5.restore import restore_v5
 
-        outcome = restore_v5(store, list_v5(store, "file", str(frozen)), out, RestoreTarget(), digest=False)
+        outcome = restore_v5(store, list_replica(store, "file", str(frozen)).v5, out, RestoreTarget(), digest=False)
     side.damage = [f.message for f in outcome.findings if f.severity == "error"]
     if outcome.path is None:
         side.failed = side.damage[0] if side.damage else "no restore point"

@@ -9,9 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from lib.config.model import ReplicaConfig
+from typing import Protocol
+
 from lib.litestream.layout import FORMAT_V3, FORMAT_V5
 from lib.litestream.v3.layout import V3State, parse_v3_listing, v3_generations_prefix
+from lib.litestream.v5.layout import V5State, parse_v5_listing, v5_prefix
 from lib.storage.base import ObjectInfo, ObjectStore
 
 
@@ -21,7 +23,7 @@ class ReplicaState:
 
     format: str | None
     v3: V3State | None = None
-    v5: object | None = None  # lib.litestream.v5.layout.V5State
+    v5: V5State | None = None
     listed_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
     ignored: list[str] = field(default_factory=list)
 
@@ -59,15 +61,25 @@ def _list_prefixes(store: ObjectStore, prefixes: list[str]) -> list[ObjectInfo]:
     return sorted(seen.values(), key=lambda o: o.key)
 
 
-def discover(store: ObjectStore, replica: ReplicaConfig) -> ReplicaState:
-    """List the replica and parse it in both layouts; pick the layout that holds the newest object."""
-    from lib.litestream.v5.layout import parse_v5_listing, v5_prefix
+class Replica(Protocol):
+    """Where a replica is (``lib.config.model.ReplicaConfig``)."""
 
-    v3_prefix = v3_generations_prefix(replica.type, replica.path)
-    v5_root = v5_prefix(replica.type, replica.path)
+    type: str  # "s3" | "file"
+    path: str
+
+
+def discover(store: ObjectStore, replica: Replica) -> ReplicaState:
+    """List the replica and parse it in both layouts; pick the layout that holds the newest object."""
+    return list_replica(store, replica.type, replica.path)
+
+
+def list_replica(store: ObjectStore, replica_type: str, path: str) -> ReplicaState:
+    """``discover`` for a replica given by its type and path (as Litestream builds keys from them)."""
+    v3_prefix = v3_generations_prefix(replica_type, path)
+    v5_root = v5_prefix(replica_type, path)
     objects = _list_prefixes(store, [v3_prefix, v5_root])
     v3 = parse_v3_listing([o for o in objects if o.key.startswith(v3_prefix)], v3_prefix)
-    v5 = parse_v5_listing([o for o in objects if o.key.startswith(v5_root)], v5_root, replica.type)
+    v5 = parse_v5_listing([o for o in objects if o.key.startswith(v5_root)], v5_root, replica_type)
     newest_v3 = max((g.updated_at for g in v3.generations), default=None)
     newest_v5 = max((f.info.last_modified for f in v5.files()), default=None)
     if newest_v3 is None and newest_v5 is None:

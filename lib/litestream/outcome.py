@@ -6,7 +6,23 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from lib.litestream.layout import FORMAT_V3
 from lib.report.model import Finding
+
+DEFAULT_MAX_RESTORE_BYTES = 1 << 40  # 1 TiB: a ceiling on any restored file, whatever headers claim
+
+# Finding kinds that a listing racing Litestream's uploads, compaction and retention can
+# produce on a healthy replica: before one counts, the replica is listed again. An
+# ``integrity`` failure is racy only in v0.3, where a snapshot can be uploaded before the
+# WAL it contains; a v0.5 restore applies only files that check out whole.
+RACE_KINDS_V5 = ("corrupt_object", "wal_gap", "missing_snapshot")
+
+RACE_KINDS_V3 = RACE_KINDS_V5 + ("integrity",)
+
+
+def race_kinds(fmt: str | None) -> tuple[str, ...]:
+    """The race-prone finding kinds of a layout (``FORMAT_V3`` or ``FORMAT_V5``)."""
+    return RACE_KINDS_V3 if fmt == FORMAT_V3 else RACE_KINDS_V5
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,15 @@
 """Writing database pages into the scratch file in page order.
 
-Random 4 KiB ``pwrite`` calls into the page cache cost 45-75 us each on a small VM;
-the same pages written in ascending order, consecutive ones gathered into one
-``pwritev``, cost about 10 us (measured by ``bench/``). Both restorers stage the pages
-they replay and write them with :func:`write_sorted`.
+Random page-sized ``pwrite`` calls into the page cache cost several times more than the
+same pages written in ascending order with consecutive ones gathered into one ``pwritev``
+(``bench/`` measures it). Both restorers stage the pages they replay in a
+:class:`PageStage`, write them with :func:`write_sorted`, and create their output with
+:func:`create_private`.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Mapping
 
 WRITE_RUN_PAGES = 256  # consecutive pages per pwritev (IOV_MAX is 1024 on Linux)
@@ -29,3 +31,49 @@ def write_sorted(fd: int, pages: Mapping[int, bytes], page_size: int) -> None:
         prev = pgno
     if run:
         os.pwritev(fd, run, (start - 1) * page_size)
+
+
+class PageStage:
+    """Scattered pages waiting to be written: the last version staged of a page wins.
+
+    The owner decides when to write (:meth:`is_full` says when it holds
+    ``STAGE_LIMIT_BYTES``); :meth:`write` puts every staged page at its offset in page order.
+    """
+
+    def __init__(self, page_size: int = 0):
+        self.page_size = page_size
+        self._pages: dict[int, bytes] = {}
+
+    def put(self, pgno: int, page: bytes) -> None:
+        self._pages[pgno] = page
+
+    def get(self, pgno: int) -> bytes | None:
+        return self._pages.get(pgno)
+
+    def is_full(self) -> bool:
+        return len(self._pages) * self.page_size >= STAGE_LIMIT_BYTES
+
+    def drop_above(self, pages: int) -> None:
+        """Forget staged pages beyond ``pages`` (the database was cut to that size)."""
+        if self._pages and max(self._pages) > pages:
+            self._pages = {p: page for p, page in self._pages.items() if p <= pages}
+
+    def write(self, fd: int) -> None:
+        """Write everything staged, in page order, and forget it."""
+        write_sorted(fd, self._pages, self.page_size)
+        self._pages = {}
+
+    def clear(self) -> None:
+        self._pages = {}
+
+
+def create_private(path: Path) -> int:
+    """A write descriptor for a new file at ``path``, mode 0600 from the start.
+
+    Whatever is there is unlinked first (a symlink itself, never its target), and the file
+    is created exclusively without following links (``O_EXCL | O_NOFOLLOW``): a link
+    planted at ``path`` can't redirect the restore, and a new inode means a cancelled
+    writer still holding the old descriptor can't reach this file.
+    """
+    path.unlink(missing_ok=True)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)

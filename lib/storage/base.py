@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO, Iterable, Protocol, Sequence
+from typing import BinaryIO, Protocol, Sequence
 
 # S3 DeleteObjects accepts at most 1,000 keys per request (AWS S3 API reference, DeleteObjects).
 DELETE_BATCH_LIMIT = 1000
@@ -46,11 +46,3 @@ def read_all(store: ObjectStore, key: str) -> bytes:
     """Read a (small) object whole; for history documents and tests, not for backups."""
     with store.open(key) as reader:
         return reader.read()
-
-
-_CLIENTS: dict = {}
-
-
-def _batches(items: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

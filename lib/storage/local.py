@@ -5,13 +5,10 @@ import os
 import stat
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Iterator, Sequence
 
 from lib.errors import ObjectNotFound, StorageUnavailable
 from lib.storage.base import DeleteFailure, ObjectInfo
-
-# --------------------------------------------------------------------------- local
-
 
 class LocalStore:
     """A ``type: file`` replica: objects are files below ``root``.
@@ -41,29 +38,36 @@ class LocalStore:
             return []
         if not self.root.is_dir():
             raise StorageUnavailable(f"replica path {self.root} is not a directory")
-        found: list[ObjectInfo] = []
         try:
-            for dirpath, dirnames, filenames in os.walk(self.root, followlinks=False):
-                rel_dir = Path(dirpath).relative_to(self.root).as_posix()
-                rel_dir = "" if rel_dir == "." else rel_dir + "/"
-                dirnames.sort()
-                for name in filenames:
-                    key = rel_dir + name
-                    if not key.startswith(prefix):
-                        continue
-                    try:
-                        st = os.lstat(os.path.join(dirpath, name))
-                    except FileNotFoundError:  # deleted or renamed by litestream during the walk
-                        continue
-                    if not stat.S_ISREG(st.st_mode):
-                        continue
-                    modified = datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=timezone.utc)
-                    found.append(ObjectInfo(key, st.st_size, modified))
+            found = list(self._walk(prefix))
         except PermissionError as exc:
             raise StorageUnavailable(f"cannot list replica directory {self.root}: permission denied") from exc
         self._last_seen = datetime.now(timezone.utc)
         found.sort(key=lambda o: o.key)
         return found
+
+    def _walk(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every regular file below the root whose key starts with ``prefix``.
+
+        Iterative (a stack of folders, not recursion: any depth of nesting lists), never
+        following symlinks, and entering only folders that can hold such keys.
+        """
+        folders = [""]
+        while folders:
+            rel = folders.pop()
+            try:
+                entries = list(os.scandir(self.root / rel if rel else self.root))
+            except FileNotFoundError:  # deleted or renamed by litestream during the walk
+                continue
+            for entry in entries:
+                key = rel + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    if prefix.startswith(key + "/") or (key + "/").startswith(prefix):
+                        folders.append(key + "/")
+                elif key.startswith(prefix):
+                    info = _file_info(entry, key)
+                    if info is not None:
+                        yield info
 
     def open(self, key: str) -> BinaryIO:
         path = self._path(key)
@@ -75,13 +79,17 @@ class LocalStore:
             raise StorageUnavailable(f"cannot read {path}: {exc.strerror}") from exc
 
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
+        """Write the object whole, through a temporary file created exclusively (never through a planted link)."""
         path = self._path(key)
         try:
             if not self.root.exists():  # create the store root, never missing parents outside it
                 self.root.mkdir()
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".restorable-tmp")
-            tmp.write_bytes(data)
+            tmp.unlink(missing_ok=True)  # a link planted there goes, not its target
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)  # umask applies, as before
+            with open(fd, "wb") as f:
+                f.write(data)
             os.replace(tmp, path)
         except OSError as exc:
             raise StorageUnavailable(f"cannot write {path}: {exc.strerror}") from exc
@@ -97,3 +105,14 @@ class LocalStore:
 
     def server_now(self) -> datetime | None:
         return None  # the local clock is the file system's clock
+
+
+def _file_info(entry: os.DirEntry, key: str) -> ObjectInfo | None:
+    """The listing entry of a regular file (None for anything else, or a file gone meanwhile)."""
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except FileNotFoundError:  # deleted or renamed by litestream during the walk
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime_ns / 1e9, tz=timezone.utc))

@@ -3,42 +3,27 @@ from __future__ import annotations
 
 import io
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Iterable, Sequence
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError, NoCredentialsError
 
 from lib.errors import ObjectNotFound, StorageUnavailable
-from lib.storage.base import _CLIENTS, DELETE_BATCH_LIMIT, DeleteFailure, ObjectInfo, _batches
+from lib.storage.base import DELETE_BATCH_LIMIT, DeleteFailure, ObjectInfo
+from lib.storage.s3_settings import S3Settings
 
-# --------------------------------------------------------------------------- S3
-
-
-@dataclass(frozen=True)
-class S3Settings:
-    """Everything needed to reach one bucket. Secrets are excluded from repr."""
-
-    bucket: str
-    endpoint: str | None = None
-    region: str | None = None
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None  # AWS_SESSION_TOKEN of temporary credentials
-    force_path_style: bool | None = None
-    skip_verify: bool = False
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    max_attempts: int = 5
-    max_pool_connections: int = 16
-
-    def __repr__(self) -> str:  # never print the secret key
-        return f"S3Settings(bucket={self.bucket!r}, endpoint={self.endpoint!r}, region={self.region!r})"
-
+__all__ = ["S3Settings", "S3Store", "make_s3_client"]  # S3Settings re-exported: it lives in s3_settings (no boto3)
 
 # One boto3 session for the process: a new session re-reads botocore's S3 model and
 # endpoint rules (~0.1-0.3 s of CPU each time); clients are thread-safe and are shared
 # between stores with the same settings (bucket aside).
 _SESSION = None
+
+_CLIENTS: dict[S3Settings, object] = {}  # boto3 clients by settings (bucket blanked)
 
 _CLIENTS_LOCK = threading.Lock()
 
@@ -59,9 +44,6 @@ def make_s3_client(settings: S3Settings):
 
 
 def _new_s3_client(settings: S3Settings):
-    import boto3
-    from botocore.config import Config as BotoConfig
-
     path_style = settings.force_path_style
     if path_style is None:
         path_style = bool(settings.endpoint)
@@ -147,8 +129,6 @@ class S3Store:
 
     # -- error translation: the only place that knows botocore's exceptions
     def _translate(self, exc: Exception, action: str) -> Exception:
-        from botocore.exceptions import ClientError, NoCredentialsError
-
         if isinstance(exc, ClientError):
             err = exc.response.get("Error", {})
             code = str(err.get("Code", ""))
@@ -238,3 +218,8 @@ class S3Store:
 
     def server_now(self) -> datetime | None:
         return self._server_date
+
+
+def _batches(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,4 +1,4 @@
-"""Litestream layout knowledge: object names, listing, format detection.
+"""The v0.3 layout: object names (parse/format pairs), positions, and the listing of a replica.
 
 v0.3 (``docs/formats/litestream-v0.3.md`` section 1)::
 
@@ -7,7 +7,7 @@ v0.3 (``docs/formats/litestream-v0.3.md`` section 1)::
 
 For S3, ``<root>`` is Go's ``path.Join(<path>, "generations")`` on the replica path; for a
 ``file`` replica the store is rooted at the replica directory and ``<root>`` is empty.
-v0.5 LTX keys are parsed in ``lib.ltx_layout``.
+v0.5 LTX keys are parsed in ``lib.litestream.v5.layout``.
 """
 from __future__ import annotations
 
@@ -41,8 +41,52 @@ def format_snapshot_name(index: int) -> str:
     return f"{index:08x}.snapshot.lz4"
 
 
+def parse_snapshot_name(name: str) -> int | None:
+    """The index in ``<IIIIIIII>.snapshot.lz4``, or None for any other name."""
+    match = SNAPSHOT_RE.match(name)
+    return int(match.group(1), 16) if match else None
+
+
 def format_wal_segment_name(index: int, offset: int) -> str:
     return f"{index:08x}_{offset:08x}.wal.lz4"
+
+
+def parse_wal_segment_name(name: str) -> tuple[int, int] | None:
+    """``(index, offset)`` from ``<IIIIIIII>_<OOOOOOOO>.wal.lz4``, or None for any other name."""
+    match = WAL_SEGMENT_RE.match(name)
+    return (int(match.group(1), 16), int(match.group(2), 16)) if match else None
+
+
+def segment_order(key: str) -> tuple[int, int]:
+    """``(index, offset)`` of the WAL segment a key (or bare name) names; ``(-1, -1)`` for any other key."""
+    return parse_wal_segment_name(key.rsplit("/", 1)[-1]) or (-1, -1)
+
+
+def wal_key(prefix: str, generation: str, index: int, offset: int) -> str:
+    """The key a WAL segment has (or would have) in the store."""
+    return f"{prefix}{generation}/wal/{format_wal_segment_name(index, offset)}"
+
+
+def generation_of(key: str, prefix: str) -> str:
+    """The generation a key under ``prefix`` belongs to ("" for a key outside it)."""
+    return key[len(prefix):].split("/", 1)[0] if key.startswith(prefix) else ""
+
+
+@dataclass(frozen=True)
+class Position:
+    """A place in a generation's WAL (Litestream's ``Pos``): WAL index and byte offset in it."""
+
+    generation: str
+    index: int
+    offset: int
+
+    def __str__(self) -> str:
+        return format_position(self.generation, self.index, self.offset)
+
+
+def format_position(generation: str, index: int, offset: int) -> str:
+    """``<generation>/<IIIIIIII>:<offset>``, as reports and the history show a position."""
+    return f"{generation}/{index:08x}:{offset}"
 
 
 @dataclass(frozen=True)
@@ -105,10 +149,10 @@ def parse_v3_listing(objects: list[ObjectInfo], prefix: str) -> V3State:
             continue
         gen_id, kind, name = parts
         gen = generations.setdefault(gen_id, Generation(gen_id))
-        if kind == "snapshots" and (m := SNAPSHOT_RE.match(name)):
-            gen.snapshots.append(Snapshot(gen_id, int(m.group(1), 16), obj))
-        elif kind == "wal" and (m := WAL_SEGMENT_RE.match(name)):
-            gen.segments.append(WalSegment(gen_id, int(m.group(1), 16), int(m.group(2), 16), obj))
+        if kind == "snapshots" and (index := parse_snapshot_name(name)) is not None:
+            gen.snapshots.append(Snapshot(gen_id, index, obj))
+        elif kind == "wal" and (pos := parse_wal_segment_name(name)) is not None:
+            gen.segments.append(WalSegment(gen_id, pos[0], pos[1], obj))
         else:
             ignored.append(obj.key)
     for gen in generations.values():

@@ -5,10 +5,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from lib.litestream.outcome import RestoreTarget
-from lib.litestream.v3.layout import Generation, Snapshot, V3State, WalSegment, format_wal_segment_name
+from lib.litestream.v3.layout import Generation, Position, Snapshot, V3State, WalSegment, wal_key
 from lib.report.model import Finding, error, warning
-
-DEFAULT_MAX_RESTORE_BYTES = 1 << 40  # 1 TiB: a ceiling on any restored file, whatever headers claim
 
 # --------------------------------------------------------------------------- planning
 
@@ -28,11 +26,16 @@ class V3Plan:
         return max(times)
 
     @property
-    def position(self) -> str:
+    def end(self) -> Position:
+        """Where the plan ends: the last segment's start, or the snapshot's index."""
         if self.segments:
             last = self.segments[-1]
-            return f"{self.generation.id}/{last.index:08x}:{last.offset}"
-        return f"{self.generation.id}/{self.snapshot.index:08x}:0"
+            return Position(self.generation.id, last.index, last.offset)
+        return Position(self.generation.id, self.snapshot.index, 0)
+
+    @property
+    def position(self) -> str:
+        return str(self.end)
 
 
 def choose_generation(state: V3State, target: RestoreTarget) -> tuple[Generation | None, list[Finding]]:
@@ -150,7 +153,3 @@ def _check_indexes(prefix: str, gen: Generation, snapshot: Snapshot, segments: l
                                   f"{index - 1:08x} is unrestorable", wal_key(prefix, gen.id, index, 0)))
     return findings
 
-
-def wal_key(prefix: str, generation: str, index: int, offset: int) -> str:
-    """The key a WAL segment has (or would have) in the store."""
-    return f"{prefix}{generation}/wal/{format_wal_segment_name(index, offset)}"

@@ -3,17 +3,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from lib.litestream.outcome import RestoreTarget
-from lib.litestream.v3.layout import WAL_SEGMENT_RE, V3State
+from lib.litestream.layout import FORMAT_V3
+from lib.litestream.outcome import RestoreTarget, race_kinds
+from lib.litestream.v3.layout import V3State, segment_order
 from lib.litestream.v3.plan import V3Plan, plan_v3
 from lib.litestream.v3.replay import MID_TRANSACTION
 from lib.report.model import Finding
-
-# --------------------------------------------------------------------------- races
-
-# Finding kinds that a listing racing Litestream's uploads, checkpoints and retention can
-# produce on a healthy replica; ``findings_stand`` re-examines them on a fresh listing.
-RACE_KINDS = ("corrupt_object", "wal_gap", "missing_snapshot", "integrity")
 
 
 def findings_stand(old: V3State, fresh: V3State, findings: list[Finding],
@@ -27,7 +22,7 @@ def findings_stand(old: V3State, fresh: V3State, findings: list[Finding],
     new indexes after the snapshot's (Litestream uploads them only once that index is
     complete). Otherwise the caller verifies again from ``fresh``.
     """
-    racy = [f for f in findings if f.severity == "error" and f.kind in RACE_KINDS and not f.inconclusive]
+    racy = [f for f in findings if f.severity == "error" and f.kind in race_kinds(FORMAT_V3) and not f.inconclusive]
     if not racy:
         return True
     old_plan, old_problems = plan_v3(old, target)
@@ -59,18 +54,18 @@ def _stands(finding: Finding, old_plan: V3Plan, old: list, new: list) -> bool:
     if finding.object.endswith("/"):
         return new[:1] == old[:1]  # about the generation's snapshots: settled by the snapshot
     # A missing object: everything listed before its place, and the next one, are unchanged.
-    end = 1 + sum(1 for key in keys[1:] if _segment_order(key) < _segment_order(finding.object))
+    end = 1 + sum(1 for key in keys[1:] if segment_order(key) < segment_order(finding.object))
     return new[: end + 1] == old[: end + 1] and finding.object not in {o[0] for o in new}
 
 
 def _continued(key: str, old_keys: list[str], new: list) -> bool:
     """Whether ``new`` holds a segment, absent before, that may continue ``key``'s transaction
     (between it and the next segment of its index that was already listed)."""
-    index, offset = _segment_order(key)
-    following = [o for i, o in map(_segment_order, old_keys) if i == index and o > offset]
+    index, offset = segment_order(key)
+    following = [o for i, o in map(segment_order, old_keys) if i == index and o > offset]
     bound = min(following, default=None)
     for other in (o[0] for o in new if o[0] not in old_keys):
-        i, o = _segment_order(other)
+        i, o = segment_order(other)
         if i == index and o > offset and (bound is None or o < bound):
             return True
     return False
@@ -79,13 +74,7 @@ def _continued(key: str, old_keys: list[str], new: list) -> bool:
 def _no_new_in_index(new: list, old: list, index: int) -> bool:
     """The fresh plan holds no segment of ``index`` that the old one lacked."""
     old_keys = {o[0] for o in old}
-    prefix = f"{index:08x}_"
-    return not any(o[0].rsplit("/", 1)[-1].startswith(prefix) and o[0] not in old_keys for o in new)
-
-
-def _segment_order(key: str) -> tuple[int, int]:
-    match = WAL_SEGMENT_RE.match(key.rsplit("/", 1)[-1])
-    return (int(match.group(1), 16), int(match.group(2), 16)) if match else (-1, -1)
+    return not any(segment_order(o[0])[0] == index and o[0] not in old_keys for o in new)
 
 
 # --------------------------------------------------------------------------- a snapshot ahead of its WAL

@@ -11,17 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from lib.litestream.layout import FORMAT_V3
-from lib.litestream.outcome import RestoreOutcome, RestoreTarget, file_sha256
-from lib.litestream.v3.layout import WAL_SEGMENT_RE, V3State
-from lib.litestream.v3.plan import DEFAULT_MAX_RESTORE_BYTES, V3Plan, fallback_generation, plan_v3, wal_key
-from lib.litestream.v3.race import _segment_order
-from lib.litestream.v3.replay import WAL_PREFETCH_BYTES, _Replay
+from lib.litestream.outcome import DEFAULT_MAX_RESTORE_BYTES, RestoreOutcome, RestoreTarget, file_sha256
+from lib.litestream.v3.layout import V3State, generation_of, segment_order, wal_key
+from lib.litestream.v3.plan import V3Plan, fallback_generation, plan_v3
+from lib.litestream.v3.replay import WAL_PREFETCH_BYTES, Replay
 from lib.litestream.v3.snapshot import Output, SnapshotDamaged, SnapshotStream, restore_snapshot
 from lib.report.model import Finding, error
 from lib.storage.base import ObjectStore
-from lib.storage.pool import ObjectChanged, prefetch
-
-# --------------------------------------------------------------------------- restore
+from lib.storage.pool import ObjectChanged, stream
 
 
 def restore_v3(
@@ -61,13 +58,13 @@ def restore_v3(
     if replay is None:
         damage = snapshot.error
         outcome.findings.append(error("corrupt_object", f"snapshot: {damage.problem}", damage.key))
-        _replay(store, plan, state.prefix, None, outcome, workers)
+        _replay(store, plan, state.prefix, None, outcome, workers, max_bytes=max_bytes)
         return outcome
     if replay.behind_snapshot:
         if not _target_cuts_index(plan, plan.snapshot.index):
             outcome.findings.append(_wal_behind_snapshot(store, state.prefix, plan, replay.behind_snapshot))
         restore_snapshot(store, plan.snapshot, out_path, max_bytes)  # the newest consistent state
-    outcome.position = replay.stopped_at or plan.position
+    outcome.position = str(replay.stopped_at or plan.end)
     outcome.path = out_path
     outcome.bytes = out_path.stat().st_size
     if digest:
@@ -76,7 +73,7 @@ def restore_v3(
 
 
 def _replay_onto_snapshot(snapshot: SnapshotStream, store: ObjectStore, plan: V3Plan, prefix: str, out_path: Path,
-                          outcome: RestoreOutcome, workers: int, max_bytes: int) -> _Replay | None:
+                          outcome: RestoreOutcome, workers: int, max_bytes: int) -> Replay | None:
     """Replay the WAL into ``out_path`` while ``snapshot`` streams into it; written pages wait for the snapshot.
 
     Returns None, with ``outcome`` as it was, when the snapshot turns out damaged: the
@@ -86,9 +83,9 @@ def _replay_onto_snapshot(snapshot: SnapshotStream, store: ObjectStore, plan: V3
     findings_before = len(outcome.findings)
     try:
         header = snapshot.header()
-        output = Output(out_path, header.page_size, max_bytes, snapshot.finished)
+        output = Output(out_path, header, max_bytes, snapshot.finished)
         try:
-            replay = _replay(store, plan, prefix, output, outcome, workers, header.change_counter)
+            replay = _replay(store, plan, prefix, output, outcome, workers, header.change_counter, max_bytes=max_bytes)
             output.close()  # writes the staged pages once the snapshot is complete
         except BaseException:
             output.abandon()
@@ -121,7 +118,7 @@ def _wal_behind_snapshot(store: ObjectStore, prefix: str, plan: V3Plan, behind: 
     index = plan.snapshot.index
     listed = {s.info.key for s in plan.segments if s.index >= index}
     wal_prefix = f"{prefix}{plan.generation.id}/wal/"
-    fresh = [o for o in store.list(wal_prefix) if _segment_index(o.key[len(wal_prefix):]) >= index]
+    fresh = [o for o in store.list(wal_prefix) if segment_order(o.key[len(wal_prefix):])[0] >= index]
     if any(o.key not in listed for o in fresh):
         raise ObjectChanged(plan.snapshot.info.key, "the snapshot is newer than the WAL listed with it: Litestream "
                             "was uploading")
@@ -141,30 +138,26 @@ def _confirm_warnings(store: ObjectStore, prefix: str, plan: V3Plan) -> list[Fin
     wal_prefix = f"{prefix}{plan.generation.id}/wal/"
     fresh: dict[int, list[int]] = {}
     for obj in store.list(wal_prefix):
-        order = _segment_order(obj.key)
+        order = segment_order(obj.key)
         fresh.setdefault(order[0], []).append(order[1])
     return [f for f in plan.findings if _still_without_offset0(f, fresh)]
 
 
 def _still_without_offset0(finding: Finding, fresh: dict[int, list[int]]) -> bool:
-    index = _segment_order(finding.object or "")[0]
+    index = segment_order(finding.object or "")[0]
     return index < 0 or (index in fresh and 0 not in fresh[index])
 
 
-def _segment_index(name: str) -> int:
-    match = WAL_SEGMENT_RE.match(name)
-    return int(match.group(1), 16) if match else -1
-
-
 def _replay(store: ObjectStore, plan: V3Plan, prefix: str, output: Output | None, outcome: RestoreOutcome,
-            workers: int, snapshot_counter: int = 0) -> _Replay:
+            workers: int, snapshot_counter: int = 0, *, max_bytes: int) -> Replay:
+    """Stream the plan's WAL segments through the replay, downloading ahead (``WAL_PREFETCH_BYTES``)."""
     listed_ends = {s.index: s.offset for s in plan.generation.segments}  # segments are in (index, offset) order
-    replay = _Replay(plan.generation.id, prefix, plan.snapshot.index, output, outcome.findings, listed_ends,
-                     snapshot_counter)
-    for seg, data in prefetch(store, plan.segments, workers=workers, max_buffered_bytes=WAL_PREFETCH_BYTES):
+    replay = Replay(plan.generation.id, prefix, plan.snapshot.index, output, outcome.findings, listed_ends,
+                    snapshot_counter, max_bytes=max_bytes)
+    for seg, reader in stream(store, plan.segments, workers=workers, max_buffered_bytes=WAL_PREFETCH_BYTES):
         outcome.objects_read += 1
-        outcome.bytes_downloaded += len(data)
-        replay.segment(seg, data)
+        replay.segment(seg, reader.chunks())
+        outcome.bytes_downloaded += reader.bytes
     replay.finish()
     return replay
 
@@ -176,7 +169,7 @@ def _prove_fallback(store: ObjectStore, state: V3State, target: RestoreTarget, o
     The older generation is restored into ``out_path`` (then removed) and integrity-checked;
     the finding's message then says which generation to use, or that it is damaged too.
     """
-    gen_id = _generation_of(finding.object or "", state.prefix)
+    gen_id = generation_of(finding.object or "", state.prefix)
     gen = next((g for g in state.generations if g.id == gen_id), None)
     best = fallback_generation(state, gen, target) if gen is not None else None
     if best is None:
@@ -185,6 +178,7 @@ def _prove_fallback(store: ObjectStore, state: V3State, target: RestoreTarget, o
                      workers=workers, max_bytes=max_bytes, digest=False)
     problems = [f.message for f in sub.findings if f.severity == "error"]
     if sub.path is not None:
+        # Deferred: lib.checks imports sqlite_utils (~100 ms), which only this rare path of a restore needs.
         from lib.checks import integrity as checks
 
         with checks.open_readonly(sub.path) as db:
@@ -199,6 +193,3 @@ def _prove_fallback(store: ObjectStore, state: V3State, target: RestoreTarget, o
                "starts a new generation with a snapshot")
     return error(finding.kind, message, finding.object)
 
-
-def _generation_of(key: str, prefix: str) -> str:
-    return key[len(prefix):].split("/", 1)[0] if key.startswith(prefix) else ""

@@ -7,6 +7,7 @@ the replayed pages and writes nothing until the snapshot is complete.
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from dataclasses import dataclass
@@ -14,13 +15,11 @@ from pathlib import Path
 
 from lib.errors import CorruptObject
 from lib.litestream import lz4 as lz4stream
-from lib.litestream.pages import STAGE_LIMIT_BYTES, write_sorted
-from lib.litestream.v3 import wal
+from lib.litestream import sqlite
+from lib.litestream.pages import PageStage, create_private
 from lib.litestream.v3.layout import Snapshot
 from lib.storage.base import ObjectInfo, ObjectStore
-from lib.storage.pool import SIGNAL_POLL_SECONDS, ObjectChanged
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
+from lib.storage.pool import ObjectChanged, sliced_wait
 
 # A database file may be longer than its header says (an incomplete checkpoint after the
 # database shrank leaves the old tail), so a snapshot may carry that much more, but a surplus
@@ -36,6 +35,7 @@ _FIXED_HEADER_BYTES = {21: (64, "maximum embedded payload fraction"), 22: (32, "
 class SnapshotHeader:
     page_size: int
     change_counter: int  # page 1's file change counter (header offset 24)
+    pages: int | None  # the in-header database size, when SQLite would trust it
 
 
 class SnapshotDamaged(Exception):
@@ -52,7 +52,7 @@ def restore_snapshot(store: ObjectStore, snapshot: Snapshot, out_path: Path, lim
     Raises CorruptObject when the snapshot is damaged, and ``ObjectChanged`` when the
     object read is not the one listed (Litestream rewrote it meanwhile).
     """
-    return _stream_into(store, snapshot, open(_private_file(out_path), "wb", buffering=0), limit)
+    return _stream_into(store, snapshot, open(create_private(out_path), "wb", buffering=0), limit)
 
 
 def _stream_into(store: ObjectStore, snapshot: Snapshot, out, limit: int, on_header=None,
@@ -73,9 +73,11 @@ def _stream_into(store: ObjectStore, snapshot: Snapshot, out, limit: int, on_hea
             if cancelled is not None and cancelled.is_set():
                 raise _Cancelled()
             if written == 0:
-                page_size, expected_size = _validate_db_header(key, bytes(piece[:100]))
+                head = bytes(piece[:sqlite.HEADER_SIZE])
+                page_size, expected_size = _validate_db_header(key, head)
+                _check_room(key, out, expected_size, limit)
                 if on_header is not None:
-                    on_header(SnapshotHeader(page_size, int.from_bytes(piece[24:28], "big")))
+                    on_header(SnapshotHeader(page_size, sqlite.change_counter_of(head), sqlite.declared_pages(head)))
             if expected_size and written + len(piece) > expected_size + max(expected_size, SNAPSHOT_SURPLUS_BYTES):
                 raise CorruptObject(key, f"snapshot inflates past {written + len(piece)} bytes but its header "
                                     f"declares {expected_size // page_size} pages ({expected_size} bytes)")
@@ -108,7 +110,7 @@ class SnapshotStream:
         self._cancel = threading.Event()
         # The file is created here, on the caller's thread: a stream cancelled before its GET
         # answered can't create it after the caller has cleaned up.
-        out = open(_private_file(out_path), "wb", buffering=0)
+        out = open(create_private(out_path), "wb", buffering=0)
         self._thread = threading.Thread(target=self._run, args=(store, snapshot, out, limit),
                                         name="snapshot", daemon=True)
         self._thread.start()
@@ -127,7 +129,7 @@ class SnapshotStream:
 
     def header(self) -> SnapshotHeader:
         """The validated header (page size, change counter), as soon as it has been read."""
-        _sliced_wait(self._header_seen.wait)
+        sliced_wait(self._header_seen.wait)
         if self._header is None:
             self._raise()
             raise RuntimeError("the snapshot stream ended without reading a header")
@@ -135,7 +137,7 @@ class SnapshotStream:
 
     def finished(self) -> None:
         """Wait until the whole snapshot is written; raise its problem if it has one."""
-        _sliced_wait(self._joined)
+        sliced_wait(self._joined)
         self._raise()
 
     def stop(self) -> None:
@@ -144,7 +146,7 @@ class SnapshotStream:
         It stops at its next piece. A thread stuck in a slow GET is not waited for (a
         SIGTERM must end the run at once, not after read timeouts and retries): it is a
         daemon, and it writes only through its own descriptor, to a file that a new
-        attempt unlinks before creating its own (``_private_file``).
+        attempt unlinks before creating its own (``create_private``).
         """
         self._cancel.set()
 
@@ -160,62 +162,76 @@ class SnapshotStream:
         raise self.error
 
 
-def _sliced_wait(wait) -> None:
-    """Call ``wait(timeout)`` until it returns True, a slice at a time."""
-    while not wait(SIGNAL_POLL_SECONDS):
-        pass
-
-
 class Output:
     """The scratch database file the WAL is replayed into, written at page offsets.
 
     Committed pages are staged (the last version of each page wins) and written in page
-    order, consecutive pages with one ``pwritev``: random 4 KiB writes into the page cache
-    cost ~4x more than the same writes sorted. Resizes are staged too, so pages are written
-    once per ``STAGE_LIMIT_BYTES`` instead of once per WAL index. Nothing is written until
+    order (``lib.litestream.pages``). Resizes are staged too, so pages are written once
+    per ``STAGE_LIMIT_BYTES`` instead of once per WAL index. Nothing is written until
     ``snapshot_done()`` returns (it raises when the snapshot is unusable).
     """
 
-    def __init__(self, path: Path, page_size: int, limit: int, snapshot_done=lambda: None):
+    def __init__(self, path: Path, header: SnapshotHeader, limit: int, snapshot_done=lambda: None):
         self.path = path
-        self.page_size = page_size
+        self.page_size = header.page_size
         self.limit = limit
-        self.fd = os.open(path, os.O_RDWR)
+        self.fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        self._declared_pages = header.pages or 0
         self._snapshot_done = snapshot_done
-        self._staged: dict[int, bytes] = {}
+        self._snapshot_bytes: int | None = None
+        self._stage = PageStage(header.page_size)
         self._shortest: int | None = None  # fewest pages the file was cut to since the last flush
         self._pages: int | None = None  # the size last set, in pages
+        self._checkpointed: int | None = None  # the size set at the end of the last WAL index, in pages
 
     def write_page(self, pgno: int, page: memoryview) -> None:
-        self._staged[pgno] = bytes(page)  # a copy: a view would keep its whole WAL segment alive
-        if len(self._staged) * self.page_size >= STAGE_LIMIT_BYTES:
+        self._stage.put(pgno, bytes(page))  # a copy: a view would keep its whole WAL segment alive
+        if self._stage.is_full():
             self.flush()
 
     def set_pages(self, pages: int) -> None:
-        """Resize the database to ``pages`` pages (staged: applied in order at the next flush)."""
-        if self._staged and max(self._staged) > pages:
-            self._staged = {p: page for p, page in self._staged.items() if p <= pages}
+        """Resize the database to ``pages`` pages at the end of a WAL index (staged: applied in order at the next flush)."""
+        self._stage.drop_above(pages)
         self._shortest = pages if self._shortest is None else min(self._shortest, pages)
-        self._pages = pages
+        self._pages = self._checkpointed = pages
+
+    def size_before_index(self, exact: bool) -> int:
+        """The database's size in bytes before the WAL index being replayed (SQLite's "current size" at checkpoint).
+
+        After a WAL index it is the size that index set; before, the snapshot's size. Unless
+        ``exact``, the snapshot's header size stands in for it (a lower bound, known at once);
+        ``exact`` waits for the snapshot to be complete.
+        """
+        if self._checkpointed is not None:
+            return self._checkpointed * self.page_size
+        if not exact:
+            return self._declared_pages * self.page_size
+        self._snapshot_complete()
+        return self._snapshot_bytes
 
     def change_counter(self) -> int:
         """The file change counter in the database header (page 1, offset 24)."""
-        if 1 in self._staged:
-            return int.from_bytes(self._staged[1][24:28], "big")
+        page1 = self._stage.get(1)
+        if page1 is not None:
+            return sqlite.change_counter_of(page1)
         self.flush()
-        return int.from_bytes(os.pread(self.fd, 4, 24), "big")
+        return sqlite.change_counter_of(os.pread(self.fd, sqlite.HEADER_SIZE, 0))
 
     def flush(self) -> None:
         """Apply the staged resizes and pages (after the snapshot is complete)."""
-        self._snapshot_done()
+        self._snapshot_complete()
         if self._shortest is not None:
             # Cutting to the shortest size first zeroes what a shrink dropped before a later growth.
             os.ftruncate(self.fd, self._shortest * self.page_size)
             if self._pages != self._shortest:
                 os.ftruncate(self.fd, self._pages * self.page_size)
             self._shortest = self._pages = None
-        write_sorted(self.fd, self._staged, self.page_size)
-        self._staged = {}
+        self._stage.write(self.fd)
+
+    def _snapshot_complete(self) -> None:
+        if self._snapshot_bytes is None:
+            self._snapshot_done()
+            self._snapshot_bytes = os.fstat(self.fd).st_size
 
     def close(self) -> None:
         """Flush and close; when flushing fails the file stays open for ``abandon()``."""
@@ -224,7 +240,7 @@ class Output:
 
     def abandon(self) -> None:
         """Close without writing what is staged (the restore failed); idempotent."""
-        self._staged = {}
+        self._stage.clear()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -243,31 +259,17 @@ class _CountingChunks:
             yield chunk
 
 
-def _private_file(path: Path) -> int:
-    """A descriptor for a new file at ``path`` (any old one unlinked first), mode 0600 from the start.
-
-    A new inode, so a cancelled stream that is still writing can't reach this file.
-    """
-    path.unlink(missing_ok=True)
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-
-
 def _check_unchanged(info: ObjectInfo, size_read: int) -> None:
     if size_read != info.size:
         raise ObjectChanged(info.key, f"read {size_read} bytes, the listing said {info.size}")
 
 
-def _page_size_from_header(header: bytes) -> int:
-    raw = int.from_bytes(header[16:18], "big")
-    return 65536 if raw == 1 else raw
-
-
 def _validate_db_header(key: str, head: bytes) -> tuple[int, int | None]:
     """Check the SQLite header; return the page size and, when the header is trustworthy, the size."""
-    if len(head) < 100 or not head.startswith(SQLITE_MAGIC):
+    if len(head) < sqlite.HEADER_SIZE or not head.startswith(sqlite.MAGIC):
         raise CorruptObject(key, "snapshot does not start with the SQLite header ('SQLite format 3')")
-    page_size = _page_size_from_header(head)
-    if not wal.is_valid_page_size(page_size):
+    page_size = sqlite.page_size_of(head)
+    if not sqlite.is_valid_page_size(page_size):
         raise CorruptObject(key, f"snapshot header has invalid page size {page_size}")
     for offset, (value, name) in _FIXED_HEADER_BYTES.items():
         if head[offset] != value:
@@ -276,9 +278,19 @@ def _validate_db_header(key: str, head: bytes) -> tuple[int, int | None]:
         raise CorruptObject(key, f"snapshot header has file format versions {head[18]}/{head[19]}, must be 1 or 2")
     if page_size - head[20] < 480:
         raise CorruptObject(key, f"snapshot header reserves {head[20]} bytes of each {page_size}-byte page")
-    pages = int.from_bytes(head[28:32], "big")
-    change_counter = int.from_bytes(head[24:28], "big")
-    valid_for = int.from_bytes(head[92:96], "big")
-    if pages and change_counter == valid_for:
-        return page_size, pages * page_size
-    return page_size, None
+    pages = sqlite.declared_pages(head)
+    return page_size, pages * page_size if pages else None
+
+
+def _check_room(key: str, out, expected_size: int | None, limit: int) -> None:
+    """Refuse, before writing, a snapshot whose header declares more than the ceiling or the free space."""
+    if expected_size is None:
+        return
+    if expected_size > limit:
+        raise CorruptObject(key, f"snapshot header declares {expected_size} bytes, beyond the restore size "
+                                 f"ceiling of {limit} bytes")
+    fs = os.fstatvfs(out.fileno())
+    free = fs.f_bavail * fs.f_frsize
+    if expected_size > free:
+        raise OSError(errno.ENOSPC, f"snapshot {key} declares a {expected_size}-byte database but the scratch "
+                                    f"space has {free} bytes free")

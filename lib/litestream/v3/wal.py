@@ -25,6 +25,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from lib.litestream.sqlite import is_valid_page_size
+
 WAL_MAGIC_LE = 0x377F0682
 
 WAL_MAGIC_BE = 0x377F0683
@@ -40,10 +42,6 @@ MASK32 = 0xFFFFFFFF
 
 class WalFormatError(ValueError):
     """The bytes are not a valid WAL (header, salts or checksums)."""
-
-
-def is_valid_page_size(size: int) -> bool:
-    return 512 <= size <= 65536 and size & (size - 1) == 0
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The LTX header and its checksums: CRC-64/ISO, page sizes, the lock page."""
+"""The LTX header and its checksums (CRC-64/ISO)."""
 from __future__ import annotations
 
 import struct
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import anycrc
 
 from lib.errors import CorruptObject
+from lib.litestream.sqlite import MAX_PAGE_SIZE, MIN_PAGE_SIZE, is_valid_page_size
 
 MAGIC = b"LTX1"
 
@@ -16,15 +17,15 @@ HEADER_FLAG_NO_CHECKSUM = 0x00000002  # the only header flag defined by ltx v0.5
 
 CHECKSUM_FLAG = 1 << 63  # ltx ChecksumFlag: set on every stored non-zero checksum
 
-MIN_PAGE_SIZE = 512  # SQLite's limits, which ltx enforces too
-
-MAX_PAGE_SIZE = 65536
-
-LOCK_BYTE_OFFSET = 0x40000000  # SQLite's PENDING_BYTE: its page is never stored
-
 _HEADER = struct.Struct(">4sIIIQQqQqqIIQ20s")
 
 _U32 = struct.Struct(">I")
+
+# Header times a datetime can hold (years 1..9999), in Unix milliseconds: Litestream writes
+# the wall clock, so a time outside them is damage (and would overflow every conversion).
+MIN_TIMESTAMP_MS = -62135596800000
+
+MAX_TIMESTAMP_MS = 253402300799999
 
 # CRC-64/GO-ISO: Go hash/crc64 with the ISO table (spec 2.5); catalogue check value below.
 CRC64 = anycrc.Model("CRC64-GO-ISO")
@@ -38,15 +39,6 @@ def crc64(data: bytes, crc: int = 0) -> int:
 def page_checksum(pgno: int, page: bytes) -> int:
     """One page's term of the rolling database checksum (spec 2.5, checksum-tracked files)."""
     return crc64(page, crc64(_U32.pack(pgno))) | CHECKSUM_FLAG
-
-
-def is_valid_page_size(size: int) -> bool:
-    return MIN_PAGE_SIZE <= size <= MAX_PAGE_SIZE and size & (size - 1) == 0
-
-
-def lock_pgno(page_size: int) -> int:
-    """The SQLite lock page (the page holding byte offset 1 GiB), never in an LTX file."""
-    return LOCK_BYTE_OFFSET // page_size + 1
 
 
 @dataclass(frozen=True)
@@ -102,6 +94,8 @@ def header_problem(h: Header) -> str | None:
         return f"header TXID range 0x{h.min_txid:x}-0x{h.max_txid:x} contains zero"
     if h.min_txid > h.max_txid:
         return f"header min TXID 0x{h.min_txid:x} is above max TXID 0x{h.max_txid:x}"
+    if not MIN_TIMESTAMP_MS <= h.timestamp_ms <= MAX_TIMESTAMP_MS:
+        return f"header timestamp {h.timestamp_ms} ms is outside years 1..9999"
     if h.wal_offset < 0 or h.wal_size < 0:
         return f"header WAL offset {h.wal_offset} / size {h.wal_size} is negative"
     if h.wal_offset == 0 and (h.wal_salt1 or h.wal_salt2):

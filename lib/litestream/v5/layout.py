@@ -156,17 +156,6 @@ def _parse_key(key: str, prefix: str, replica_type: str | None) -> tuple[int, in
     return level, txids[0], txids[1]
 
 
-def list_v5(store: ObjectStore, replica_type: str, path: str) -> V5State:
-    """List a replica's LTX files the way Litestream does: one prefix per level on S3
-    (so a large v0.3 ``generations/`` tree next to it is never listed), ``ltx/`` for files."""
-    prefix = v5_prefix(replica_type, path)
-    if replica_type == "file":
-        objects = store.list(prefix)
-    else:
-        objects = [o for level in LEVELS for o in store.list(level_prefix(replica_type, path, level))]
-    return parse_v5_listing(objects, prefix, replica_type)
-
-
 def with_header_times(store: ObjectStore, state: V5State, workers: int = 8) -> V5State:
     """A copy of ``state`` whose files carry their LTX header timestamps.
 

@@ -28,7 +28,8 @@ import lz4.block
 import lz4.frame
 
 from lib.errors import CorruptObject
-from lib.litestream.v5.header import _U32, CHECKSUM_FLAG, HEADER_SIZE, crc64, lock_pgno, page_checksum, parse_header
+from lib.litestream.sqlite import lock_pgno
+from lib.litestream.v5.header import _U32, CHECKSUM_FLAG, HEADER_SIZE, crc64, page_checksum, parse_header
 
 PAGE_HEADER_SIZE = 6  # pgno u32, flags u16 (format version 3)
 

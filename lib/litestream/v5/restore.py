@@ -1,15 +1,9 @@
-"""Restore a Litestream v0.5 (LTX) replica natively: listing, restore plan, apply.
+"""Restore a Litestream v0.5 (LTX) replica natively: apply the plan's files in order into the output file.
 
-Spec: ``docs/formats/litestream-v0.5-ltx.md`` sections 1 (layout) and 3 (restore).
-
-* :func:`v5_prefix` / :func:`parse_v5_listing` turn a store listing into a :class:`V5State`
-  (LTX files per level 0..9, sorted by TXID range).
-* :func:`plan_v5` is Litestream's ``CalcRestorePlan``: a pure function from the state and
-  a :class:`RestoreTarget` to the files to apply, plus findings (``no_backups``,
-  ``missing_snapshot``, ``wal_gap``).
-* :func:`restore_v5` downloads the plan with bounded prefetching, streams every page
-  straight into the output file, and returns a :class:`RestoreOutcome` whose file is
-  byte-identical to ``litestream restore`` (0.5.17) of the same target.
+Spec: ``docs/formats/litestream-v0.5-ltx.md`` section 3. :func:`restore_v5` takes the
+plan from :func:`lib.litestream.v5.plan.plan_v5`, downloads it through the download pool,
+streams every page straight into the output file, and returns a :class:`RestoreOutcome`
+whose file is byte-identical to ``litestream restore`` (0.5.17) of the same target.
 """
 from __future__ import annotations
 
@@ -19,24 +13,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.errors import CorruptObject
-from lib.litestream.outcome import RestoreOutcome, RestoreTarget, file_sha256
-from lib.litestream.pages import STAGE_LIMIT_BYTES, WRITE_RUN_PAGES, write_sorted
-from lib.litestream.v5.header import lock_pgno
+from lib.litestream.layout import FORMAT_V5
+from lib.litestream.outcome import DEFAULT_MAX_RESTORE_BYTES, RestoreOutcome, RestoreTarget, file_sha256
+from lib.litestream.pages import WRITE_RUN_PAGES, PageStage, create_private
+from lib.litestream.sqlite import lock_pgno
 from lib.litestream.v5.layout import LtxFile, V5State, with_header_times
 from lib.litestream.v5.ltx import LtxDecoder, verify_file
 from lib.litestream.v5.plan import plan_v5
 from lib.report.model import Finding, error
 from lib.storage.base import ObjectStore
-from lib.storage.streams import PREFETCH_OBJECTS, _Prefetcher
+from lib.storage.pool import PREFETCH_OBJECTS, Prefetcher
 
 log = logging.getLogger(__name__)
 
 
-FORMAT_V5 = "v0.5"
-
 STAGE_MIN_RUN = 64  # shorter runs of consecutive pages are staged and written sorted
 
-# --------------------------------------------------------------------------- apply
+BITMAP_SCAN_BYTES = 1 << 20  # coverage bitmap bytes examined at a time (no copy of the whole bitmap)
 
 # bytes.translate table: a byte with all eight pages written -> 0, any other -> 1
 _NOT_FULL = bytes(0 if b == 0xFF else 1 for b in range(256))
@@ -46,18 +39,26 @@ class _PageWriter:
     """Writes pages at ``(pgno - 1) * page_size`` and remembers which were written.
 
     Consecutive pages are gathered into runs of up to ``WRITE_RUN_PAGES`` and written
-    with one ``pwritev``; writes stay in arrival order, so the last writer of a page
-    wins. The bitmap holds one bit per page (32 MiB per TiB of 4 KiB pages), grown as
-    pages arrive; the lock page is never written and stays a hole of zeros.
+    with one ``pwritev``; scattered pages are staged and written in page order; writes
+    keep arrival order, so the last writer of a page wins. The bitmap holds one bit per
+    page written (32 MiB per TiB of 4 KiB pages), grown as pages arrive; the lock page is
+    never written and stays a hole of zeros.
     """
 
     def __init__(self, path: Path):
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        self.page_size = 0
+        self.fd = create_private(path)
+        self._stage = PageStage()
         self._bitmap = bytearray()
         self._run: list[bytes] = []
         self._run_start = 0
-        self._staged: dict[int, bytes] = {}  # scattered pages, written sorted (last writer wins)
+
+    @property
+    def page_size(self) -> int:
+        return self._stage.page_size
+
+    @page_size.setter
+    def page_size(self, size: int) -> None:
+        self._stage.page_size = size
 
     def write(self, pgno: int, page: bytes) -> None:
         if pgno != self._run_start + len(self._run) or len(self._run) >= WRITE_RUN_PAGES:
@@ -70,49 +71,54 @@ class _PageWriter:
         """A long run goes straight to disk; short runs (scattered pages of L0 files) are
         staged and written later in page order, ~4x cheaper than random 4 KiB writes."""
         if len(self._run) >= STAGE_MIN_RUN:
-            self._flush_staged()
+            self._stage.write(self.fd)
             os.pwritev(self.fd, self._run, (self._run_start - 1) * self.page_size)
         else:
             for i, page in enumerate(self._run):
-                self._staged[self._run_start + i] = page
-            if len(self._staged) * self.page_size >= STAGE_LIMIT_BYTES:
-                self._flush_staged()
+                self._stage.put(self._run_start + i, page)
+            if self._stage.is_full():
+                self._stage.write(self.fd)
         self._run = []
-
-    def _flush_staged(self) -> None:
-        write_sorted(self.fd, self._staged, self.page_size)
-        self._staged = {}
 
     def flush(self) -> None:
         self._end_run()
-        self._flush_staged()
+        self._stage.write(self.fd)
 
     def _mark(self, pgno: int) -> None:
         bit = pgno - 1
         if bit >> 3 >= len(self._bitmap):
-            self._grow(pgno, double=True)
+            need = (pgno + 7) // 8 - len(self._bitmap)
+            self._bitmap.extend(bytes(max(need, len(self._bitmap))))  # doubling amortises growth
         self._bitmap[bit >> 3] |= 1 << (bit & 7)
 
-    def _grow(self, pages: int, double: bool = False) -> None:
-        """Make the bitmap cover pages 1..pages (doubling, when asked, to amortise growth)."""
-        need = (pages + 7) // 8 - len(self._bitmap)
-        if need > 0:
-            self._bitmap.extend(bytes(max(need, len(self._bitmap)) if double else need))
-
     def first_missing(self, commit: int) -> int | None:
-        """The lowest page in 1..commit (the lock page excepted) never written, or None."""
-        if commit == 0:
-            return None
+        """The lowest page in 1..commit (the lock page excepted) never written, or None.
+
+        Scans the bitmap of pages written a piece at a time and never grows it: pages
+        beyond it were never written, so a header claiming billions of pages costs nothing.
+        """
         lock = lock_pgno(self.page_size)
-        if lock <= commit:
-            self._mark(lock)
-        self._grow(commit)
-        whole = self._bitmap[:commit // 8].translate(_NOT_FULL).find(1)
-        start = whole * 8 if whole >= 0 else commit // 8 * 8
-        for bit in range(start, commit):
-            if not self._bitmap[bit >> 3] & (1 << (bit & 7)):
-                return bit + 1
-        return None
+        pgno = self._first_unwritten(1)
+        if pgno == lock:
+            pgno = self._first_unwritten(lock + 1)
+        return pgno if pgno <= commit else None
+
+    def _first_unwritten(self, start: int) -> int:
+        """The lowest page at or after ``start`` never written."""
+        bit = start - 1
+        if bit >> 3 >= len(self._bitmap):
+            return start
+        byte = self._bitmap[bit >> 3]
+        for k in range(bit & 7, 8):
+            if not byte & (1 << k):
+                return (bit >> 3) * 8 + k + 1
+        view = memoryview(self._bitmap)
+        for offset in range((bit >> 3) + 1, len(view), BITMAP_SCAN_BYTES):
+            at = bytes(view[offset:offset + BITMAP_SCAN_BYTES]).translate(_NOT_FULL).find(1)
+            if at >= 0:
+                byte = view[offset + at]
+                return (offset + at) * 8 + next(k for k in range(8) if not byte & (1 << k)) + 1
+        return len(view) * 8 + 1
 
     def finish(self, commit: int) -> None:
         """Write what is gathered and cut the file to the final commit: pages above it
@@ -132,13 +138,14 @@ class _Applied:
     objects: int = 0
 
 
-def _apply_plan(plan: list[LtxFile], writer: _PageWriter, fetch: _Prefetcher) -> _Applied:
+def _apply_plan(plan: list[LtxFile], writer: _PageWriter, fetch: Prefetcher, max_bytes: int) -> _Applied:
     """Apply every plan file in order; raise CorruptObject at the first bad one."""
     done = _Applied()
     for index, f in enumerate(plan):
         with fetch.reader(index) as reader:
             decoder = LtxDecoder(reader, f.key, (f.min_txid, f.max_txid))
             _check_sequence(f, decoder.header.page_size, done, plan[0])
+            _check_ceiling(f, decoder.header.commit, decoder.header.page_size, max_bytes)
             writer.page_size = done.page_size = decoder.header.page_size
             for pgno, page in decoder.pages():
                 writer.write(pgno, page)
@@ -162,7 +169,14 @@ def _check_sequence(f: LtxFile, page_size: int, done: _Applied, first: LtxFile) 
                                    f"the chain ending at {prev:016x}")
 
 
-def _corrupt_findings(exc: CorruptObject, plan: list[LtxFile], fetch: _Prefetcher) -> list[Finding]:
+def _check_ceiling(f: LtxFile, commit: int, page_size: int, max_bytes: int) -> None:
+    """The header's commit (every page number is at most it) must fit the restore size ceiling."""
+    if commit * page_size > max_bytes:
+        raise CorruptObject(f.key, f"header commit of {commit} pages ({commit * page_size} bytes) is beyond "
+                                   f"the restore size ceiling of {max_bytes} bytes")
+
+
+def _corrupt_findings(exc: CorruptObject, plan: list[LtxFile], fetch: Prefetcher) -> list[Finding]:
     """The corrupt file's finding, plus one for every later plan file that is corrupt too
     (each is still downloaded and checked, never applied)."""
     findings = [_corrupt_finding(exc)]
@@ -182,15 +196,17 @@ def _corrupt_finding(exc: CorruptObject) -> Finding:
 
 
 def restore_v5(store: ObjectStore, state: V5State, out_path: Path, target: RestoreTarget,
-               workers: int = PREFETCH_OBJECTS, digest: bool = True) -> RestoreOutcome:
-    """Restore ``target`` from a listed replica into ``out_path`` (created or overwritten).
+               workers: int = PREFETCH_OBJECTS, digest: bool = True,
+               max_bytes: int = DEFAULT_MAX_RESTORE_BYTES) -> RestoreOutcome:
+    """Restore ``target`` from a listed replica into ``out_path`` (created anew, never through a link).
 
     The file is byte-identical to ``litestream restore`` of the same target. Plan
     findings are returned as they are (a timestamp target first reads every file's header
     time, see :func:`with_header_times`); with a ``wal_gap`` the chain is still applied as far
     as it goes (``position`` says where), though Litestream would refuse. A corrupt LTX
-    file stops the apply: every corrupt file of the plan is reported as ``corrupt_object``
-    and the partial output is deleted (``path`` None).
+    file (a header claiming more than ``max_bytes`` included) stops the apply: every
+    corrupt file of the plan is reported as ``corrupt_object`` and the partial output is
+    deleted (``path`` None).
 
     ``ObjectNotFound`` propagates (Litestream's compaction or retention removed a listed
     file: re-list and retry), as does ``StorageUnavailable``; the partial output is deleted.
@@ -204,20 +220,20 @@ def restore_v5(store: ObjectStore, state: V5State, out_path: Path, target: Resto
         state = with_header_times(store, state)
     plan, outcome.findings = plan_v5(state, target)
     if plan:
-        _restore_plan(store, plan, Path(out_path), outcome, workers)
+        _restore_plan(store, plan, Path(out_path), outcome, workers, max_bytes)
     if digest and outcome.path is not None:
         outcome.sha256 = file_sha256(outcome.path)
     return outcome
 
 
 def _restore_plan(store: ObjectStore, plan: list[LtxFile], out_path: Path, outcome: RestoreOutcome,
-                  workers: int) -> None:
+                  workers: int, max_bytes: int) -> None:
     writer = _PageWriter(out_path)
     applied = None
     try:
-        with _Prefetcher(store, [f.key for f in plan], workers) as fetch:
+        with Prefetcher(store, [f.info for f in plan], workers) as fetch:
             try:
-                applied = _apply_plan(plan, writer, fetch)
+                applied = _apply_plan(plan, writer, fetch, max_bytes)
             except CorruptObject as exc:
                 outcome.findings += _corrupt_findings(exc, plan, fetch)
             finally:
