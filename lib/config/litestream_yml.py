@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from lib.config import envexpand
+from lib.config.directories import DIR_KEYS_READ, build_dir_entry
 from lib.config.environment import _Context, _Defaults, _env_defaults, _kind
 from lib.config.model import Config, DbConfig, ReplicaConfig
 from lib.config.parsing import load_yaml
@@ -37,7 +38,7 @@ TOP_KEYS_READ = frozenset(
      "force-path-style", "skip-verify", "sync-interval"}
 )
 
-DB_KEYS_READ = frozenset({"path", "replica", "replicas"})
+DB_KEYS_READ = frozenset({"path", "replica", "replicas"}) | DIR_KEYS_READ
 
 REPLICA_KEYS_READ = frozenset(
     {"type", "name", "url", "path", "bucket", "endpoint", "region", "access-key-id",
@@ -136,17 +137,18 @@ def _top_defaults(top: Mapping, ctx: _Context) -> _Defaults:
 def _build_db(raw: Any, index: int, ctx: _Context) -> DbConfig:
     key = f"dbs[{index}]"
     raw = ctx.mapping(raw, key)
+    if ctx.text(raw, "dir", key) is not None:
+        return build_dir_entry(raw, key, ctx, _build_replicas)
     path = ctx.text(raw, "path", key)
     if path is None:
-        if raw.get("dir") is not None:
-            raise ctx.fail(
-                f"{key}.dir",
-                "directory replication is not supported by restorable; list each database with path:",
-            )
         raise ctx.fail(f"{key}.path", "the database has no path; set path: to the SQLite file, e.g. /data/app.db")
+    return DbConfig(path=_absolute(path, ctx.cwd), replicas=_build_replicas(raw, key, ctx), written_path=path)
+
+
+def _build_replicas(raw: Mapping, key: str, ctx: _Context) -> tuple[ReplicaConfig, ...]:
     replicas = tuple(_build_replica(entry, entry_key, ctx) for entry_key, entry in _replica_entries(raw, key, ctx))
     _check_unique_names(replicas, key, ctx)
-    return DbConfig(path=_absolute(path, ctx.cwd), replicas=replicas, written_path=path)
+    return replicas
 
 
 def _replica_entries(raw: Mapping, key: str, ctx: _Context) -> list[tuple[str, Any]]:

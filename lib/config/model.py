@@ -116,6 +116,9 @@ class DbConfig:
     path: str  # as written in the config (made absolute, like Litestream does), a URL, or a name
     replicas: tuple[ReplicaConfig, ...]
     written_path: str = ""  # the `path:` exactly as written (before ~ and CWD); "" if unknown
+    # A Litestream 0.5 `dir:` entry (lib.config.directories.DirSpec): a template whose
+    # tenants lib.fleet.tenants finds in the bucket; None for a `path:` database.
+    directory: Any = None
 
 
 @dataclass(frozen=True)
