@@ -24,6 +24,7 @@ from lib.litestream.discover import ReplicaState, discover
 from lib.litestream.layout import FORMAT_V3
 from lib.litestream.outcome import RestoreOutcome, RestoreTarget, file_sha256, race_kinds
 from lib.litestream.v5.restore import restore_v5
+from lib.recovery.step import RecoveryOptions, after_checks
 from lib.report.cost import monthly_cost
 from lib.report.model import DbResult, Finding, Report, Restored, could_not_check, error, warning
 from lib.report.progress import RestoreProgress
@@ -49,6 +50,7 @@ class VerifyOptions:
     scratch_root: Path | None = None
     keep_restored: Path | None = None  # jobs.restore: move the result here instead of deleting it
     cross_check: CrossCheckOptions | None = None  # jobs.verify --cross-check (lib/crosscheck)
+    recovery: RecoveryOptions | None = None  # --drill, the vault (lib/recovery/step.py)
     workers: int = 8  # concurrent downloads per replica
     price_per_gb_month: float = 0.015  # USD, for the cost estimate in the report
 
@@ -131,11 +133,13 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
         outcome = restore_state(store, state, out, options.target, options.workers, digest=False)
     result.timings["restore"] = time.monotonic() - t0
     _record_outcome(result, outcome)
-    _judge(result, outcome, state, store.server_now() or datetime.now(timezone.utc), db_settings, options,
-           replica, previous, workdir)
+    now = store.server_now() or datetime.now(timezone.utc)
+    _judge(result, outcome, state, now, db_settings, options, replica, previous, workdir)
     if options.cross_check is not None:
         cross_check_replica(result, store, state, options.target, workdir, options.cross_check, db_settings, db.path,
                             replica.name)
+    after_checks(db, replica, store, state, result, outcome.path, db_settings, options, workdir, previous, now,
+                 options.target == RestoreTarget())
     if any(f.severity == "error" and f.kind in race_kinds(state.format) for f in result.findings):
         return _listing_changed(store, replica, state, result.findings, options.target)
     if options.keep_restored is not None and outcome.path is not None:

@@ -24,7 +24,8 @@ Below the root each database/replica pair has its own folder::
 ``latest.json`` (schema 1) holds ``status``, ``status_since``, ``checked_at``, ``kinds``,
 ``alerted`` (``good``/``bad``: what the alert recipients were last told), ``last_good``
 (``at``, ``generation``, ``position``, ``format``, ``tables``, ``last_backup_at`` of the
-newest ok/warning run, carried forward through bad runs) and ``report_key``. A run
+newest ok/warning run, carried forward through bad runs), ``drills`` (the last drill of
+each kind, ``lib.recovery.drill``) and ``report_key``. A run
 document is the same plus ``result``, the database's full report JSON.
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any, Mapping
 from lib.config.model import DbConfig, ReplicaConfig
 from lib.config.parsing import ENV_FALSE_WORDS, positive_int
 from lib.errors import ConfigError, ObjectNotFound
+from lib.recovery.drill import carried_drills
 from lib.report.model import OK, WARN, DbResult
 from lib.storage.base import ObjectStore, read_all
 from lib.storage.local import LocalStore
@@ -250,6 +252,7 @@ def build_latest(
         "kinds": sorted({f.kind for f in result.findings}),
         "alerted": alerted,
         "last_good": last_good,
+        "drills": carried_drills(previous.get("drills"), result.extra.get("drill")),
     }
 
 

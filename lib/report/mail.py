@@ -33,6 +33,7 @@ from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from lib.errors import ConfigError, RestorableError
+from lib.recovery.render import mail_facts as recovery_facts
 from lib.units import format_bytes_exact, format_iso, parse_iso
 
 SMTP_TIMEOUT_SECONDS = 20.0
@@ -150,6 +151,7 @@ def facts(alert: Alert) -> list[tuple[str, str]]:
         rows.append(("held in the bucket", held))
     for table, count in sorted((r.get("tables") or {}).items()):
         rows.append((f"rows in {table}", f"{count:,}" if isinstance(count, int) else str(count)))
+    rows += recovery_facts(r)
     total = sum(v for v in (r.get("timings") or {}).values() if isinstance(v, (int, float)))
     if total:
         rows.append(("check took", f"{total:.1f} s"))

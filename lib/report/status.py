@@ -4,7 +4,8 @@ For v0.3: one row per generation (start, end, snapshots, WAL indexes and segment
 bytes), like ``litestream generations``; for v0.5: one row per LTX level (files, TXID
 range, bytes, newest time), like ``litestream ltx``. Plus the restore point
 ``jobs.verify`` would use, the age of the newest object, the bytes held and their
-estimated monthly cost, and the last verification from the history.
+estimated monthly cost, the last verification from the history, and the recovery window,
+the last drill of each kind and the vault's entries (``lib/recovery``).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from lib.litestream.layout import FORMAT_V3, FORMAT_V5
 from lib.litestream.outcome import RestoreTarget
 from lib.litestream.v3.plan import plan_v3
 from lib.litestream.v5.plan import plan_v5
+from lib.recovery.render import status_lines as recovery_status_lines
+from lib.recovery.status import recovery_status
 from lib.report.cost import monthly_cost
 from lib.units import format_duration, format_iso
 
@@ -36,13 +39,14 @@ class ReplicaStatus:
     monthly_cost_usd: float = 0.0
     last_verification: dict[str, Any] | None = None
     error: str | None = None
+    recovery: dict[str, Any] | None = None  # window, last drills, vault entries (lib/recovery/status.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "db": self.db, "replica": self.replica, "location": self.location, "format": self.format,
             "rows": self.rows, "restore_point": self.restore_point, "newest": format_iso(self.newest),
             "bytes": self.bytes, "monthly_cost_usd": self.monthly_cost_usd,
-            "last_verification": self.last_verification, "error": self.error,
+            "last_verification": self.last_verification, "error": self.error, "recovery": self.recovery,
         }
 
 
@@ -81,8 +85,10 @@ def restore_point(state: ReplicaState) -> str | None:
     return None
 
 
-def replica_status(db: DbConfig, replica: ReplicaConfig, price: float, history_doc=None) -> ReplicaStatus:
-    """List one replica and summarise it; storage errors land in ``error``."""
+def replica_status(db: DbConfig, replica: ReplicaConfig, price: float, history_doc=None,
+                   environ=None) -> ReplicaStatus:
+    """List one replica and summarise it; storage errors land in ``error``. ``environ`` names
+    the vault (``RESTORABLE_VAULT_*``), whose entries are listed too."""
     status = ReplicaStatus(db=db.path, replica=replica.name, location=replica.describe(), format=None)
     try:
         state = discover(replica.open_store(), replica)
@@ -96,6 +102,7 @@ def replica_status(db: DbConfig, replica: ReplicaConfig, price: float, history_d
     status.bytes = state.bytes
     status.monthly_cost_usd = monthly_cost(state.bytes, price)
     status.last_verification = history_doc
+    status.recovery = recovery_status(db, state, history_doc, environ or {})
     return status
 
 
@@ -129,5 +136,6 @@ def render_status(statuses: list[ReplicaStatus], now: datetime | None = None) ->
         if st.last_verification:
             lv = st.last_verification
             out.append(f"  last verification: {lv.get('status', '?')} at {lv.get('checked_at', lv.get('at', '?'))}")
+        out += recovery_status_lines(st.recovery or {})
         out.append("")
     return "\n".join(out)

@@ -7,6 +7,7 @@ import sys
 from datetime import datetime, timezone
 
 from lib.crosscheck.text import cross_check_line
+from lib.recovery.render import report_lines as recovery_lines
 from lib.report.model import DbResult, Report
 from lib.report.scrub import Scrubber
 from lib.units import format_duration
@@ -50,6 +51,7 @@ def _render_result(result: DbResult, now: datetime) -> list[str]:
         lines.append(f"       not counted (virtual tables): {virtual}")
     if "cross_check" in result.extra:
         lines.append("       " + cross_check_line(result.extra["cross_check"]))
+    lines += ["       " + line for line in recovery_lines(result.extra)]
     for finding in result.findings:
         where = f" ({finding.object})" if finding.object else ""
         lines.append(f"       {finding.severity}: [{finding.kind}] {finding.message}{where}")
