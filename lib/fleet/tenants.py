@@ -18,6 +18,8 @@ from typing import Any, Iterable
 from lib.config.directories import DirSpec, clean_posix, tenant_replica_path
 from lib.config.model import Config, DbConfig, ReplicaConfig
 from lib.fleet.prelisted import Prelisting, PrelistedStore
+from lib.litestream.v3.layout import v3_generations_prefix
+from lib.litestream.v5.layout import v5_prefix
 from lib.storage.base import ObjectInfo, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -39,9 +41,7 @@ class TenantReplica(ReplicaConfig):
 
     def open_store(self) -> ObjectStore:
         store = super().open_store()
-        if self.prelisting is not None and self.prelisting.claim():
-            return PrelistedStore(store, self.prelisting)
-        return store
+        return store if self.prelisting is None else PrelistedStore(store, self.prelisting)
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,9 @@ def _tenant_replica(replica: ReplicaConfig, rel: str, listing: Listing) -> Tenan
         if replica.type == "file":  # a file store is rooted at the tenant's folder
             strip = len(rel) + 1
             objects = [ObjectInfo(o.key[strip:], o.size, o.last_modified) for o in objects]
-        prelisting = Prelisting(objects, listing.server_now)
     fields = {name: getattr(replica, name) for name in replica.__dataclass_fields__}
     fields["path"] = tenant_replica_path(replica, rel)
+    if objects is not None:
+        prefixes = (v3_generations_prefix(replica.type, fields["path"]), v5_prefix(replica.type, fields["path"]))
+        prelisting = Prelisting(objects, listing.server_now, prefixes)
     return TenantReplica(**fields, prelisting=prelisting)
