@@ -196,3 +196,22 @@ fi
     assert saved["reproduce"].startswith(f"{wrapper} restore -o OUT file://")
     # the scratch directory of the run itself is gone; only the evidence stays
     assert [p.name for p in scratch.iterdir()] == [evidence.name]
+
+
+def test_the_setting_asks_for_it_without_the_flag(v5_file_replica, tmp_path):
+    settings = tmp_path / "restorable.yml"
+    settings.write_text(f"dbs:\n  {v5_file_replica.db_path}:\n    cross-check: true\n")
+    env = restorable_env({"RESTORABLE_LITESTREAM_BIN": BOTH_BINS})
+    proc = run_job("jobs.verify", "--config", v5_file_replica.config_path, "--settings", settings, "--json",
+                   "--max-age", "7d", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)["databases"][0]
+    assert result["cross_check"]["status"] == "agree"
+    assert result["cross_check"]["litestream"]["version"] == V5
+
+
+def test_no_cross_check_unless_asked(v5_file_replica):
+    env = restorable_env({"RESTORABLE_LITESTREAM_BIN": BOTH_BINS})
+    proc = run_job("jobs.verify", "--config", v5_file_replica.config_path, "--json", "--max-age", "7d", env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "cross_check" not in json.loads(proc.stdout)["databases"][0]

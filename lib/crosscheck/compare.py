@@ -50,7 +50,7 @@ def inspect(side: Side, path: Path) -> Side:
     with integrity.open_readonly(path) as db:
         side.integrity = [f.message for f in integrity.integrity(db)]
         if not side.integrity:
-            side.tables, _ = counts.count_rows(db)
+            side.tables = dict(counts.count_rows(db).tables)
     return side
 
 
