@@ -8,7 +8,6 @@ backup is damaged. Exit codes are listed below.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Mapping
 
@@ -43,16 +42,39 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             known = ", ".join(db.path for db in config.dbs)
             raise ConfigError(f"the config has {len(config.dbs)} databases; choose one with --db (known: {known})")
         out = Path(args.output).absolute()
-        if out.exists() and not args.force:
-            raise ConfigError(f"output {out} already exists; remove it or pass --force")
-        return restore_to(config.dbs[0], args, out)
+        check_output(out, args.force)
+        cli.check_replica_paths(config, args.replica)
+        return restore_to(config.dbs[0], args, out, environ)
 
     cli.tune_process()
     cli.install_signal_handlers()
-    return cli.guarded(body)
+    return cli.guarded(body, environ=environ)
 
 
-def restore_to(db, args, out: Path) -> int:
+def check_output(out: Path, force: bool) -> None:
+    """Refuse an OUT that could not take the result, before anything is downloaded.
+
+    :raises ConfigError: OUT's folder is missing, is not a folder or is not writable;
+        OUT is a folder; OUT exists without ``--force``.
+    """
+    folder = out.parent
+    if not folder.is_dir():
+        problem = "is not a folder" if folder.exists() or _under_a_file(folder) else "does not exist"
+        raise ConfigError(f"-o {out}: the folder {folder} {problem}; create the folder or choose another -o")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"-o {out}: the folder {folder} is not writable by this user; choose another -o")
+    if out.is_dir():
+        raise ConfigError(f"-o {out} is a folder; name a file, e.g. -o {out / 'restored.db'}")
+    if out.exists() and not force:
+        raise ConfigError(f"output {out} already exists; remove it or pass --force")
+
+
+def _under_a_file(path: Path) -> bool:
+    """Whether some parent of ``path`` is a file (``/etc/passwd/x``)."""
+    return any(parent.exists() and not parent.is_dir() for parent in path.parents)
+
+
+def restore_to(db, args, out: Path, environ: Mapping[str, str]) -> int:
     """Restore ``db``'s replica to ``out``; nothing is written there when the backup is damaged."""
     replica = next(r for r in db.replicas if args.replica in (None, r.name))
     tmp = out.with_name(f".{out.name}.restorable-tmp")
@@ -60,7 +82,7 @@ def restore_to(db, args, out: Path) -> int:
     try:
         restored = restore_relisting(replica, tmp, target, digest=args.sha256)
         if restored is None:
-            print(f"restorable: no Litestream backups found at {replica.describe()}", file=sys.stderr)
+            cli.say(f"restorable: no Litestream backups found at {replica.describe()}", environ)
             return EXIT_FAILED
         state, outcome = restored
         findings = list(outcome.findings)
@@ -71,15 +93,15 @@ def restore_to(db, args, out: Path) -> int:
                 findings += checks.integrity(sdb)
         for f in findings:
             where = f" ({f.object})" if f.object else ""
-            print(f"restorable: {f.severity}: [{f.kind}] {f.message}{where}", file=sys.stderr)
+            cli.say(f"restorable: {f.severity}: [{f.kind}] {f.message}{where}", environ)
         if outcome.path is None or any(f.severity == "error" for f in findings):
-            print(f"restorable: backup is damaged; nothing written to {out}", file=sys.stderr)
+            cli.say(f"restorable: backup is damaged; nothing written to {out}", environ)
             return EXIT_FAILED
         publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     digest = f", sha256 {outcome.sha256}" if outcome.sha256 else ""
-    print(f"restored {state.format} {outcome.position} to {out} ({outcome.bytes:,} bytes{digest})", file=sys.stderr)
+    cli.say(f"restored {state.format} {outcome.position} to {out} ({outcome.bytes:,} bytes{digest})", environ)
     return EXIT_OK
 
 

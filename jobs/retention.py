@@ -16,7 +16,6 @@ from typing import Mapping
 
 from lib import cli
 from lib.config.parsing import positive_int
-from lib.config.settings import load_settings
 from lib.config.settings_model import DEFAULT_MAX_RUNTIME, max_runtime_seconds
 from lib.errors import EXIT_CODES_HELP
 from lib.report.logs import setup_logging
@@ -52,10 +51,11 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     def body() -> int:
         args = parse_args(argv)
         override = parse_duration(args.retention, "--retention") if args.retention else None
-        config = cli.load_config(args, environ)
-        settings = load_settings(args.settings, environ)
+        config, settings = cli.load_run_config(args, environ)
         setup_logging(environ, secrets=config.secrets())
-        report = run(config, settings, verify_options(args, environ))
+        options = verify_options(args, environ)
+        cli.check_replica_paths(config, args.replica)
+        report = run(config, settings, options)
         for (db, replica), result in zip(targets(config, args.replica), report.results):
             apply_retention(db, replica, result, settings.for_db(db.path), args, override, environ, now)
         print_report(report, args.json, config.secrets())
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
     cli.tune_process()
     cli.install_signal_handlers()
-    return cli.guarded(body)
+    return cli.guarded(body, environ=environ)
 
 
 def verify_options(args, environ: Mapping[str, str]):

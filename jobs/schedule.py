@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                         SCHEDULE_SECONDS_VAR, ENV_SCHEDULE)
         return Worker(options, environ).serve()
 
-    return cli.guarded(body)
+    return cli.guarded(body, environ=environ)
 
 
 if __name__ == "__main__":

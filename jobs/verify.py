@@ -15,7 +15,6 @@ from typing import Mapping
 from lib import cli
 from lib.config.overrides import with_overrides
 from lib.config.parsing import positive_int
-from lib.config.settings import load_settings
 from lib.config.settings_model import DEFAULT_MAX_RUNTIME, max_runtime_seconds
 from lib.crosscheck.binary import candidates
 from lib.crosscheck.run import CrossCheckOptions
@@ -94,13 +93,13 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     def body() -> int:
         nonlocal notifier
         args = parse_args(argv)
-        config = cli.load_config(args, environ)
-        settings = load_settings(args.settings, environ)
+        config, settings = cli.load_run_config(args, environ)
         if args.print_config:
             settings = with_overrides(settings, max_age=args.max_age, allow_empty=args.allow_empty)
             cli.print_config(config, settings, args.json, environ)
             return 0
         options = build_options(args, environ)
+        cli.check_replica_paths(config, args.replica)
         setup_logging(environ, secrets=config.secrets())
         notifier = RunNotifier.from_environ(environ, secrets=config.secrets(), job="verify")
         notifier.run_started()
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
     cli.tune_process()
     cli.install_signal_handlers()
-    return cli.guarded(body, abort)
+    return cli.guarded(body, abort, environ)
 
 
 if __name__ == "__main__":

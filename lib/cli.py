@@ -13,26 +13,46 @@ import os
 import signal
 import sys
 import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 from datetime import datetime, timezone
-from typing import Callable, Mapping
+from typing import Callable, Mapping, TypeVar
 
 import yaml
 
 from lib.config import sources
 from lib.config.effective import effective_config
+from lib.config.model import Config
+from lib.config.replicas import check_file_replica
+from lib.config.settings import check_blocks_match, load_settings
+from lib.fleet import settings as fleet_settings
+from lib.fleet import tenants
+from lib.config.settings_model import Settings
 from lib.errors import (
     EXIT_CODES_HELP,
     EXIT_CONFIG,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     ConfigError,
+    DeadlineExceeded,
     Interrupted,
     RestorableError,
 )
-from lib.report.scrub import Scrubber
+from lib.report.scrub import REDACTED, Scrubber, secrets_from_environ
 from lib.scratch import Scratch
+from lib.storage.pool import SIGNAL_POLL_SECONDS
 
 log = logging.getLogger("restorable")
+
+T = TypeVar("T")
+
+# Secrets of the configs loaded in this process, for scrubbing what the jobs print.
+_CONFIG_SECRETS: list[str] = []
+
+# A secret cut short in a message (``show`` shortens long values) is still redacted
+# when at least this many of its first characters appear.
+SECRET_PREFIX_CHARS = 12
 
 
 class Parser(argparse.ArgumentParser):
@@ -81,19 +101,57 @@ def parse_txid(text: str) -> int:
     return value
 
 
-def load_config(args: argparse.Namespace, environ: Mapping[str, str]):
+def load_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     """The Config to verify, filtered by ``--db``.
 
     Source precedence (``lib.config.sources.load_effective``): replica URLs, ``--config``,
     ``$RESTORABLE_REPLICAS``, ``$LITESTREAM_CONFIG``, ``./litestream.yml``, ``/etc/litestream.yml``.
+
+    :raises ConfigError: a bad source, ``--db`` or ``--replica``.
     """
+    return _selected(_load_all(args, environ), args)
+
+
+def load_run_config(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Config, Settings]:
+    """``load_config`` plus the settings (``--settings``); every settings block must name a database.
+
+    Blocks are matched against every database of the config, not only those ``--db`` picks.
+
+    :raises ConfigError: as ``load_config``, a bad settings file, or a block naming no database.
+    """
+    config = _load_all(args, environ)
+    settings, fleet_keys = fleet_settings.for_tenants(load_settings(args.settings, environ), config)
+    check_blocks_match(settings, [db.path for db in config.dbs] + fleet_keys)
+    return _selected(config, args), settings
+
+
+def _load_all(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
     config = sources.load_effective(list(args.urls), args.config, environ)
+    _CONFIG_SECRETS.extend(config.secrets())
+    config = tenants.expand(config)  # dir: entries -> their tenants, one listing per replica
+    return config
+
+
+def _selected(config: Config, args: argparse.Namespace) -> Config:
     if args.db:
         config = type(config)(source=config.source, dbs=sources.select_dbs(config, args.db), overridden=config.overridden)
     if args.replica and not any(r.name == args.replica for db in config.dbs for r in db.replicas):
         names = sorted({r.name for db in config.dbs for r in db.replicas})
         raise ConfigError(f"--replica {args.replica}: no replica with that name (replicas: {', '.join(names)})")
     return config
+
+
+def check_replica_paths(config: Config, replica_name: str | None) -> None:
+    """Refuse file replicas (those ``--replica`` picks) whose path is missing or not a folder.
+
+    Called once the flags are known to be good, so that their errors come first.
+
+    :raises ConfigError: naming the path and where it came from.
+    """
+    for db in config.dbs:
+        for replica in db.replicas:
+            if replica_name in (None, replica.name):
+                check_file_replica(replica)
 
 
 def add_print_config_arg(parser: argparse.ArgumentParser) -> None:
@@ -168,8 +226,15 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGINT, _raise_interrupted)
 
 
-def guarded(body: Callable[[], int], on_abort: Callable[[str], None] | None = None) -> int:
-    """Run a job body and map every way it can end to an exit code (the only such place)."""
+def guarded(body: Callable[[], int], on_abort: Callable[[str], None] | None = None,
+            environ: Mapping[str, str] | None = None) -> int:
+    """Run a job body and map every way it can end to an exit code (the only such place).
+
+    Every message printed here is scrubbed of the secrets in ``environ`` (default
+    ``os.environ``) and in the configs loaded meanwhile, even when the config itself
+    failed to load (``RESTORABLE_REPLICAS`` set to a secret by mistake).
+    """
+    environ = os.environ if environ is None else environ
     try:
         return body()
     except Interrupted as exc:
@@ -180,18 +245,44 @@ def guarded(body: Callable[[], int], on_abort: Callable[[str], None] | None = No
         _abort(on_abort, "interrupted")
         return EXIT_INTERRUPTED
     except ConfigError as exc:
-        print(f"restorable: error: {exc}", file=sys.stderr)
+        say(f"restorable: error: {exc}", environ)
         return EXIT_CONFIG
     except RestorableError as exc:
-        print(f"restorable: error: {exc}", file=sys.stderr)
-        _abort(on_abort, str(exc))
+        say(f"restorable: error: {exc}", environ)
+        _abort(on_abort, scrubbed(str(exc), environ))
         return exc.exit_code
     except Exception as exc:  # a bug: one line for the operator, the traceback at debug level
         log.debug("internal error", exc_info=True)
-        print(f"restorable: internal error: {type(exc).__name__}: {exc} (rerun with LOG_LEVEL=debug for details)",
-              file=sys.stderr)
+        say(f"restorable: internal error: {type(exc).__name__}: {exc} (rerun with LOG_LEVEL=debug for details)",
+            environ)
         _abort(on_abort, f"internal error: {type(exc).__name__}")
         return EXIT_INTERNAL
+
+
+def say(message: str, environ: Mapping[str, str], stream=None) -> None:
+    """Print one scrubbed line (``scrubbed``) to ``stream`` (default stderr)."""
+    print(scrubbed(message, environ), file=stream or sys.stderr)
+
+
+def scrubbed(text: str, environ: Mapping[str, str]) -> str:
+    """``text`` without the secrets of ``environ`` and of the loaded configs, whole or cut short."""
+    secrets = [*_CONFIG_SECRETS, *secrets_from_environ(environ)]
+    return _without_secret_prefixes(Scrubber(secrets).text(text), secrets)
+
+
+def _without_secret_prefixes(text: str, secrets: list[str]) -> str:
+    """Redact what remains of a secret whose first ``SECRET_PREFIX_CHARS`` characters appear."""
+    for secret in secrets:
+        if len(secret) < SECRET_PREFIX_CHARS:
+            continue
+        start = text.find(secret[:SECRET_PREFIX_CHARS])
+        while start != -1:
+            end = start + SECRET_PREFIX_CHARS
+            while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+                end += 1
+            text = text[:start] + REDACTED + text[end:]
+            start = text.find(secret[:SECRET_PREFIX_CHARS], start + len(REDACTED))
+    return text
 
 
 def _abort(on_abort, reason: str) -> None:
@@ -214,6 +305,23 @@ def bounded(work: Callable[[], None], seconds: float, what: str) -> None:
     thread.join(max(0.0, seconds))
     if thread.is_alive():
         log.warning("%s did not finish within %.0fs; giving up on it", what, seconds)
+
+
+def result_by(future: Future[T], deadline: float, what: str) -> T:
+    """``future``'s result, waited for in short slices (signal handlers run) until ``deadline``.
+
+    :param deadline: a ``time.monotonic()`` value.
+    :raises DeadlineExceeded: the deadline passed first; the work is not waited for.
+    """
+    while True:
+        try:
+            return future.result(timeout=min(SIGNAL_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+        except FuturesTimeout:
+            if future.done():
+                return future.result()
+            if time.monotonic() >= deadline:
+                raise DeadlineExceeded(f"{what} did not finish within the maximum runtime "
+                                       "(--max-runtime / RESTORABLE_MAX_RUNTIME)") from None
 
 
 def exit_now(code: int) -> None:

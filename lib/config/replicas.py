@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from lib.config.environment import ACCESS_KEY_VARS, BUCKET_VARS, SECRET_KEY_VARS, _Context, _join
 from lib.config.model import DEFAULT_ORIGIN, DEFAULT_SYNC_INTERVAL, SUPPORTED_TYPES, ReplicaConfig
+from lib.config.parsing import printable
 from lib.config.urls import S3Url, looks_like_url, parse_file_url, parse_s3_url, show, url_scheme
 from lib.errors import ConfigError
 
@@ -78,6 +80,31 @@ def _file_replica(raw: Mapping, url: str | None, key: str, ctx: _Context) -> Rep
     return ReplicaConfig(name="file", type="file", path=_absolute(path, ctx.cwd), origins=(("path", origin),))
 
 
+def check_file_replica(replica: ReplicaConfig) -> None:
+    """Refuse a file replica whose path is missing or is not a folder, before any listing.
+
+    A file, a device or a missing path can never hold a backup: retrying it and calling
+    the run inconclusive would hide a wrong path (or an unmounted volume) for good.
+    Other failures (permissions) are left to the run, which reports them.
+
+    :raises ConfigError: naming the path, where it came from and the fix.
+    """
+    if replica.type != "file":
+        return
+    try:
+        mode = os.stat(replica.path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        problem = "does not exist"
+    except OSError:
+        return
+    else:
+        if stat.S_ISDIR(mode):
+            return
+        problem = "is a regular file" if stat.S_ISREG(mode) else "is not a folder (a device, socket or pipe)"
+    raise ConfigError(f"{replica.origin('path')}: file replica {printable(replica.path)} {problem}; name the replica "
+                      "folder Litestream writes to (is its volume mounted?)")
+
+
 def _s3_replica(raw: Mapping, url: str | None, key: str, ctx: _Context) -> ReplicaConfig:
     url_origin = ctx.where(_join(key, "url"))
     if url is not None:
@@ -112,6 +139,8 @@ def _s3_replica(raw: Mapping, url: str | None, key: str, ctx: _Context) -> Repli
     if not fields["bucket"][0]:
         raise _missing_bucket(key, url is not None, ctx)
     _check_bucket(*fields["bucket"])
+    if fields["region"][0] is not None:
+        _check_region(*fields["region"])
     origins = {name: origin for name, (value, origin) in fields.items() if value is not None and origin}
     origins["path"] = path_origin
     return ReplicaConfig(name="s3", type="s3", path=parsed.path, origins=tuple(origins.items()),
@@ -139,6 +168,20 @@ def _check_bucket(bucket: str, origin: str) -> None:
             "it looks like an unresolved variable reference: Railway fills ${{Service.VARIABLE}} only when "
             "that service and variable exist, and litestream.yml needs ${VARIABLE}")
     raise ConfigError(f"{origin}: bucket {show(bucket)} is not a valid bucket name; {hint}")
+
+
+# botocore's own rule for a region name (a DNS label); anything else fails when the client is made.
+_VALID_REGION = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _check_region(region: str, origin: str) -> None:
+    """Refuse a region no S3 client accepts (``us east 1``), naming where it came from.
+
+    :raises ConfigError: the region is not a DNS label of letters, digits and ``-``.
+    """
+    if not _VALID_REGION.fullmatch(region):
+        raise ConfigError(f"{origin}: region {show(region)} is not a valid region name; use letters, digits and "
+                          "'-', e.g. us-east-1 or auto")
 
 
 def _missing_bucket(key: str, from_url: bool, ctx: _Context) -> ConfigError:

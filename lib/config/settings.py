@@ -81,13 +81,36 @@ def parse_settings(document: Any, source: str) -> Settings:
     defaults = _merge(DbSettings(), top.get("defaults") or {}, source, "defaults")
     blocks = _mapping(top.get("dbs") or {}, f"{source}: dbs")
     per_db: dict[str, DbSettings] = {}
+    written: dict[str, str] = {}
     for raw_key, block in blocks.items():
         key = _normalise_key(str(raw_key))
         label = f"dbs.{printable(str(raw_key))}"
         if key in per_db:
             raise ConfigError(f"{source}: {label}: names the same database as another entry; merge them")
         per_db[key] = _merge(defaults, block or {}, source, label)
-    return Settings(source=source, defaults=defaults, per_db=MappingProxyType(per_db))
+        written[key] = str(raw_key)
+    return Settings(source=source, defaults=defaults, per_db=MappingProxyType(per_db),
+                    written_keys=MappingProxyType(written))
+
+
+def check_blocks_match(settings: Settings, db_paths: list[str]) -> None:
+    """Refuse a per-database block that names none of ``db_paths``.
+
+    Such a block is never applied, so its expect-tables, min-rows and probes would
+    silently go unchecked while runs pass (a block keyed ``/data/app.db`` while the
+    replica comes from ``RESTORABLE_REPLICAS=app=...``, whose database is called ``app``).
+
+    :raises ConfigError: naming the first such block and the databases that exist.
+    """
+    unmatched = settings.unmatched(db_paths)
+    if not unmatched:
+        return
+    names = [printable(settings.written_keys.get(key, key)) for key in unmatched]
+    others = f" (also {', '.join(names[1:])})" if len(names) > 1 else ""
+    raise ConfigError(
+        f"{settings.source}: dbs.{names[0]}: names no database of this config{others}, so its settings would "
+        f"never apply; key it by one of: {', '.join(map(printable, db_paths))} (a path or its file name)"
+    )
 
 # ------------------------------------------------------------------------ one block's keys
 

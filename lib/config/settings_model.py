@@ -100,6 +100,8 @@ class Settings:
     source: str | None  # the file read, or None for built-in defaults
     defaults: DbSettings = DbSettings()
     per_db: Mapping[str, DbSettings] = field(default_factory=lambda: MappingProxyType({}))
+    # per_db's keys as written in the file (they are compared normalised), for messages.
+    written_keys: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), compare=False)
 
     def for_db(self, db_path: str) -> DbSettings:
         """Settings for ``db_path``: its block by exact path, else by basename, else defaults.
