@@ -18,6 +18,7 @@ from lib.config.parsing import positive_int
 from lib.config.settings_model import DEFAULT_MAX_RUNTIME, max_runtime_seconds
 from lib.crosscheck.binary import candidates
 from lib.crosscheck.run import CrossCheckOptions
+from lib.fleet import run as fleet_run
 from lib.litestream.outcome import RestoreTarget
 from lib.report.cost import price_per_gb_month
 from lib.report.logs import setup_logging
@@ -53,6 +54,7 @@ def parse_args(argv: list[str] | None):
                         "in the settings")
     parser.add_argument("--keep-evidence", action="store_true", help="when the cross-check finds a restorable bug, "
                         "keep the objects and both restores in the scratch directory")
+    fleet_run.add_args(parser)
     cli.add_print_config_arg(parser)
     return parser.parse_args(argv)
 
@@ -99,15 +101,18 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             cli.print_config(config, settings, args.json, environ)
             return 0
         options = build_options(args, environ)
+        fleet = fleet_run.options_from(args, environ)
         cli.check_replica_paths(config, args.replica)
         setup_logging(environ, secrets=config.secrets())
         notifier = RunNotifier.from_environ(environ, secrets=config.secrets(), job="verify")
         notifier.run_started()
+        config = fleet_run.plan(config, fleet, notifier, options.deadline)
+        options.fleet_order = fleet_run.is_fleet(config, fleet)
         report = run(config, settings, options, notifier)
         pairs = targets(config, options.replica_name)
         if options.target == RestoreTarget():
             apply_retention_all(pairs, report, settings, args, environ)
-        finished = [(db, rep, res) for (db, rep), res in zip(pairs, report.results)]
+        finished = fleet_run.finish(pairs, report.results, fleet)
         cli.bounded(lambda: notifier.run_finished(report, finished), reporting_budget(options), "reporting")
         print_report(report, args.json, config.secrets())
         return report.exit_code()

@@ -20,6 +20,7 @@ from lib.config.model import Config, DbConfig, ReplicaConfig
 from lib.crosscheck.run import CrossCheckOptions
 from lib.crosscheck.run import apply as cross_check_replica
 from lib.errors import ObjectNotFound, StorageUnavailable
+from lib.fleet.budget import not_verified
 from lib.litestream.discover import ReplicaState, discover
 from lib.litestream.layout import FORMAT_V3
 from lib.litestream.outcome import RestoreOutcome, RestoreTarget, file_sha256, race_kinds
@@ -53,6 +54,9 @@ class VerifyOptions:
     recovery: RecoveryOptions | None = None  # --drill, the vault (lib/recovery/step.py)
     workers: int = 8  # concurrent downloads per replica
     price_per_gb_month: float = 0.015  # USD, for the cost estimate in the report
+    # lib.fleet: targets come oldest-verified first, so one never started by the deadline is
+    # "not verified this run" (a warning, lib.fleet.budget), not inconclusive.
+    fleet_order: bool = False
 
 # --------------------------------------------------------------------------- one replica
 
@@ -254,7 +258,7 @@ def run(config: Config, settings, options: VerifyOptions, notifier=None) -> Repo
         for db, replica in pairs:
             fut = pool.submit(verify_replica, db, replica, settings.for_db(db.path), options, scratch, notifier)
             futures[fut] = (db, replica)
-        results = _collect(futures, options.deadline)
+        results = _collect(futures, options.deadline, options.fleet_order)
         report.results = [results[f] for f in futures]
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -263,7 +267,8 @@ def run(config: Config, settings, options: VerifyOptions, notifier=None) -> Repo
     return report
 
 
-def _collect(futures: dict[Future, tuple[DbConfig, ReplicaConfig]], deadline: float | None) -> dict[Future, DbResult]:
+def _collect(futures: dict[Future, tuple[DbConfig, ReplicaConfig]], deadline: float | None,
+             fleet_order: bool = False) -> dict[Future, DbResult]:
     results: dict[Future, DbResult] = {}
     pending = set(futures)
     while pending:
@@ -279,7 +284,9 @@ def _collect(futures: dict[Future, tuple[DbConfig, ReplicaConfig]], deadline: fl
         if deadline is not None and time.monotonic() >= deadline and pending:
             for fut in pending:
                 db, replica = futures[fut]
-                results[fut] = DbResult(db=db.path, replica=replica.name, findings=[_deadline_finding(replica)])
+                unstarted = fleet_order and not fut.running() and not fut.done()
+                finding = not_verified(replica) if unstarted else _deadline_finding(replica)
+                results[fut] = DbResult(db=db.path, replica=replica.name, findings=[finding])
             break
     return results
 
