@@ -131,7 +131,7 @@ def keep_failure(dest: Path, replica: RecordingReplica, result, fmt: str, binary
     summary = {"status": result.status, "position": result.position, "generation": result.generation,
                "findings": [f.to_json() for f in result.findings], "attempts": len(replica.recordings),
                "frozen_restorable": ours.to_json(), "frozen_litestream": theirs.to_json(),
-               "same_damage_in_litestream_restore": bool(ours.integrity) and bool(theirs.integrity)}
+               "litestream_restore_also_unsound": not ours.sound and not theirs.sound}
     (dest / "result.json").write_text(json.dumps(summary, indent=1))
     return summary
 

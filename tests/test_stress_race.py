@@ -16,6 +16,7 @@ segments are moved aside (not uploaded yet).
 """
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -27,6 +28,7 @@ import pytest
 
 import lib.litestream.v3.restore  # noqa: F401  warm: the first verification must be as quick as a later one
 
+from bench.stress_evidence import RecordingReplica, keep_failure
 from lib.config.settings_model import Settings
 from lib.config.sources import load
 from lib.crosscheck.binary import Binary
@@ -61,12 +63,12 @@ def snapshot_ahead_of_its_wal(replica, aside: Path) -> list[Path]:
     return held
 
 
-def verify(replica, tmp_path: Path):
+def verify(replica, tmp_path: Path, wrap=lambda r: r):
     config = load(str(replica.config_path), {})
     db = config.dbs[0]
     scratch = Scratch(tmp_path)
     try:
-        return verify_replica(db, db.replicas[0], Settings(source=None).for_db(db.path),
+        return verify_replica(db, wrap(db.replicas[0]), Settings(source=None).for_db(db.path),
                               VerifyOptions(max_age_seconds=7 * 86400.0), scratch)
     finally:
         scratch.cleanup()
@@ -109,6 +111,32 @@ def test_litestream_restore_of_that_moment_fails_too(v3_file_replica, clone, tmp
     theirs = restore_theirs(Binary(str(litestream_bin(V3)), V3), replica.replica_dir, tmp_path / "ls.db", {})
     said = theirs.failed or (theirs.integrity or ["sound"])[0]
     assert MALFORMED in said, said  # 0.3.13: "cannot apply wal: database disk image is malformed", exit 1
+
+
+@pytest.mark.slow
+def test_the_stress_harness_keeps_what_a_failed_verification_read(v3_file_replica, clone, tmp_path):
+    """bench/stress.py's evidence: objects copied as they were read, so Litestream deleting them
+    later loses nothing; both restores of the frozen copy say the damage is in the objects."""
+    replica = clone(v3_file_replica)
+    snapshot_ahead_of_its_wal(replica, tmp_path / "aside")
+    recorded = []
+    result = verify(replica, tmp_path, wrap=lambda r: recorded.append(RecordingReplica(r)) or recorded[-1])
+    assert result.status == "failed"
+    shutil.rmtree(replica.replica_dir / "generations")  # Litestream's retention, after the fact
+    evidence = tmp_path / "evidence"
+    summary = keep_failure(evidence, recorded[0], result, "v0.3", Binary(str(litestream_bin(V3)), V3), "the log")
+    assert summary["findings"][0]["kind"] == "integrity"
+    assert MALFORMED in summary["frozen_restorable"]["integrity"][0]  # the same verdict from the kept objects
+    assert MALFORMED in summary["frozen_litestream"]["failed"]  # and litestream restore of them fails alike
+    assert summary["litestream_restore_also_unsound"] is True
+    listed = {o[0] for attempt in json.loads((evidence / "listings.json").read_text()) for listing in attempt
+              for o in listing["objects"]}
+    read = {p.relative_to(evidence / "objects" / "attempt1").as_posix()
+            for p in (evidence / "objects" / "attempt1").rglob("*") if p.is_file()}
+    assert any(k.endswith(".snapshot.lz4") for k in read) and any(k.endswith(".wal.lz4") for k in read)
+    assert read <= listed  # every object read, as listed
+    assert any((evidence / "frozen" / "generations").rglob("*.snapshot.lz4"))
+    assert (evidence / "restorable.db").exists() and (evidence / "litestream.log").read_text() == "the log"
 
 
 # --------------------------------------------------------------------------- settle_delay (pure)
