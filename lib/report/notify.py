@@ -35,6 +35,7 @@ from typing import Any, Mapping
 
 from lib.config.model import DbConfig, ReplicaConfig
 from lib.errors import ConfigError
+from lib.fleet import digest
 from lib.report import chat, history, mail
 from lib.report.advice import BAD, GOOD, PROBLEM, RECOVERY, advice, alert_class, alert_kind, headline, restore_point
 from lib.report.endpoints import STATUS_SITE_VAR, WORKER_OUTPUT_VAR, output_secrets
@@ -168,6 +169,7 @@ class RunNotifier:
         self._ping_finished(report.exit_code(), run_summary(report, self.job))
         try:
             told = [t for t in (self._email_target(report, db, rep, res) for db, rep, res in targets) if t]
+            self._send_alerts(report, told)
             self._chat_digest(report, told)
             for entry in told:
                 self._write_history(report, entry)
@@ -238,10 +240,14 @@ class RunNotifier:
     def _email_target(self, report: Report, db: DbConfig, replica: ReplicaConfig, result: DbResult) -> _Told:
         previous = self.previous(db, replica)
         before_chat = (previous or {}).get(CHAT_STATE)
-        entry = _Told(db, replica, result, previous, alerted=GOOD,
-                      chat_alerted=before_chat if before_chat in (GOOD, BAD) else GOOD)
-        entry.alerted = self._alert(report, entry)
-        return entry
+        before = (previous or {}).get("alerted")
+        return _Told(db, replica, result, previous, alerted=before if before in (GOOD, BAD) else GOOD,
+                     chat_alerted=before_chat if before_chat in (GOOD, BAD) else GOOD)
+
+    @never_raises()
+    def _send_alerts(self, report: Report, told: list[_Told]) -> None:
+        """One email per changed database, or one digest when several changed (``lib.fleet.digest``)."""
+        digest.send_alerts(self, report, told)
 
     @never_raises(default=GOOD)
     def _alert(self, report: Report, entry: _Told) -> str:
