@@ -1,2 +1,1 @@
-"""Cross-check against ``litestream restore``: freeze the restore plan's objects, restore them
-with both restorable and the real binary, compare (``docs/detection.md``, "Cross-check")."""
+"""Cross-check against ``litestream restore``: the same frozen objects restored by both, compared."""
