@@ -25,8 +25,9 @@ _USER_SQL_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlit
 _NOT_HERE = ("no such collation sequence", "no such module", "no such function")
 
 
-class ProbeStopped(Exception):
-    """The probe ran past its time budget or built a value past the length limit."""
+class ProbeStopped(sqlite3.OperationalError):
+    """The probe ran past its time budget or built a value past the length limit (callers
+    that treat any ``sqlite3.Error`` as "the SQL did not run" need nothing more)."""
 
 
 def _user_sql_authorizer(action: int, *_: object) -> int:
