@@ -106,10 +106,15 @@ def test_wal_commit_sizing_the_database_past_its_frames_is_corrupt_object(v3_fil
     assert db["restored"]["sha256"] == v3_file_replica.reference_sha256  # up to the last sound commit
 
 
-def test_restore_job_refuses_a_wal_commit_sizing_the_database_past_its_frames(v3_file_replica, clone, tmp_path):
-    replica = clone(v3_file_replica)
+@pytest.mark.parametrize("fixture, pages", [
+    pytest.param("v3_file_replica", 1 << 24, id="64 GiB of 4 KiB pages"),
+    pytest.param("v3_file_replica_512", (1 << 31) - 1, id="1 TiB of 512-byte pages, under the ceiling"),
+])
+def test_restore_job_refuses_a_wal_commit_sizing_the_database_past_its_frames(request, clone, tmp_path, fixture,
+                                                                             pages):
+    replica = clone(request.getfixturevalue(fixture))
     key = _last_segment(replica)
-    append_commit_frame(replica, key, 1 << 24, 1 << 24)  # 64 GiB (with 4 KiB pages) from one frame
+    append_commit_frame(replica, key, pages, pages)  # the whole size from one frame
     out = tmp_path / "restored.db"
 
     result = run_job("jobs.restore", replica.url(), "-o", out)
