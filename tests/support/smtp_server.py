@@ -7,15 +7,21 @@
 
 With ``credentials`` the server offers AUTH over plain text (``auth_require_tls=False``,
 fine on loopback) and refuses mail from unauthenticated sessions.
+
+With ``tls="starttls"`` (and a certificate and key) it requires STARTTLS before any mail
+and AUTH; with ``tls="smtps"`` it speaks TLS from the first byte (implicit TLS, port 465
+style). ``Received.tls`` says whether the message came over TLS.
 """
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 import warnings
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from urllib.parse import quote
 
 from aiosmtpd.controller import Controller
@@ -31,6 +37,7 @@ class Received:
     rcpt_tos: list[str]
     raw: bytes
     login: str | None
+    tls: bool = False
 
     @property
     def message(self) -> EmailMessage:
@@ -44,7 +51,8 @@ class _Handler:
     async def handle_DATA(self, smtp, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
         login = session.auth_data.login.decode() if isinstance(session.auth_data, LoginPassword) else None
         self.server._record(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content
-                                     or envelope.content, login))
+                                     or envelope.content, login,
+                                     tls=session.ssl is not None or self.server.tls == "smtps"))
         return "250 Message accepted"
 
 
@@ -57,14 +65,27 @@ def free_port() -> int:
 class SmtpServer:
     """Start/stop an aiosmtpd server; ``received`` holds every accepted message."""
 
-    def __init__(self, credentials: tuple[str, str] | None = None):
+    def __init__(self, credentials: tuple[str, str] | None = None, tls: str | None = None,
+                 cert: Path | None = None, key: Path | None = None):
         self.credentials = credentials
+        self.tls = tls  # an smtps server speaks nothing but TLS (aiosmtpd sets session.ssl on STARTTLS only)
         self.received: list[Received] = []
         self.port = free_port()
         self._lock = threading.Lock()
-        kwargs = {}
+        kwargs: dict = {}
         if credentials:
-            kwargs = dict(auth_require_tls=False, auth_required=True, authenticator=self._authenticate)
+            # aiosmtpd tells STARTTLS sessions apart, not implicit-TLS ones (it would refuse AUTH
+            # on them), so AUTH requires TLS only with STARTTLS; smtps sessions are TLS anyway.
+            kwargs = dict(auth_require_tls=tls == "starttls", auth_required=True, authenticator=self._authenticate)
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(cert, key)
+            if tls == "starttls":
+                kwargs.update(tls_context=context, require_starttls=True)
+            elif tls == "smtps":
+                kwargs.update(ssl_context=context)
+            else:
+                raise ValueError(f"tls must be 'starttls' or 'smtps', not {tls!r}")
         self.controller = Controller(_Handler(self), hostname="127.0.0.1", port=self.port, **kwargs)
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
