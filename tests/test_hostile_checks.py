@@ -24,7 +24,12 @@ from lib.checks.integrity import integrity, open_readonly
 from lib.checks.probes import probes
 from lib.checks.suite import sqlite_temp_dir
 from lib.config.settings_model import Probe
-from lib.scratch import MARKER_NAME, STALE_AFTER_SECONDS, Scratch, sweep_leftovers
+from lib.litestream.discover import ReplicaState
+from lib.litestream.layout import FORMAT_V5
+from lib.litestream.outcome import RestoreTarget
+from lib.litestream.v5.layout import format_ltx_name, parse_v5_listing
+from lib.scratch import MARKER_NAME, STALE_AFTER_SECONDS, Scratch, restore_needs_at_least, sweep_leftovers
+from lib.storage.base import ObjectInfo
 from tests.support import run_job
 from tests.support.litestream import V3, Replicator
 from tests.support.replicas import write_config
@@ -330,6 +335,27 @@ def test_big_snapshot_of_an_old_generation_does_not_make_scratch_too_small(v3_fi
     assert db["restored"] and db["tables"]["items"] == v3_file_replica.row_counts["items"], (report, stderr)
     assert not [f for f in db["findings"] if "scratch" in f["message"]], db["findings"]
     assert list(small_volume.iterdir()) == []
+
+
+def _v5_listing(sizes: dict[tuple[int, int, int], int]) -> ReplicaState:
+    infos = [ObjectInfo(f"ltx/{level}/{format_ltx_name(lo, hi)}", size, NOW) for (level, lo, hi), size in sizes.items()]
+    return ReplicaState(format=FORMAT_V5, v5=parse_v5_listing(infos, "ltx/", "file"))
+
+
+def test_v5_scratch_bound_is_the_largest_file_the_plan_reads():
+    # the newest snapshot (1-30) and the L0 files after it are read; the old snapshot (1-10) is not
+    state = _v5_listing({(9, 1, 10): 8 << 30, (9, 1, 30): 1 << 20, (0, 31, 31): 4096, (0, 32, 32): 8192})
+
+    needed = restore_needs_at_least(state, RestoreTarget())
+
+    assert (1 << 20) - (1 << 20) // 32 < needed < 1 << 20
+
+
+def test_scratch_bound_is_zero_when_the_listing_cannot_tell():
+    state = _v5_listing({(9, 1, 30): 1 << 20})
+
+    assert restore_needs_at_least(state, RestoreTarget(timestamp=NOW)) == 0  # planned on header times
+    assert restore_needs_at_least(ReplicaState(format=None), RestoreTarget()) == 0
 
 
 # --------------------------------------------------------------------------- 11: sweeping leftovers
