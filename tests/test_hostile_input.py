@@ -30,7 +30,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -53,7 +52,9 @@ from tests.support.s3server import S3Server, free_port
 SECRET = "hostile-test-secret-value"
 MEMORY_LIMIT = 1 << 30  # RLIMIT_AS for jobs fed decompression bombs
 BOMB_BYTES = 1 << 30  # what the bombs inflate to: as much as the whole address-space limit
-UNREACHABLE_LIMIT_SECONDS = 20.0
+# A failure bound only (a loaded machine may be slow to start the interpreter): the finding
+# shows whether the run gave up on its own after its bounded retries or was cut by a deadline.
+UNREACHABLE_LIMIT_SECONDS = 90.0
 
 
 # --------------------------------------------------------------------------- helpers
@@ -324,13 +325,11 @@ def test_region_the_server_refuses_exits_2(s3_server):
 
 def test_unreachable_endpoint_exits_2_quickly():
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
-    started = time.monotonic()
-    result = verify("s3://bucket/app.db", "--json", env=s3_env(endpoint))
-    elapsed = time.monotonic() - started
+    # the default maximum runtime (30 min) is far away: a run that kept retrying would hit the timeout
+    result = verify("s3://bucket/app.db", "--json", env=s3_env(endpoint), timeout=UNREACHABLE_LIMIT_SECONDS)
     assert unreachable_finding(result) == (
         f"could not verify s3://bucket/app.db: list app.db/: s3://bucket (endpoint {endpoint}) unreachable "
         "(EndpointConnectionError)")
-    assert elapsed < UNREACHABLE_LIMIT_SECONDS
 
 
 # ============================================================ exit 1: the replica is wrong
