@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lib.checks import counts, integrity
+from lib.litestream.outcome import file_sha256
 from lib.report.model import Finding, error, warning
 
 KIND = "cross_check"
@@ -43,9 +45,6 @@ class Side:
 
 def inspect(side: Side, path: Path) -> Side:
     """Fill ``side`` from the restored file: sha256, integrity_check, row counts."""
-    from lib.checks import counts, integrity
-    from lib.litestream.outcome import file_sha256
-
     side.sha256 = file_sha256(path)
     with integrity.open_readonly(path) as db:
         side.integrity = [f.message for f in integrity.integrity(db)]

@@ -15,6 +15,8 @@ from pathlib import Path
 from lib.litestream.discover import ReplicaState
 from lib.litestream.layout import FORMAT_V3
 from lib.litestream.outcome import RestoreTarget
+from lib.litestream.v3.plan import plan_v3
+from lib.litestream.v5.plan import plan_v5
 from lib.storage.base import ObjectInfo, ObjectStore
 from lib.storage.pool import ObjectChanged
 
@@ -30,16 +32,12 @@ class FrozenObject:
 def plan_objects(state: ReplicaState, target: RestoreTarget) -> list[FrozenObject]:
     """The objects ``restore_state`` reads for ``target``, in plan order ([] when there is no plan)."""
     if state.format == FORMAT_V3:
-        from lib.litestream.v3.plan import plan_v3
-
         plan, _ = plan_v3(state.v3, target)
         if plan is None:
             return []
         infos = [plan.snapshot.info] + [s.info for s in plan.segments]
         prefix = state.v3.prefix
         return [FrozenObject(i, "generations/" + i.key[len(prefix):]) for i in infos]
-    from lib.litestream.v5.plan import plan_v5
-
     files, _ = plan_v5(state.v5, target)
     return [FrozenObject(f.info, f"ltx/{f.level}/{f.name}") for f in files]
 

@@ -16,9 +16,10 @@ from lib.crosscheck.binary import Binary, BinaryUnavailable, choose
 from lib.crosscheck.compare import KIND, RESTORABLE_DIFFERS, Side, inspect, judge
 from lib.crosscheck.freeze import freeze, plan_objects
 from lib.errors import ObjectNotFound
-from lib.litestream.discover import ReplicaState
+from lib.litestream.discover import ReplicaState, list_replica
 from lib.litestream.layout import FORMAT_V3
 from lib.litestream.outcome import RestoreTarget
+from lib.litestream.v5.restore import restore_v5
 from lib.report.model import Finding, warning
 from lib.storage.base import ObjectStore
 from lib.storage.local import LocalStore
@@ -111,14 +112,12 @@ def restore_ours(frozen: Path, fmt: str, out: Path) -> Side:
     side = Side("restorable")
     store = LocalStore(frozen)
     if fmt == FORMAT_V3:
+        # Deferred: the v0.3 restore imports numpy, which a v0.5 cross-check does not need.
         from lib.litestream.v3.layout import parse_v3_listing
         from lib.litestream.v3.restore import restore_v3
 
         outcome = restore_v3(store, parse_v3_listing(store.list("generations/"), "generations/"), out, digest=False)
     else:
-        from lib.litestream.discover import list_replica
-        from lib.litestream.v5.restore import restore_v5
-
         outcome = restore_v5(store, list_replica(store, "file", str(frozen)).v5, out, RestoreTarget(), digest=False)
     side.damage = [f.message for f in outcome.findings if f.severity == "error"]
     if outcome.path is None:
