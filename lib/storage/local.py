@@ -42,6 +42,8 @@ class LocalStore:
             found = list(self._walk(prefix))
         except PermissionError as exc:
             raise StorageUnavailable(f"cannot list replica directory {self.root}: permission denied") from exc
+        except OSError as exc:  # not a scratch problem, whatever the errno: the replica could not be listed
+            raise StorageUnavailable(f"cannot list replica directory {self.root}: {exc.strerror}") from exc
         self._last_seen = datetime.now(timezone.utc)
         found.sort(key=lambda o: o.key)
         return found
@@ -57,7 +59,7 @@ class LocalStore:
             rel = folders.pop()
             try:
                 entries = list(os.scandir(self.root / rel if rel else self.root))
-            except FileNotFoundError:  # deleted or renamed by litestream during the walk
+            except (FileNotFoundError, NotADirectoryError):  # deleted or replaced by litestream during the walk
                 continue
             for entry in entries:
                 key = rel + entry.name

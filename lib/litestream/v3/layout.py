@@ -28,6 +28,8 @@ SNAPSHOT_RE = re.compile(r"^([0-9a-f]{8})\.snapshot\.lz4$")
 
 WAL_SEGMENT_RE = re.compile(r"^([0-9a-f]{8})_([0-9a-f]{8})\.wal\.lz4$")
 
+POSITION_RE = re.compile(r"^([0-9a-f]{16})/([0-9a-f]{8,}):(0|[1-9][0-9]*)$")
+
 
 def v3_generations_prefix(replica_type: str, path: str) -> str:
     """The key prefix (with trailing slash) under which v0.3 generations live."""
@@ -87,6 +89,12 @@ class Position:
 def format_position(generation: str, index: int, offset: int) -> str:
     """``<generation>/<IIIIIIII>:<offset>``, as reports and the history show a position."""
     return f"{generation}/{index:08x}:{offset}"
+
+
+def parse_position(text: str) -> Position | None:
+    """The :class:`Position` that :func:`format_position` wrote, or None for any other text."""
+    match = POSITION_RE.match(text)
+    return Position(match.group(1), int(match.group(2), 16), int(match.group(3))) if match else None
 
 
 @dataclass(frozen=True)
