@@ -29,7 +29,12 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from bench.stress_evidence import RecordingReplica, keep_failure, write_frozen  # noqa: E402
 from bench.stress_live import SCENARIOS, Scenario, live_replica, machine_load, scenario  # noqa: E402
+from lib.config.settings_model import Settings  # noqa: E402
+from lib.config.sources import load  # noqa: E402
+from lib.crosscheck.binary import Binary  # noqa: E402
 from lib.crosscheck.run import restore_ours  # noqa: E402
+from lib.scratch import Scratch  # noqa: E402
+from lib.verify import VerifyOptions, verify_replica  # noqa: E402
 from tests.support.litestream import V3, litestream_bin  # noqa: E402
 
 RECHECK_SECONDS = 3.0  # after a failure, verify again this much later: transient or lasting?
@@ -37,11 +42,6 @@ RECHECK_SECONDS = 3.0  # after a failure, verify again this much later: transien
 
 def verify_once(live, scratch_root: Path):
     """One whole verification of the live replica, recording what it reads."""
-    from lib.config.settings_model import Settings
-    from lib.config.sources import load
-    from lib.scratch import Scratch
-    from lib.verify import VerifyOptions, verify_replica
-
     config = load(str(live.config_path), {})
     db = config.dbs[0]
     replica = RecordingReplica(db.replicas[0])
@@ -58,8 +58,6 @@ def run_scenario(sc: Scenario, name: str, out: Path, seconds: float, max_verific
                  chase: bool = False) -> dict:
     """Verify one live scenario until ``seconds`` pass or ``max_verifications`` are done; with
     ``chase``, each verification starts as soon as Litestream has written a new snapshot."""
-    from lib.crosscheck.binary import Binary
-
     workdir = out / name
     scratch_root = workdir / "scratch"
     scratch_root.mkdir(parents=True, exist_ok=True)
