@@ -33,7 +33,7 @@ def test_live_replicas_are_never_reported_failed(tmp_path):
     by_name = {s["scenario"]: s for s in summary["scenarios"]}
     assert set(by_name) == {"v3-file", "v3-s3", "v5-file", "v5-s3"}
     for scenario in by_name.values():
-        assert scenario["verifications"] >= 3, scenario["counts"]
+        assert scenario["verifications"] >= 2, scenario["counts"]
         assert scenario["commits"] > 100, scenario
     # litestream really snapshotted meanwhile
     assert by_name["v3-file"]["litestream"]["snapshots"] >= 2, by_name["v3-file"]["litestream"]
