@@ -15,6 +15,7 @@ What must hold whatever a replica's objects claim:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import resource
 import struct
@@ -313,3 +314,24 @@ def test_deeply_nested_folders_in_a_file_replica_are_listed(v3_file_replica, clo
 
     (db,) = report_of(result, 0)["databases"]
     assert db["restored"]["sha256"] == v3_file_replica.reference_sha256
+
+
+def test_listing_a_file_replica_enters_only_the_folders_the_prefix_can_be_in(tmp_path):
+    """A ``file://`` URL naming a big tree (the file system's root, say) must not walk all of it: the
+    real ``os.scandir`` calls are observed through an audit hook, in a child process."""
+    root = tmp_path / "replica"
+    (root / "generations" / "0123456789abcdef" / "wal").mkdir(parents=True)
+    (root / "elsewhere" / "a" / "b").mkdir(parents=True)
+    probe = ("import json, sys\n"
+             "from lib.storage.local import LocalStore\n"
+             "seen = []\n"
+             "sys.addaudithook(lambda event, args: seen.append(str(args[0])) if event == 'os.scandir' else None)\n"
+             f"LocalStore({str(root)!r}).list('generations/')\n"
+             "print(json.dumps(seen))\n")
+
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=restorable_env(), capture_output=True,
+                            text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    entered = [Path(p).relative_to(root).as_posix() for p in json.loads(result.stdout)]
+    assert entered and all(p == "." or p.startswith("generations") for p in entered), entered
