@@ -38,7 +38,8 @@ def test_drill_matches_litestream_restore_at_the_same_time(fixture, kind, reques
     replica = request.getfixturevalue(fixture)
     point, record, findings, drilled = _drill(replica, kind, tmp_path)
     assert findings == [] and record["status"] == "ok", record
-    reference = litestream_restore(replica, tmp_path / "litestream.db", timestamp=point.target.timestamp)
+    reference = litestream_restore(replica, tmp_path / "litestream.db", timestamp=point.target.timestamp,
+                                   generation=point.target.generation)
     assert record["sha256"] == sha256_file(reference) == sha256_file(drilled)
 
 

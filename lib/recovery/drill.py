@@ -90,10 +90,10 @@ def choose_point(kind: str, state: ReplicaState, window: RecoveryWindow, seed: i
     """The restore point a drill of ``kind`` restores (None when the replica has none)."""
     if kind == "oldest" and window.earliest is not None:
         moment = window.earliest + INSIDE
-        return DrillPoint(kind, RestoreTarget(timestamp=moment), format_iso(moment))
+        return DrillPoint(kind, _at(state, window, moment), format_iso(moment))
     if kind == "random" and window.spans:
         moment = random_moment(window, seed)
-        return DrillPoint(kind, RestoreTarget(timestamp=moment), format_iso(moment), seed)
+        return DrillPoint(kind, _at(state, window, moment), format_iso(moment), seed)
     if kind == "generation" and state.format == FORMAT_V3:
         older = _older_generations(state)
         if older:
@@ -101,6 +101,17 @@ def choose_point(kind: str, state: ReplicaState, window: RecoveryWindow, seed: i
             gen = next((g for g in older if g > done), older[0])
             return DrillPoint(kind, RestoreTarget(generation=gen), f"the newest point of generation {gen}")
     return None
+
+
+def _at(state: ReplicaState, window: RecoveryWindow, moment: datetime) -> RestoreTarget:
+    """A timestamp target; v0.3 pins the generation whose span holds ``moment``: Litestream
+    picks a generation only when ``moment`` lies between its first and last upload, which a
+    generation whose snapshot is its newest object (or whose objects share one S3 second)
+    never satisfies a millisecond later."""
+    if state.format != FORMAT_V3:
+        return RestoreTarget(timestamp=moment)
+    span = min(window.spans, key=lambda s: (0 if s.earliest <= moment <= s.latest + INSIDE else 1, s.earliest))
+    return RestoreTarget(timestamp=moment, generation=span.label.removeprefix("generation "))
 
 
 def random_moment(window: RecoveryWindow, seed: int) -> datetime:
