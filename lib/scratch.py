@@ -101,21 +101,33 @@ def sweep_leftovers(parent: Path) -> None:
 
 def _is_over(entry: Path) -> bool:
     """``entry`` is our scratch folder and the run that made it has ended."""
+    marker = _our_marker(entry)
+    if marker is None:
+        return False
+    identity, written_at = marker
+    if time.time() - written_at > STALE_AFTER_SECONDS:
+        return True
+    here = _process_context()
+    if None in here.values() or any(identity.get(k) != v for k, v in here.items()):
+        return False  # another PID namespace or boot (or unknown): its PIDs mean nothing here
+    pid = identity.get("pid")
+    return isinstance(pid, int) and not _pid_alive(pid)
+
+
+def _our_marker(entry: Path) -> tuple[dict, float] | None:
+    """The marker's content and time when ``entry`` is a real directory of this user with our
+    marker, a regular file of this user, in it; None otherwise."""
     try:
         folder = os.lstat(entry)
-        marker_stat = os.lstat(entry / MARKER_NAME)
-        if not (stat.S_ISDIR(folder.st_mode) and stat.S_ISREG(marker_stat.st_mode)):
-            return False
-        if folder.st_uid != os.getuid() or marker_stat.st_uid != os.getuid():
-            return False
-        marker = json.loads((entry / MARKER_NAME).read_text())
+        marker = os.lstat(entry / MARKER_NAME)
+        if not (stat.S_ISDIR(folder.st_mode) and stat.S_ISREG(marker.st_mode)):
+            return None
+        if folder.st_uid != os.getuid() or marker.st_uid != os.getuid():
+            return None
+        identity = json.loads((entry / MARKER_NAME).read_text())
     except (OSError, ValueError):
-        return False
-    if time.time() - marker_stat.st_mtime > STALE_AFTER_SECONDS:
-        return True
-    pid = marker.get("pid") if isinstance(marker, dict) else None
-    same_place = isinstance(marker, dict) and _process_context() == {k: marker.get(k) for k in _process_context()}
-    return same_place and None not in _process_context().values() and isinstance(pid, int) and not _pid_alive(pid)
+        return None
+    return (identity, marker.st_mtime) if isinstance(identity, dict) else None
 
 
 def _process_context() -> dict[str, str | None]:
