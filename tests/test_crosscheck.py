@@ -168,13 +168,18 @@ def test_restorable_differing_from_a_sound_litestream_restore_is_an_error_with_e
     """Stands in for a restorable bug: a wrapper runs the real litestream 0.3.13 restore, then
     adds a row to what it wrote (still sound). restorable's restore, which reported no damage,
     then differs from litestream's sound one: an error of its own kind, evidence kept."""
+    alter = tmp_path / "alter.py"
+    alter.write_text("import sqlite3, sys\n"
+                     "con = sqlite3.connect(sys.argv[1])\n"
+                     "con.execute('INSERT INTO events (batch, note) VALUES (0, 1)')\n"
+                     "con.commit()\n"
+                     "con.execute('PRAGMA wal_checkpoint(TRUNCATE)')\n"
+                     "con.close()\n")
     wrapper = tmp_path / "litestream"
     wrapper.write_text(f"""#!/bin/sh
 set -e
 "{litestream_bin(V3)}" "$@"
-if [ "$1" = restore ]; then
-  "{sys.executable}" -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute("INSERT INTO events (batch, note) VALUES (0, 1)"); c.commit(); c.execute("PRAGMA wal_checkpoint(TRUNCATE)"); c.close()' "$3"
-fi
+if [ "$1" = restore ]; then "{sys.executable}" "{alter}" "$3"; fi
 """)
     wrapper.chmod(0o755)
     scratch = tmp_path / "scratch"
