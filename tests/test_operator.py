@@ -30,6 +30,7 @@ def test_each_replica_has_its_verdict_and_the_database_takes_the_worst(v3_file_r
                                                                         restorable_env):
     good, bad = clone(v3_file_replica), clone(v3_file_replica)
     delete_object(bad, middle_segment(bad))
+    (tmp_path / "never-written").mkdir()  # empty: no backups (a missing folder is a config error)
     config = two_replica_config(tmp_path, good, bad, missing_dir=tmp_path / "never-written")
     proc = run_job("jobs.verify", "--config", config, "--json", "--max-age", "7d", env=restorable_env)
     assert proc.returncode == 1, proc.stderr

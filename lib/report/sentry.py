@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from lib.config.parsing import positive_int
 from lib.config.settings_model import DEFAULT_SCHEDULE, ENV_MAX_RUNTIME, ENV_SCHEDULE, max_runtime_seconds
 from lib.errors import ConfigError
 from lib.report.model import ERROR, FAILED, INCONCLUSIVE, WARN, WARNING, DbResult, Finding
@@ -143,16 +144,13 @@ def default_max_runtime_minutes(environ: Mapping[str, str]) -> int:
 
 
 def _minutes(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = (environ.get(name) or "").strip()
+    """``positive_int``, but a bad value is a warning: the monitor's margins must not stop a run."""
     try:
-        value = int(raw) if raw else default
-    except ValueError:
-        value = 0
-    if value < 1:
-        log.warning("%s=%r is not a whole number of minutes >= 1; using %d", name, raw, default,
-                    extra={"stage": "sentry"})
+        return positive_int(environ, name, default)
+    except ConfigError:
+        log.warning("%s=%r is not a whole number of minutes >= 1; using %d", name, (environ.get(name) or "").strip(),
+                    default, extra={"stage": "sentry"})
         return default
-    return value
 
 # --------------------------------------------------------------------------- events
 
