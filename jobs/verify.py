@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
@@ -19,6 +20,7 @@ from lib.config.settings_model import DEFAULT_MAX_RUNTIME, max_runtime_seconds
 from lib.crosscheck.binary import candidates
 from lib.crosscheck.run import CrossCheckOptions
 from lib.fleet import run as fleet_run
+from lib.report.model import Report
 from lib.litestream.outcome import RestoreTarget
 from lib.report.cost import price_per_gb_month
 from lib.report.logs import setup_logging
@@ -55,6 +57,10 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--keep-evidence", action="store_true", help="when the cross-check finds a restorable bug, "
                         "keep the objects and both restores in the scratch directory")
     fleet_run.add_args(parser)
+    parser.add_argument("--enqueue", action="store_true", help="distributed mode: put one job per target on the "
+                        "Redis queue ($REDIS_URL) for python -m jobs.worker instead of verifying here")
+    parser.add_argument("--wait", action="store_true", help="with --enqueue: wait for the workers' results and "
+                        "report them as a local run would (same output and exit code)")
     cli.add_print_config_arg(parser)
     return parser.parse_args(argv)
 
@@ -108,7 +114,18 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         notifier.run_started()
         config = fleet_run.plan(config, fleet, notifier, options.deadline)
         options.fleet_order = fleet_run.is_fleet(config, fleet)
-        report = run(config, settings, options, notifier)
+        started = datetime.now(timezone.utc)
+        if args.enqueue:
+            # Deferred: redis and rq are imported only in distributed mode.
+            from lib.fleet import rq as fleet_rq
+
+            results = fleet_rq.run(config, options, args, environ)
+            if results is None:
+                notifier.run_finished(Report(finished_at=datetime.now(timezone.utc)), [])
+                return 0
+            report = Report(results=results, started_at=started, finished_at=datetime.now(timezone.utc))
+        else:
+            report = run(config, settings, options, notifier)
         pairs = targets(config, options.replica_name)
         if options.target == RestoreTarget():
             apply_retention_all(pairs, report, settings, args, environ)

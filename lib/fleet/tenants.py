@@ -139,14 +139,32 @@ def _by_tenant(objects: Iterable[ObjectInfo], prefix: str, replica_type: str) ->
 def _tenant_replica(replica: ReplicaConfig, rel: str, listing: Listing) -> TenantReplica:
     """``replica`` as Litestream configures it for the tenant at ``rel``, with its prelisted objects."""
     objects = listing.tenants.get(rel)
-    prelisting = None
-    if objects is not None:
-        if replica.type == "file":  # a file store is rooted at the tenant's folder
-            strip = len(rel) + 1
-            objects = [ObjectInfo(o.key[strip:], o.size, o.last_modified) for o in objects]
+    if objects is not None and replica.type == "file":  # a file store is rooted at the tenant's folder
+        strip = len(rel) + 1
+        objects = [ObjectInfo(o.key[strip:], o.size, o.last_modified) for o in objects]
+    return replica_for(replica, rel, objects, listing.server_now)
+
+
+def replica_for(replica: ReplicaConfig, rel: str, objects: list[ObjectInfo] | None,
+                server_now: datetime) -> TenantReplica:
+    """The tenant's replica; ``objects`` (keys as the tenant's own store names them) answer its first
+    listing, or None to list for itself."""
     fields = {name: getattr(replica, name) for name in replica.__dataclass_fields__}
     fields["path"] = tenant_replica_path(replica, rel)
+    prelisting = None
     if objects is not None:
         prefixes = (v3_generations_prefix(replica.type, fields["path"]), v5_prefix(replica.type, fields["path"]))
-        prelisting = Prelisting(objects, listing.server_now, prefixes)
+        prelisting = Prelisting(objects, server_now, prefixes)
     return TenantReplica(**fields, prelisting=prelisting)
+
+
+def tenant_of(template: DbConfig, rel: str, objects: dict[str, list[ObjectInfo]] | None = None,
+              server_now: datetime | None = None) -> TenantDb:
+    """The tenant at ``rel`` of the ``dir:`` entry ``template``, without listing (a worker's view).
+
+    ``objects`` maps a replica name to the tenant's prelisted objects (as ``replica_for``
+    takes them), from the enqueuer's listing; a replica missing there lists for itself.
+    """
+    now = server_now or datetime.now(timezone.utc)
+    replicas = tuple(replica_for(r, rel, (objects or {}).get(r.name), now) for r in template.replicas)
+    return TenantDb(path=rel, written_path=rel, parent=template.directory, replicas=replicas)

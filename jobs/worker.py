@@ -1,0 +1,62 @@
+"""Run the distributed verifier's worker: ``python -m jobs.worker`` (RQ on ``$REDIS_URL``).
+
+Takes jobs from the ``restorable`` queue that ``python -m jobs.verify --enqueue`` fills;
+each job verifies one (database, replica) target in its own process, with the hard time
+limit the enqueuing run set (its ``--max-runtime``). Needs the same configuration as the
+enqueuing service (LITESTREAM_CONFIG or RESTORABLE_REPLICAS, credentials, settings).
+SIGTERM finishes the current job and stops (RQ's warm shutdown); a second one stops now.
+Exit 0 when stopped (``--burst``: when the queue is empty), 2 when Redis is unreachable,
+3 on a configuration error.
+"""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+from rq import Queue, Worker
+
+from lib import cli
+from lib.fleet import rq as fleet_rq
+from lib.report.logs import setup_logging
+from lib.scratch import Scratch
+
+
+class RestorableWorker(Worker):
+    """An RQ worker whose running job's heartbeat lapses soon after the worker dies.
+
+    RQ's default keeps a dead worker's job "started" for 60 s past its last heartbeat;
+    the waiting run then needs longer to find the job abandoned and have it retried.
+    """
+
+    def get_heartbeat_ttl(self, job) -> int:
+        return fleet_rq.MONITOR_SECONDS + fleet_rq.HEARTBEAT_GRACE_SECONDS
+
+
+def parse_args(argv: list[str] | None):
+    parser = cli.Parser(prog="python -m jobs.worker", description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--burst", action="store_true", help="stop when the queue is empty (tests, one-off runs)")
+    parser.add_argument("--name", help="the worker's name in Redis (default: RQ's, host and pid)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+
+    def body() -> int:
+        args = parse_args(argv)
+        setup_logging(environ, secrets=[])
+        conn = fleet_rq.connect(environ)
+        worker = RestorableWorker([Queue(fleet_rq.QUEUE_NAME, connection=conn)], connection=conn, name=args.name,
+                                  job_monitoring_interval=fleet_rq.MONITOR_SECONDS)
+        try:
+            worker.work(burst=args.burst, logging_level=environ.get("LOG_LEVEL", "INFO").upper())
+        finally:
+            Scratch.cleanup_all()
+        return 0
+
+    cli.tune_process()
+    return cli.guarded(body, None, environ)
+
+
+if __name__ == "__main__":
+    cli.exit_now(main())

@@ -1,0 +1,139 @@
+"""What one RQ job does in a worker's work horse: verify one (database, replica) target.
+
+The job carries no secret: it names its target (a database path, or a ``dir:`` entry
+and a tenant's relative path, plus the replica's name), where the config comes from
+(``--config`` and replica URLs of the enqueuing command; the worker's environment
+supplies the rest, as for any job), the tenant's prelisted objects, and the verify
+options. It returns the ``DbResult``; backup and storage problems are findings in it,
+and any other exception becomes an ``internal`` could-not-check finding, never a
+failure verdict. With ``write_history`` (``--enqueue`` without ``--wait``) the worker
+also writes the target's history, since no waiting run will.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+from lib.config import sources
+from lib.config.model import Config, DbConfig, ReplicaConfig
+from lib.config.settings import load_settings
+from lib.errors import ConfigError
+from lib.fleet import settings as fleet_settings
+from lib.fleet.tenants import tenant_of
+from lib.litestream.outcome import RestoreTarget
+from lib.report import history
+from lib.report.advice import GOOD
+from lib.report.model import DbResult, could_not_check
+from lib.report.scrub import Scrubber
+from lib.scratch import Scratch
+from lib.storage.base import ObjectInfo
+from lib.verify import VerifyOptions, verify_replica
+
+log = logging.getLogger(__name__)
+
+
+class HistoryReader:
+    """The one part of ``RunNotifier`` that ``verify_replica`` uses: the previous ``latest.json``."""
+
+    def __init__(self, environ: Mapping[str, str]):
+        self.settings = history.HistorySettings.from_environ(environ)
+
+    def location(self, db: DbConfig, replica: ReplicaConfig):
+        if not self.settings.enabled:
+            return None
+        try:
+            return history.locate(db, replica, self.settings)
+        except ConfigError as exc:
+            log.warning("no history for db=%s: %s", db.path, exc)
+            return None
+
+    def previous(self, db: DbConfig, replica: ReplicaConfig) -> dict[str, Any] | None:
+        location = self.location(db, replica)
+        if location is None:
+            return None
+        try:
+            return history.read_latest(location)
+        except Exception as exc:
+            log.warning("history unreadable db=%s: %s", db.path, exc)
+            return None
+
+
+def verify_target(payload: dict[str, Any]) -> DbResult:
+    """The RQ job function (imported by name in the worker). Never raises."""
+    try:
+        return _verify(payload, os.environ)
+    except Exception as exc:  # a bug or a config the worker cannot read: inconclusive, named
+        log.exception("internal error verifying db=%s", payload.get("db"))
+        return DbResult(db=payload.get("db", "?"), replica=payload.get("replica", "?"), findings=[could_not_check(
+            "internal", f"the worker could not verify this target: {type(exc).__name__}: {exc}")])
+
+
+def _verify(payload: dict[str, Any], environ: Mapping[str, str]) -> DbResult:
+    config = sources.load_effective(payload.get("urls") or [], payload.get("config"), environ)
+    db, replica = _find_target(config, payload)
+    settings, _ = fleet_settings.for_tenants(load_settings(payload.get("settings"), environ),
+                                             Config(source=config.source, dbs=(db,)))
+    options = _options(payload, environ)
+    reader = HistoryReader(environ)
+    scratch = Scratch(options.scratch_root)
+    try:
+        result = verify_replica(db, replica, settings.for_db(db.path), options, scratch, reader)
+    finally:
+        scratch.cleanup()
+    if payload.get("write_history"):
+        _write_history(reader, db, replica, result, Scrubber.from_environ(environ, config.secrets()))
+    return result
+
+
+def _find_target(config: Config, payload: dict[str, Any]) -> tuple[DbConfig, ReplicaConfig]:
+    name = payload["replica"]
+    if payload.get("dir"):
+        template = next((d for d in config.dbs if d.directory is not None and d.directory.dir == payload["dir"]), None)
+        if template is None:
+            raise ConfigError(f"the worker's config has no dir: {payload['dir']} entry; give the worker the same "
+                              "config as the enqueuing service (LITESTREAM_CONFIG)")
+        objects = {name: [ObjectInfo(k, s, datetime.fromisoformat(t)) for k, s, t in payload["objects"]]} \
+            if payload.get("objects") is not None else None
+        server_now = datetime.fromisoformat(payload["listed_at"]) if payload.get("listed_at") else None
+        db = tenant_of(template, payload["rel"], objects, server_now)
+    else:
+        db = next((d for d in config.dbs if d.path == payload["db"] and d.directory is None), None)
+        if db is None:
+            raise ConfigError(f"the worker's config has no database {payload['db']}; give the worker the same "
+                              "config as the enqueuing service (LITESTREAM_CONFIG)")
+    replica = next((r for r in db.replicas if r.name == name), None)
+    if replica is None:
+        raise ConfigError(f"the worker's config has no replica {name!r} for {payload['db']}")
+    return db, replica
+
+
+def _options(payload: dict[str, Any], environ: Mapping[str, str]) -> VerifyOptions:
+    scratch = environ.get("RESTORABLE_SCRATCH_DIR")
+    return VerifyOptions(
+        target=payload.get("target") or RestoreTarget(),
+        max_age_seconds=payload.get("max_age_seconds"),
+        allow_empty=payload.get("allow_empty"),
+        parallel=1,
+        deadline=time.monotonic() + float(payload.get("timeout", 1800)),
+        scratch_root=Path(scratch) if scratch else None,
+        price_per_gb_month=float(payload.get("price_per_gb_month", 0.015)),
+    )
+
+
+def _write_history(reader: HistoryReader, db: DbConfig, replica: ReplicaConfig, result: DbResult,
+                   scrubber: Scrubber) -> None:
+    location = reader.location(db, replica)
+    if location is None:
+        return
+    previous = reader.previous(db, replica)
+    checked_at = datetime.now(timezone.utc)
+    alerted = (previous or {}).get("alerted") or GOOD  # no email is sent from a worker
+    latest = history.build_latest(previous, db, replica, result, checked_at, alerted, "verify")
+    try:
+        history.write(location, scrubber.obj(latest), scrubber.obj(result.to_json()), checked_at)
+    except Exception as exc:
+        log.warning("history not written db=%s: %s", db.path, exc)
