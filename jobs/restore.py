@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Mapping
 
 from lib import cli
-from lib.errors import EXIT_FAILED, EXIT_OK, ConfigError, ObjectNotFound
+from lib.errors import EXIT_FAILED, EXIT_OK, ConfigError, CorruptObject, ObjectNotFound
 from lib.litestream.discover import discover
 from lib.litestream.outcome import RestoreTarget
 from lib.report.logs import setup_logging
+from lib.vault.restore import restore_to as vault_restore_to
 from lib.verify import LISTING_ATTEMPTS, restore_state
 
 
@@ -28,6 +29,8 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--check", action="store_true", help="also run PRAGMA integrity_check on the result")
     parser.add_argument("--sha256", action="store_true",
                         help="also print the result's sha256 (a second read of the whole file)")
+    parser.add_argument("--from-vault", metavar="latest|YYYY-MM-DD", help="restore the verified copy kept in the "
+                        "vault ($RESTORABLE_VAULT_URL, else beside the history) instead of the replica")
     return parser.parse_args(argv)
 
 
@@ -43,6 +46,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             raise ConfigError(f"the config has {len(config.dbs)} databases; choose one with --db (known: {known})")
         out = Path(args.output).absolute()
         check_output(out, args.force)
+        if args.from_vault:
+            return restore_from_vault(config.dbs[0], args, out, environ)
         cli.check_replica_paths(config, args.replica)
         return restore_to(config.dbs[0], args, out, environ)
 
@@ -102,6 +107,22 @@ def restore_to(db, args, out: Path, environ: Mapping[str, str]) -> int:
         tmp.unlink(missing_ok=True)
     digest = f", sha256 {outcome.sha256}" if outcome.sha256 else ""
     cli.say(f"restored {state.format} {outcome.position} to {out} ({outcome.bytes:,} bytes{digest})", environ)
+    return EXIT_OK
+
+
+def restore_from_vault(db, args, out: Path, environ: Mapping[str, str]) -> int:
+    """``--from-vault``: the vault copy, written to ``out`` only once its sha256 matches its manifest."""
+    if args.timestamp or args.generation or args.txid:
+        raise ConfigError("--from-vault restores a kept copy; it takes no --timestamp, --generation or --txid")
+    try:
+        entry = vault_restore_to(db, args.from_vault, out, environ)
+    except CorruptObject as exc:
+        cli.say(f"restorable: error: [vault] the vault copy is damaged: {exc}; nothing written to {out}", environ)
+        return EXIT_FAILED
+    point = entry.manifest.restore_point
+    cli.say(f"restored vault copy {entry.day} ({point.get('format')} {point.get('position')}, verified "
+            f"{entry.manifest.verified_at}) to {out} ({entry.manifest.bytes:,} bytes, sha256 "
+            f"{entry.manifest.sha256})", environ)
     return EXIT_OK
 
 

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 def status_by(deadline: float, db, replica, price: float, environ: Mapping[str, str]) -> ReplicaStatus:
     """``replica_status`` listed on a daemon thread; past ``deadline`` an error status, not a wait."""
     def work() -> ReplicaStatus:
-        return replica_status(db, replica, price, last_verification(db, replica, environ))
+        return replica_status(db, replica, price, last_verification(db, replica, environ), environ)
 
     try:
         if time.monotonic() >= deadline:
@@ -79,7 +79,7 @@ def last_verification(db, replica, environ) -> dict | None:
         return None
     if not doc:
         return None
-    keep = ("status", "checked_at", "at", "last_good_at", "generation", "position")
+    keep = ("status", "checked_at", "at", "last_good_at", "generation", "position", "drills")
     return {k: doc[k] for k in keep if k in doc} or doc
 
 

@@ -17,11 +17,13 @@ from lib import cli
 from lib.config.overrides import with_overrides
 from lib.config.parsing import positive_int
 from lib.config.settings_model import DEFAULT_MAX_RUNTIME, max_runtime_seconds
+from lib.config.settings_values import DRILL_MODES
 from lib.crosscheck.binary import candidates
 from lib.crosscheck.run import CrossCheckOptions
 from lib.fleet import run as fleet_run
 from lib.report.model import Report
 from lib.litestream.outcome import RestoreTarget
+from lib.recovery.step import recovery_options
 from lib.report.cost import price_per_gb_month
 from lib.report.logs import setup_logging
 from lib.report.notify import RunNotifier
@@ -56,6 +58,9 @@ def parse_args(argv: list[str] | None):
                         "in the settings")
     parser.add_argument("--keep-evidence", action="store_true", help="when the cross-check finds a restorable bug, "
                         "keep the objects and both restores in the scratch directory")
+    parser.add_argument("--drill", choices=DRILL_MODES, help="also restore and check one older restore point: "
+                        "the oldest, a random time in the window, an older generation, or in rotation (default: "
+                        "drill: in the settings, else rotate); none turns drills off")
     fleet_run.add_args(parser)
     parser.add_argument("--enqueue", action="store_true", help="distributed mode: put one job per target on the "
                         "Redis queue ($REDIS_URL) for python -m jobs.worker instead of verifying here")
@@ -79,6 +84,7 @@ def build_options(args, environ: Mapping[str, str]):
         price_per_gb_month=price_per_gb_month(environ),
         cross_check=CrossCheckOptions(args.cross_check, tuple(candidates(environ)), Path(
             scratch or tempfile.gettempdir()) if args.keep_evidence else None),
+        recovery=recovery_options(args.drill, environ),
     )
 
 

@@ -74,6 +74,10 @@ class DbSettings:
     freshness: Freshness | None = None
     probes: tuple[Probe, ...] = ()
     cross_check: bool = False  # also restore with `litestream restore` and compare (lib/crosscheck)
+    max_restore_seconds: float | None = None  # max-restore-time: a slower restore is an error (lib/recovery)
+    min_window_seconds: float | None = None  # min-window: a shorter recovery window is a warning
+    drill: str = "rotate"  # which older restore point each run drills (lib/recovery/drill.py)
+    vault_keep: str | None = None  # "daily=7 weekly=4 monthly=12": keep verified copies (lib/vault)
     # (attribute, where its value came from) for values that are not built-in defaults.
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
@@ -149,7 +153,7 @@ def _basename(db_path: str) -> str:
     return db_path.rstrip("/").rsplit("/", 1)[-1]
 
 
-_DURATIONS = frozenset({"max_age_seconds", "retention_seconds"})
+_DURATIONS = frozenset({"max_age_seconds", "retention_seconds", "max_restore_seconds", "min_window_seconds"})
 
 
 def _shown(value: Any, *, is_duration: bool = False) -> Any:

@@ -8,6 +8,10 @@ from lib.config.parsing import printable
 from lib.config.settings_model import Freshness, Probe, _mapping, _reject_unknown
 from lib.errors import ConfigError
 from lib.units import parse_duration
+from lib.vault.plan import parse_policy
+
+DRILL_MODES = ("rotate", "oldest", "random", "generation", "none")  # lib.recovery.drill.MODES
+
 
 def _read_duration(value: Any, key: str) -> float:
     seconds = parse_duration(value, key)
@@ -85,6 +89,19 @@ def _read_sql(value: Any, key: str) -> str:
     return value
 
 
+def _read_drill(value: Any, key: str) -> str:
+    if value not in DRILL_MODES:
+        raise ConfigError(f"{key}: expected one of {', '.join(DRILL_MODES)}, got {value!r}")
+    return value
+
+
+def _read_vault_keep(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected text such as \"daily=7 weekly=4 monthly=12\", got {value!r}")
+    parse_policy(value, key)
+    return value
+
+
 # Settings file key -> (DbSettings attribute, reader(value, key_for_errors)).
 _READERS = {
     "max-age": ("max_age_seconds", _read_duration),
@@ -99,4 +116,8 @@ _READERS = {
     "freshness": ("freshness", _read_freshness),
     "probes": ("probes", _read_probes),
     "cross-check": ("cross_check", _read_bool),
+    "max-restore-time": ("max_restore_seconds", _read_duration),
+    "min-window": ("min_window_seconds", _read_duration),
+    "drill": ("drill", _read_drill),
+    "vault-keep": ("vault_keep", _read_vault_keep),
 }

@@ -92,3 +92,19 @@ def _vault(db, replica, result, restored: Path, db_settings, recovery: RecoveryO
     result.timings["vault"] = time.monotonic() - t0
     result.extra["vault"] = block
     result.findings.extend(findings)
+
+
+def recovery_options(drill: str | None, environ: Mapping[str, str]) -> RecoveryOptions:
+    """The run's ``RecoveryOptions`` from ``--drill`` and the environment, checked up front so
+    a bad ``RESTORABLE_DRILL_SEED`` or ``RESTORABLE_VAULT_*`` is a config error (exit 3).
+
+    :raises ConfigError: names the variable and the expected form.
+    """
+    from lib.errors import ConfigError
+    from lib.vault.store import VaultSettings
+
+    raw = (environ.get("RESTORABLE_DRILL_SEED") or "").strip()
+    if raw and not raw.isdigit():
+        raise ConfigError(f"RESTORABLE_DRILL_SEED={raw!r} is not a whole number; use the seed a report shows")
+    VaultSettings.from_environ(environ)
+    return RecoveryOptions(drill=drill, drill_seed=int(raw) if raw else None, environ=dict(environ))
