@@ -181,6 +181,10 @@ def _config_text(document: dict) -> str:
             lines += _field_lines(replica, "      - ", "        ")
         lines.append("    settings:")
         lines += _field_lines(db["settings"], "      ", "      ")
+        if db.get("litestream_0_5"):
+            lines.append("    litestream-0.5:  # what Litestream 0.5 does with this database's backups")
+            lines += _field_lines(db["litestream_0_5"], "      ", "      ")
+        lines += [f"    # warning: {message}" for message in db.get("warnings", ())]
     return "\n".join(lines) + "\n"
 
 

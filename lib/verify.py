@@ -20,9 +20,11 @@ from lib.checks.suite import check_freshness, check_restored
 from lib.config.model import Config, DbConfig, ReplicaConfig
 from lib.crosscheck.run import CrossCheckOptions
 from lib.crosscheck.run import apply as cross_check_replica
-from lib.errors import ObjectNotFound, StorageUnavailable
+from lib.errors import ConfigError, ObjectNotFound, StorageUnavailable
 from lib.fleet.budget import not_verified
+from lib.litestream.archived import archived_finding
 from lib.litestream.discover import ReplicaState, discover
+from lib.litestream.hazards import EMPTY_RESTART, replica_warnings
 from lib.litestream.layout import FORMAT_V3
 from lib.litestream.outcome import RestoreOutcome, RestoreTarget, file_sha256, race_kinds
 from lib.litestream.v5.restore import restore_v5
@@ -125,8 +127,13 @@ def _verify_once(db, replica, db_settings, options: VerifyOptions, workdir: Path
     result.format = state.format
     result.extra["replica_bytes"] = state.bytes
     result.extra["monthly_cost_usd"] = monthly_cost(state.bytes, options.price_per_gb_month)
+    result.findings += replica_warnings(db, state)
     if state.format is None:
         result.findings.append(_no_backups(replica, db_settings, options, state.ignored))
+        return False
+    archived = archived_finding(state)
+    if archived:
+        result.findings.append(archived)
         return False
     space = scratch_space_finding(workdir, restore_needs_at_least(state, options.target))
     if space:
@@ -192,7 +199,7 @@ def _no_backups(replica: ReplicaConfig, db_settings, options: VerifyOptions, for
                "and is the path right?")
     if foreign:
         message += (f" (the path holds {len(foreign)} other object(s), e.g. {foreign[0]}: "
-                    "is it the right path?)")
+                    f"is it the right path?); {EMPTY_RESTART}")
     if allow:
         return warning("no_backups", message + " (allowed: first deploy)")
     return error("no_backups", message + " (use --allow-empty on a first deploy)")
@@ -298,6 +305,8 @@ def _deadline_finding(replica: ReplicaConfig) -> Finding:
 def _result_of(fut: Future, db: DbConfig, replica: ReplicaConfig) -> DbResult:
     try:
         return fut.result()
+    except ConfigError:  # found only once objects are read (an age identity that opens nothing): exit 3
+        raise
     except Exception as exc:  # a bug must not hide the other databases' results
         log.exception("internal error verifying db=%s replica=%s", db.path, replica.name)
         return DbResult(db=db.path, replica=replica.name, findings=[could_not_check(

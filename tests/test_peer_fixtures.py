@@ -200,8 +200,15 @@ def test_latest_replica_and_replica_name_choose_what_litestream_chooses(peers):
 
 
 def test_no_backups_is_an_error_like_litestreams(peers):
-    """TestRestoreCommand/ErrNoBackups: ``no matching backups found``."""
+    """TestRestoreCommand/ErrNoBackups: ``no matching backups found``. The replica folder does not
+    exist at all, which restorable refuses as a config error (exit 3, naming the folder): stricter
+    than Litestream, never an "ok"."""
     cwd = peers / "cmd-restore-no-backups"
+    proc = subprocess.run([sys.executable, "-m", "jobs.verify", "--json", "--config", "litestream.yml"], cwd=cwd,
+                          env=restorable_env({"LITESTREAM_TESTDIR": str(cwd)}), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 3 and f"{cwd / 'replica'} does not exist" in proc.stderr
+    (cwd / "replica").mkdir()
     code, report, _ = _verify(["--config", "litestream.yml"], cwd, {"LITESTREAM_TESTDIR": str(cwd)})
     assert code == 1 and _kinds(report["databases"][0], "error") == {"no_backups"}
     proc = run_litestream(V3, "restore", "-config", cwd / "litestream.yml", "-o", cwd / "out.db", cwd / "db",

@@ -149,6 +149,7 @@ def test_without_the_key_s3_refuses_and_the_run_is_inconclusive_not_failed(sse_r
         config = _config_via(sse_replica, proxy.endpoint, tmp_path / "litestream.yml", **{"sse-customer-key": None})
         code, report, _ = _verify(sse_replica, config)
         assert code == 2 and proxy.refused > 0, report
+        assert "sse-customer-key" in json.dumps(report["databases"][0]["findings"])
     finally:
         proxy.stop()
 

@@ -28,7 +28,8 @@ def effective_config(config: Any, settings: Settings) -> dict[str, Any]:
                 origin = "derived: max(60 x sync-interval, 1h)"
             fields["max-age"] = {"value": format_duration(max_age), "from": origin}
             replicas.append(fields)
-        dbs.append({"path": db.path, "replicas": replicas, "settings": settings_shown(db_settings)})
+        dbs.append({"path": db.path, "replicas": replicas, "settings": settings_shown(db_settings),
+                    "litestream_0_5": db.v5.shown(), "warnings": list(db.warnings)})
     return {
         "source": config.source,
         "precedence": ["replica URL arguments", "--config", f"${REPLICAS_VAR}", f"${CONFIG_VAR}",

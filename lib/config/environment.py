@@ -30,6 +30,9 @@ SECRET_KEY_VARS = ("AWS_SECRET_ACCESS_KEY", "LITESTREAM_SECRET_ACCESS_KEY")
 # Temporary credentials (STS, SSO): only with the AWS_ACCESS_KEY_ID pair it belongs to.
 SESSION_TOKEN_VAR = "AWS_SESSION_TOKEN"
 
+# age identities for encrypted v0.3 replicas whose litestream.yml holds only the recipients.
+AGE_IDENTITIES_VAR = "RESTORABLE_AGE_IDENTITIES"
+
 # ------------------------------------------------------------------------------ normalising
 
 
@@ -49,6 +52,7 @@ class _Defaults:
     force_path_style: bool | None = None
     skip_verify: bool | None = None
     sync_interval: float | None = None
+    age_identities: str | None = field(default=None, repr=False)  # $RESTORABLE_AGE_IDENTITIES
     origins: tuple[tuple[str, str], ...] = ()
 
     def get(self, name: str) -> tuple[Any, str]:
@@ -81,7 +85,8 @@ def _env_defaults(environ: Mapping[str, str]) -> _Defaults:
         found["force_path_style"] = (styles[style], f"${URL_STYLE_VAR}")
     values = {name: value for name, (value, _) in found.items()}
     origins = tuple((name, origin) for name, (value, origin) in found.items() if value is not None)
-    return _Defaults(**values, origins=origins)
+    return _Defaults(**values, age_identities=(environ.get(AGE_IDENTITIES_VAR) or "").strip() or None,
+                     origins=origins)
 
 
 def _first_set(environ: Mapping[str, str], names: Sequence[str]) -> tuple[str | None, str]:

@@ -27,6 +27,8 @@ import yaml
 from lib.config import envexpand
 from lib.config.directories import DIR_KEYS_READ, build_dir_entry
 from lib.config.environment import _Context, _Defaults, _env_defaults, _kind
+from lib.config.known_keys import unknown_keys
+from lib.config.litestream_v5 import read_v5_settings, strip_sqlite_prefix
 from lib.config.model import Config, DbConfig, ReplicaConfig
 from lib.config.parsing import load_yaml
 from lib.config.replicas import _absolute, _build_replica
@@ -35,14 +37,16 @@ from lib.config.replicas import _absolute, _build_replica
 # expands to "" exactly as in Litestream, because it cannot change what we verify.
 TOP_KEYS_READ = frozenset(
     {"dbs", "access-key-id", "secret-access-key", "bucket", "endpoint", "region",
-     "force-path-style", "skip-verify", "sync-interval"}
+     "force-path-style", "skip-verify", "sync-interval",
+     "snapshot", "retention", "l0-retention", "l0-retention-check-interval", "levels", "auto-recover"}
 )
 
-DB_KEYS_READ = frozenset({"path", "replica", "replicas"}) | DIR_KEYS_READ
+DB_KEYS_READ = frozenset({"path", "replica", "replicas", "snapshot"}) | DIR_KEYS_READ
 
 REPLICA_KEYS_READ = frozenset(
     {"type", "name", "url", "path", "bucket", "endpoint", "region", "access-key-id",
-     "secret-access-key", "force-path-style", "skip-verify", "retention", "sync-interval"}
+     "secret-access-key", "force-path-style", "skip-verify", "retention", "sync-interval",
+     "age", "sse-customer-algorithm", "sse-customer-key", "sse-customer-key-path", "auto-recover"}
 )
 
 
@@ -117,7 +121,17 @@ def _build_config(document: Any, base: _Context, environ: Mapping[str, str]) -> 
         raise ctx.fail("dbs", f"expected a list of databases, got {_kind(dbs)}")
     if not dbs:
         raise ctx.fail("dbs", "is empty; add at least one database with a path and a replica")
-    return Config(source=base.source, dbs=tuple(_build_db(raw, i, ctx) for i, raw in enumerate(dbs)))
+    unknown = unknown_keys(top)
+    built = (_build_db(raw, i, ctx) for i, raw in enumerate(dbs))
+    return Config(source=base.source, dbs=tuple(_with_v5(db, i, top, unknown, ctx) for i, db in enumerate(built)))
+
+
+def _with_v5(db: DbConfig, index: int, top: Mapping, unknown: Sequence[str], ctx: _Context) -> DbConfig:
+    """``db`` with the Litestream 0.5 settings that apply to it and the unknown keys that concern it."""
+    key = f"dbs[{index}]"
+    warnings = tuple(f"{ctx.where(k)}: unknown key; Litestream ignores it without a word (a misspelling?)"
+                     for k in unknown if not k.startswith("dbs[") or k.startswith(f"{key}."))
+    return replace(db, v5=read_v5_settings(top, index, ctx), warnings=warnings)
 
 
 def _top_defaults(top: Mapping, ctx: _Context) -> _Defaults:
@@ -142,7 +156,8 @@ def _build_db(raw: Any, index: int, ctx: _Context) -> DbConfig:
     path = ctx.text(raw, "path", key)
     if path is None:
         raise ctx.fail(f"{key}.path", "the database has no path; set path: to the SQLite file, e.g. /data/app.db")
-    return DbConfig(path=_absolute(path, ctx.cwd), replicas=_build_replicas(raw, key, ctx), written_path=path)
+    return DbConfig(path=_absolute(strip_sqlite_prefix(path), ctx.cwd), replicas=_build_replicas(raw, key, ctx),
+                    written_path=path)
 
 
 def _build_replicas(raw: Mapping, key: str, ctx: _Context) -> tuple[ReplicaConfig, ...]:

@@ -5,6 +5,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from lib.config.encryption import ReplicaEncryption
+from lib.config.litestream_v5 import V5Settings
 from lib.config.urls import redact_url, userinfo
 from lib.storage.base import ObjectStore
 from lib.storage.factory import open_store
@@ -47,6 +49,8 @@ class ReplicaConfig:
     retention_seconds: float | None = None  # the replica's `retention`, if set
     sync_interval_seconds: float = 1.0
     session_token: str | None = field(default=None, repr=False)
+    # age identities, SSE-C key, storage class (lib.config.encryption); secrets inside
+    encryption: ReplicaEncryption = field(default=ReplicaEncryption(), repr=False)
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
     def describe(self) -> str:
@@ -69,10 +73,14 @@ class ReplicaConfig:
             session_token=self.session_token,
             force_path_style=self.force_path_style,
             skip_verify=self.skip_verify,
+            sse_customer_algorithm=self.encryption.sse_customer_algorithm,
+            sse_customer_key=self.encryption.sse_customer_key,
         )
 
     def open_store(self) -> ObjectStore:
-        return open_store(self)
+        store = open_store(self)
+        store.age_keys = self.encryption.age_keys  # read by lib.litestream.v3.age.keys_of
+        return store
 
     def effective(self) -> dict[str, dict[str, Any]]:
         """Every field as ``{"value": ..., "from": ...}`` with secrets masked, for ``--print-config``."""
@@ -92,8 +100,9 @@ class ReplicaConfig:
         fields["retention"] = format_duration(self.retention_seconds) if self.retention_seconds else None
         attributes = {"force-path-style": "force_path_style", "sync-interval": "sync_interval_seconds",
                       "retention": "retention_seconds"}
-        return {key: {"value": value, "from": self.origin(attributes.get(key, key.replace("-", "_")))}
-                for key, value in fields.items()}
+        shown = {key: {"value": value, "from": self.origin(attributes.get(key, key.replace("-", "_")))}
+                 for key, value in fields.items()}
+        return shown | self.encryption.shown()
 
 
 def _path_style_shown(replica: ReplicaConfig) -> bool | str:
@@ -116,6 +125,8 @@ class DbConfig:
     path: str  # as written in the config (made absolute, like Litestream does), a URL, or a name
     replicas: tuple[ReplicaConfig, ...]
     written_path: str = ""  # the `path:` exactly as written (before ~ and CWD); "" if unknown
+    v5: V5Settings = V5Settings()  # what Litestream 0.5 does with this database's backups
+    warnings: tuple[str, ...] = ()  # litestream.yml keys Litestream would silently ignore, in words
     # A Litestream 0.5 `dir:` entry (lib.config.directories.DirSpec): a template whose
     # tenants lib.fleet.tenants finds in the bucket; None for a `path:` database.
     directory: Any = None
@@ -138,5 +149,6 @@ class Config:
         for db in self.dbs:
             for r in db.replicas:
                 candidates = (r.access_key_id, r.secret_access_key, r.session_token, userinfo(r.endpoint))
-                out += [s for s in candidates if s]
+                out += [s for s in candidates if s] + r.encryption.secrets()
+            out += db.v5.secrets()
         return out

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from lib.config.encryption import read_encryption
 from lib.config.environment import ACCESS_KEY_VARS, BUCKET_VARS, SECRET_KEY_VARS, _Context, _join
 from lib.config.model import DEFAULT_ORIGIN, DEFAULT_SYNC_INTERVAL, SUPPORTED_TYPES, ReplicaConfig
 from lib.config.parsing import printable
@@ -19,11 +20,6 @@ def _build_replica(raw: Any, key: str, ctx: _Context) -> ReplicaConfig:
     raw = ctx.mapping(raw, key)
     url = ctx.text(raw, "url", key)
     kind = _replica_type(raw, url, key, ctx)
-    if raw.get("age"):
-        raise ctx.fail(
-            _join(key, "age"),
-            "age-encrypted replicas are not supported by restorable; verify an unencrypted replica",
-        )
     sync_interval, sync_origin = _pick(
         ctx.keyed(raw, "sync-interval", key, ctx.duration), ctx.top.get("sync_interval"),
         (DEFAULT_SYNC_INTERVAL, DEFAULT_ORIGIN))
@@ -37,7 +33,7 @@ def _build_replica(raw: Any, key: str, ctx: _Context) -> ReplicaConfig:
     if retention is not None:
         origins["retention_seconds"] = retention_origin
     return replace(built, name=name or kind, retention_seconds=retention, sync_interval_seconds=sync_interval,
-                   origins=tuple(origins.items()))
+                   encryption=read_encryption(raw, key, ctx), origins=tuple(origins.items()))
 
 
 def _replica_type(raw: Mapping, url: str | None, key: str, ctx: _Context) -> str:

@@ -184,7 +184,7 @@ def _overdue_findings(state: ReplicaState, policy: RetentionPolicy, now: datetim
     """
     if policy.window_seconds is None:
         return []
-    grace = V3_CHECK_INTERVAL_SECONDS if state.format == FORMAT_V3 else policy.window_seconds
+    grace = V3_CHECK_INTERVAL_SECONDS if state.format == FORMAT_V3 else policy.check_seconds or policy.window_seconds
     overdue = plan(state, policy, now - timedelta(seconds=grace + policy.margin_seconds), points)
     if not overdue.delete:
         return []

@@ -6,6 +6,7 @@ from typing import Mapping
 
 from lib.errors import StorageError
 from lib.litestream.discover import discover
+from lib.litestream.layout import FORMAT_V5
 from lib.report.history import HistorySettings, locate
 from lib.report.history import last_good as read_last_good
 from lib.report.model import warning
@@ -26,7 +27,7 @@ def apply_retention(db, replica, result, db_settings, args, override: float | No
     """Plan and (if enabled) enforce retention for one verified replica; findings go into ``result``."""
     if skipped_unverified(result):
         return
-    policy = policy_for(replica, db_settings, override)
+    policy = policy_for(replica, db_settings, override, v5=db.v5 if result.format == FORMAT_V5 else None)
     store = replica.open_store()
     try:
         state = discover(store, replica)

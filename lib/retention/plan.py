@@ -257,19 +257,20 @@ def plan_v5_retention(
         for f in v5.levels.get(level, [])[:-1]:
             if f.max_txid < floor_txid:
                 doomed[f.key] = f"level {level} file below TXID {floor_txid:016x} of the newest deleted snapshot"
-    doomed.update(_v5_l0_doomed(v5, now))
+    doomed.update(_v5_l0_doomed(v5, now, policy.l0_retention_seconds))
     decisions = [Decision.of(f.info, DELETE, doomed[f.key]) if f.key in doomed
                  else Decision.of(f.info, KEEP, "Litestream's retention keeps it") for f in files]
     notes = ["report-only: Litestream v0.5 enforces its own retention while it runs, restorable deletes no LTX file"]
     return _finish(FORMAT_V5, policy, now, decisions, needed, notes)
 
 
-def _v5_l0_doomed(v5: "V5State", now: datetime) -> dict[str, str]:
+def _v5_l0_doomed(v5: "V5State", now: datetime, l0_retention: float = V5_L0_RETENTION_SECONDS) -> dict[str, str]:
     l1_max = max((f.max_txid for f in v5.levels.get(1, [])), default=0)
-    l0_cutoff = now - timedelta(seconds=V5_L0_RETENTION_SECONDS)
+    l0_cutoff = now - timedelta(seconds=l0_retention)
     doomed = {}
     for f in v5.levels.get(0, [])[:-1]:
         if f.max_txid > l1_max or f.info.last_modified >= l0_cutoff:
             break
-        doomed[f.key] = "level 0 file compacted into level 1 and older than l0-retention (5m)"
+        doomed[f.key] = ("level 0 file compacted into level 1 and older than l0-retention "
+                         f"({format_duration(l0_retention)})")
     return doomed

@@ -57,6 +57,10 @@ class RetentionPolicy:
     keep_snapshots: int = DEFAULT_KEEP_SNAPSHOTS
     margin_seconds: float = DEFAULT_MARGIN_SECONDS
     source: str = "Litestream's default"
+    # v0.5: how often Litestream enforces the window (snapshot.interval) and how long it
+    # keeps compacted L0 files (l0-retention), from litestream.yml.
+    check_seconds: float | None = None
+    l0_retention_seconds: float = V5_L0_RETENTION_SECONDS
 
     def cutoff(self, now: datetime) -> datetime | None:
         """Objects last modified before this are outside the window (None: no window)."""
@@ -79,9 +83,12 @@ class RetentionPolicy:
         }
 
 
-def policy_for(replica: ReplicaConfig, db_settings: Any, override_seconds: float | None = None) -> RetentionPolicy:
+def policy_for(replica: ReplicaConfig, db_settings: Any, override_seconds: float | None = None,
+               v5: Any = None) -> RetentionPolicy:
     """The policy for one replica: ``override_seconds`` (``--retention``), else the verifier
-    settings' ``retention``, else the replica's ``retention`` in litestream.yml, else 24h.
+    settings' ``retention``, else (a v0.5 replica, ``v5`` its ``lib.config.litestream_v5.V5Settings``)
+    ``snapshot.retention`` unless ``retention.enabled`` is false, else the replica's
+    ``retention`` in litestream.yml (v0.3), else 24h.
 
     A litestream.yml ``retention`` of 0 or less turns Litestream's retention off; restorable
     then keeps everything too, unless its own settings or ``--retention`` give a window.
@@ -98,11 +105,25 @@ def policy_for(replica: ReplicaConfig, db_settings: Any, override_seconds: float
                 raise ConfigError(f"retention {value}s from {source} must be positive; use e.g. 24h or 7d")
             return RetentionPolicy(float(value), keep, source=source)
     replica_window = getattr(replica, "retention_seconds", None)
+    if v5 is not None:
+        return _v5_policy(v5, keep, ignored_replica_key=replica_window is not None)
     if replica_window is not None:
         if replica_window <= 0:
             return RetentionPolicy(None, keep, source="retention disabled in litestream.yml")
         return RetentionPolicy(float(replica_window), keep, source="litestream.yml retention")
     return RetentionPolicy(DEFAULT_WINDOW_SECONDS, keep, source="Litestream's default")
+
+
+def _v5_policy(v5: Any, keep: int, ignored_replica_key: bool) -> RetentionPolicy:
+    """Litestream 0.5's window is ``snapshot.retention``; ``retention.enabled: false`` deletes nothing."""
+    ignored = "; the replica's retention: is a 0.3 key that 0.5 ignores" if ignored_replica_key else ""
+    if not v5.retention_enabled:
+        return RetentionPolicy(None, keep, source=(
+            f"retention.enabled: false in {v5.origin('retention_enabled')}: Litestream deletes nothing, so only a "
+            f"bucket lifecycle rule keeps the bucket bounded (restorable deletes no v0.5 file){ignored}"))
+    source = f"snapshot.retention, {v5.origin('snapshot_retention')}{ignored}"
+    return RetentionPolicy(v5.snapshot_retention, keep, source=source, check_seconds=v5.snapshot_interval,
+                           l0_retention_seconds=v5.l0_retention)
 
 # --------------------------------------------------------------------------- restore points
 

@@ -1,7 +1,7 @@
 """The storage contract: ObjectInfo, the ObjectStore protocol, delete failures, whole-object reads."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Protocol, Sequence
 
@@ -16,6 +16,7 @@ class ObjectInfo:
     key: str
     size: int
     last_modified: datetime  # timezone-aware UTC
+    storage_class: str | None = field(default=None, compare=False)  # S3's, when the listing names one
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,8 @@ class S3Store:
         where = settings.endpoint or "AWS"
         self.description = f"s3://{settings.bucket} (endpoint {where})"
         self._server_date: datetime | None = None
+        self._sse = ({"SSECustomerAlgorithm": settings.sse_customer_algorithm or "AES256",
+                      "SSECustomerKey": settings.sse_customer_key} if settings.sse_customer_key else {})
 
     # -- error translation: the only place that knows botocore's exceptions
     def _translate(self, exc: Exception, action: str) -> Exception:
@@ -135,6 +137,16 @@ class S3Store:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if code in ("NoSuchKey", "404", "NotFound"):
                 return ObjectNotFound(action.split(" ", 1)[-1])
+            if code == "InvalidRequest" and "Server Side Encryption" in str(err.get("Message", "")):
+                return StorageUnavailable(
+                    f"{action}: the object is encrypted with a customer key (SSE-C) at {self.description}; set "
+                    "the replica's sse-customer-key or sse-customer-key-path"
+                )
+            if code == "InvalidObjectState":
+                return StorageUnavailable(
+                    f"{action}: the object is in an archive storage class (Glacier / Deep Archive) at "
+                    f"{self.description}: S3 serves it only after a restore request"
+                )
             if code == "NoSuchBucket":
                 return StorageUnavailable(
                     f"{action}: bucket {self.bucket!r} does not exist at {self.description}; "
@@ -177,7 +189,7 @@ class S3Store:
                 self._note_date(resp)
                 for item in resp.get("Contents", []):
                     modified = item["LastModified"].astimezone(timezone.utc)
-                    found.append(ObjectInfo(item["Key"], int(item["Size"]), modified))
+                    found.append(ObjectInfo(item["Key"], int(item["Size"]), modified, item.get("StorageClass")))
                 if not resp.get("IsTruncated"):
                     break
                 kwargs["ContinuationToken"] = resp["NextContinuationToken"]
@@ -188,7 +200,7 @@ class S3Store:
 
     def open(self, key: str) -> BinaryIO:
         try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=key)
+            resp = self.client.get_object(Bucket=self.bucket, Key=key, **self._sse)
         except Exception as exc:
             raise self._translate(exc, f"get {key}") from exc
         self._note_date(resp)

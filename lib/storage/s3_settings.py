@@ -20,6 +20,9 @@ class S3Settings:
     read_timeout: float = 30.0
     max_attempts: int = 5
     max_pool_connections: int = 16
+    # SSE-C (Litestream's sse-customer-key): every GET must send the key, or S3 refuses it.
+    sse_customer_algorithm: str | None = None
+    sse_customer_key: bytes | None = None  # the 32 raw key bytes; botocore sends them base64 with the MD5
 
     def __repr__(self) -> str:  # never print the secret key
         return f"S3Settings(bucket={self.bucket!r}, endpoint={self.endpoint!r}, region={self.region!r})"

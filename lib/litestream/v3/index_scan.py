@@ -7,7 +7,8 @@ import numpy as np
 
 from lib.errors import CorruptObject
 from lib.litestream import lz4 as lz4stream
-from lib.litestream.v3 import wal
+from lib.litestream.v3 import age, wal
+from lib.litestream.v3.age import AgeKeys
 from lib.litestream.v3.frames import FrameReader
 from lib.litestream.v3.layout import Position, WalSegment
 from lib.litestream.v3.snapshot import Output
@@ -39,6 +40,7 @@ class Replay(Protocol):
     last_counter: tuple[int, int] | None  # (page 1 change counter, WAL index) last seen
     listed_ends: dict[int, int]
     index_ends: dict[int, int]
+    age_keys: AgeKeys | None  # identities of an age-encrypted replica
 
     def key(self, index: int, offset: int) -> str: ...
 
@@ -85,7 +87,7 @@ class IndexScan:
         self.short = False
         limit = min(max(seg.info.size * LZ4_MAX_RATIO, 1 << 20), self.replay.max_bytes)
         try:
-            for piece in lz4stream.decompress_chunks(key, chunks, limit):
+            for piece in lz4stream.decompress_chunks(key, age.plain_chunks(key, chunks, self.replay.age_keys), limit):
                 self.length += len(piece)
                 self._feed(piece)
         except CorruptObject as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from lib.litestream.hazards import FAILED_RESTART
 from lib.litestream.outcome import RestoreTarget
 from lib.litestream.v3.layout import Generation, Position, Snapshot, V3State, WalSegment, wal_key
 from lib.report.model import Finding, error, warning
@@ -86,9 +87,9 @@ def plan_v3(state: V3State, target: RestoreTarget = RestoreTarget()) -> tuple[V3
     segments = _segments_until(gen, target)
     findings = _check_indexes(state.prefix, gen, snapshot, segments)
     needed = [s for s in segments if s.index >= snapshot.index]
-    return V3Plan(gen, snapshot, needed, [f for f in findings if f.severity == "warning"]), [
-        f for f in findings if f.severity != "warning"
-    ]
+    # Only the below-snapshot gaps wait for a fresh listing to confirm them (restore_v3).
+    to_confirm = [f for f in findings if f.severity == "warning" and f.kind == "wal_gap"]
+    return V3Plan(gen, snapshot, needed, to_confirm), [f for f in findings if f not in to_confirm]
 
 
 def _missing_snapshot(state: V3State, gen: Generation, target: RestoreTarget) -> Finding:
@@ -98,6 +99,7 @@ def _missing_snapshot(state: V3State, gen: Generation, target: RestoreTarget) ->
                 f"snapshot: restore it with --generation {best.id}; restart litestream to start a new generation")
     else:
         hint = "no other generation has a snapshot either; restart litestream so it takes a new snapshot"
+    hint += f"; {FAILED_RESTART}"
     return error("missing_snapshot", f"generation {gen.id} has WAL but no usable snapshot; {hint}",
                  f"{state.prefix}{gen.id}/snapshots/")
 
@@ -142,14 +144,31 @@ def _check_indexes(prefix: str, gen: Generation, snapshot: Snapshot, segments: l
     if max_index == -1:
         return findings
     if max_index < snapshot.index:
-        findings.append(error("wal_gap", f"WAL index {snapshot.index:08x} of snapshot {snapshot.index:08x} is "
-                              f"missing (WAL ends at index {max_index:08x}): changes after the snapshot are lost, "
-                              "or litestream stopped right after taking the snapshot",
-                              wal_key(prefix, gen.id, snapshot.index, 0)))
+        findings.append(_snapshot_ahead(prefix, gen, snapshot, max_index))
     for index in range(snapshot.index, max_index + 1):
         if index not in by_index:
             findings.append(error("wal_gap", f"WAL index {index:08x} is missing between snapshot "
-                                  f"{snapshot.index:08x} and index {max_index:08x}: every change after index "
-                                  f"{index - 1:08x} is unrestorable", wal_key(prefix, gen.id, index, 0)))
+                                  f"{snapshot.index:08x} and index {max_index:08x}: every change after "
+                                  f"{_before(index, snapshot.index)} is unrestorable",
+                                  wal_key(prefix, gen.id, index, 0)))
     return findings
+
+
+def _before(index: int, snapshot_index: int) -> str:
+    """What precedes a missing index: the snapshot, or the index before it."""
+    return f"snapshot {snapshot_index:08x}" if index == snapshot_index else f"index {index - 1:08x}"
+
+
+def _snapshot_ahead(prefix: str, gen: Generation, snapshot: Snapshot, max_index: int) -> Finding:
+    """A snapshot newer than every WAL index: a warning, not an error (``docs/detection.md``).
+
+    The snapshot is a copy of the database file at a commit, a consistent restore point, and
+    ``litestream restore`` restores exactly it (its max index is the snapshot's). It is also
+    what a replica looks like when Litestream stopped right after a snapshot, before the first
+    segment of the new index was uploaded: the same state as a generation holding a snapshot
+    alone. Whether changes after it were lost is what the freshness check judges.
+    """
+    return warning("snapshot_ahead", f"snapshot {snapshot.index:08x} is newer than every WAL index of generation "
+                   f"{gen.id} (WAL ends at index {max_index:08x}): restored from the snapshot alone, as litestream "
+                   "restore does; no change after it was uploaded", wal_key(prefix, gen.id, snapshot.index, 0))
 

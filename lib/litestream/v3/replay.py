@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from lib.litestream.v3.age import AgeKeys
 from lib.litestream.v3.index_scan import MID_TRANSACTION, IndexScan
 from lib.litestream.v3.layout import Position, WalSegment, wal_key
 from lib.litestream.v3.snapshot import Output
@@ -32,8 +33,9 @@ class Replay:
 
     def __init__(self, generation: str, prefix: str, snapshot_index: int, output: Output | None,
                  findings: list[Finding], listed_ends: dict[int, int] | None = None, snapshot_counter: int = 0,
-                 *, max_bytes: int):
+                 *, max_bytes: int, age_keys: AgeKeys | None = None):
         self.generation = generation
+        self.age_keys = age_keys  # identities of an age-encrypted replica
         # index -> offset of its last segment in the whole listing: an index the plan ends
         # earlier (a point-in-time target) may stop inside a transaction without damage
         self.listed_ends = listed_ends or {}

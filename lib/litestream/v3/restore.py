@@ -12,10 +12,12 @@ from pathlib import Path
 
 from lib.litestream.layout import FORMAT_V3
 from lib.litestream.outcome import DEFAULT_MAX_RESTORE_BYTES, RestoreOutcome, RestoreTarget, file_sha256
+from lib.litestream.v3 import age
 from lib.litestream.v3.layout import V3State, generation_of, segment_order, wal_key
 from lib.litestream.v3.plan import V3Plan, fallback_generation, plan_v3
 from lib.litestream.v3.replay import WAL_PREFETCH_BYTES, Replay
 from lib.litestream.v3.snapshot import Output, SnapshotDamaged, SnapshotStream, restore_snapshot
+from lib.litestream.v3.unknown import unknown_objects
 from lib.report.model import Finding, error
 from lib.storage.base import ObjectStore
 from lib.storage.pool import ObjectChanged, stream
@@ -41,6 +43,7 @@ def restore_v3(
     replica ``outcome.position`` is where the sound part ends.
     """
     outcome = RestoreOutcome(format=FORMAT_V3)
+    outcome.findings.extend(unknown_objects(state))
     plan, findings = plan_v3(state, target)
     if plan is None:
         outcome.findings.extend(_prove_fallback(store, state, target, out_path, f, workers, max_bytes)
@@ -153,7 +156,7 @@ def _replay(store: ObjectStore, plan: V3Plan, prefix: str, output: Output | None
     """Stream the plan's WAL segments through the replay, downloading ahead (``WAL_PREFETCH_BYTES``)."""
     listed_ends = {s.index: s.offset for s in plan.generation.segments}  # segments are in (index, offset) order
     replay = Replay(plan.generation.id, prefix, plan.snapshot.index, output, outcome.findings, listed_ends,
-                    snapshot_counter, max_bytes=max_bytes)
+                    snapshot_counter, max_bytes=max_bytes, age_keys=age.keys_of(store))
     for seg, reader in stream(store, plan.segments, workers=workers, max_buffered_bytes=WAL_PREFETCH_BYTES):
         outcome.objects_read += 1
         replay.segment(seg, reader.chunks())

@@ -17,6 +17,7 @@ from lib.errors import CorruptObject
 from lib.litestream import lz4 as lz4stream
 from lib.litestream import sqlite
 from lib.litestream.pages import PageStage, create_private
+from lib.litestream.v3 import age
 from lib.litestream.v3.layout import Snapshot
 from lib.storage.base import ObjectInfo, ObjectStore
 from lib.storage.pool import ObjectChanged, sliced_wait
@@ -69,7 +70,7 @@ def _stream_into(store: ObjectStore, snapshot: Snapshot, out, limit: int, on_hea
         # A damaged object raises here: an open file or a GET always yields one whole
         # object, so a replacement by Litestream can't look damaged (and verify.py re-lists
         # before believing the finding); a replaced, sound one is caught by its size below.
-        for piece in lz4stream.decompress_chunks(key, iter(counted), limit):
+        for piece in lz4stream.decompress_chunks(key, age.plain_chunks(key, iter(counted), age.keys_of(store)), limit):
             if cancelled is not None and cancelled.is_set():
                 raise _Cancelled()
             if written == 0:

@@ -49,7 +49,8 @@ def _stalled(level: int, interval: float, reached: int, first: LtxFile, last: Lt
     return warning(
         "compaction_stalled",
         f"compaction into level {level} has stalled since {format_iso(since, 'seconds')}: level {level - 1} gained "
-        f"{count} file(s) up to TXID {last.max_txid:016x} (the last at {format_iso(last.info.last_modified, 'seconds')}) "
+        f"{count} file(s) up to TXID {last.max_txid:016x} "
+        f"(the last at {format_iso(last.info.last_modified, 'seconds')}) "
         f"but level {level} still ends at TXID {reached:016x}, although Litestream compacts it every "
         f"{format_duration(interval)}; check Litestream's log for compaction errors (L0 keeps growing meanwhile)",
         first.key)

@@ -5,6 +5,7 @@ import heapq
 import logging
 from datetime import datetime, timezone
 
+from lib.litestream.hazards import EMPTY_RESTART
 from lib.litestream.outcome import RestoreTarget
 from lib.litestream.v5.layout import SNAPSHOT_LEVEL, LtxFile, V5State
 from lib.report.model import Finding, error
@@ -129,5 +130,6 @@ def _no_start_message(state: V5State, txid: int | None, before: datetime | None)
     elif before is not None:
         where = f" before {before.isoformat()}"
     lowest = min((f.min_txid for f in state.files()), default=0)
-    return (f"no snapshot (level 9){where} and no file starting at TXID 1 to build one from; "
-            f"the oldest listed file starts at TXID {lowest:016x}")
+    message = (f"no snapshot (level 9){where} and no file starting at TXID 1 to build one from; "
+               f"the oldest listed file starts at TXID {lowest:016x}")
+    return f"{message}; {EMPTY_RESTART}" if txid is None and before is None else message
