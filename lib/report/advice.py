@@ -40,6 +40,14 @@ NEXT_STEPS = {
                  "deleted.",
     "unreachable": "The store could not be reached: check the endpoint, bucket name and credentials "
                    "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), then run the check again.",
+    "restore_time": "Restoring took longer than max-restore-time: a restore after an incident would take as long; "
+                    "raise the limit or restore from a faster place (region, provider).",
+    "window": "The bucket cannot reach back as far as min-window: check Litestream's retention (and "
+              "enforce-retention) against how far back you need to restore.",
+    "drill": "An older restore point does not restore: restores to the time the finding names will fail; restore "
+             "a later point and restart Litestream so a new snapshot starts a sound chain.",
+    "vault": "A vault copy is damaged or the vault could not be written: delete the damaged entry (both keys of "
+             "its day) and check the vault's bucket and RESTORABLE_VAULT_* credentials.",
     "interrupted": "The run was stopped before it finished: if this repeats, raise the job's maximum runtime or "
                    "look for slow storage.",
 }
