@@ -6,7 +6,9 @@ window it enforces, and it refuses to start on the configs restorable refuses.
 """
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import sqlite3
 import subprocess
 import time
@@ -18,8 +20,10 @@ import yaml
 from lib.config.environment import _Context
 from lib.config.known_keys import unknown_keys
 from lib.config.litestream_v5 import V5Settings, read_v5_settings
-from lib.config.litestream_yml import _TextLoader
+from lib.config.litestream_yml import _TextLoader, parse
 from lib.errors import ConfigError
+from lib.retention.policy import policy_for
+from tests.support import run_job
 from tests.support.litestream import V5, litestream_bin, litestream_env, run_litestream
 
 
@@ -156,3 +160,65 @@ def test_unknown_keys_are_named_and_known_ones_of_either_release_are_not():
         "        sse-customer-key: k\n        age: {identities: [x], recipient: [y]}\n")
     assert unknown_keys(document) == ["retension", "snapshot.retain", "dbs[0].checkpoint-intervall",
                                       "dbs[0].replicas[0].age.recipient"]
+
+
+# ------------------------------------------------------------------ used, not only read
+
+
+def _parse(text: str, environ: dict | None = None, cwd: str = "/srv"):
+    return parse(text, environ or {}, cwd=cwd)
+
+
+def test_sqlite_url_paths_name_the_database_file():
+    config = _parse("dbs:\n  - path: sqlite:///data/app.db\n    replica: {path: /r/a}\n"
+                    "  - path: sqlite3://rel/b.db\n    replica: {path: /r/b}\n")
+    assert [db.path for db in config.dbs] == ["/data/app.db", "/srv/rel/b.db"]
+    assert config.dbs[0].written_path == "sqlite:///data/app.db"
+
+
+def test_the_v5_retention_window_is_snapshot_retention_not_the_replicas():
+    config = _parse("snapshot: {retention: 72h, interval: 6h}\nl0-retention: 1m\n"
+                    "dbs:\n  - path: /a.db\n    replica: {path: /r/a, retention: 1h}\n")
+    db = config.dbs[0]
+    v5 = policy_for(db.replicas[0], None, v5=db.v5)
+    assert (v5.window_seconds, v5.check_seconds, v5.l0_retention_seconds) == (72 * 3600, 6 * 3600, 60)
+    assert "snapshot.retention" in v5.source and "0.5 ignores" in v5.source
+    assert policy_for(db.replicas[0], None).window_seconds == 3600  # a v0.3 replica keeps its own key
+
+
+def test_retention_disabled_means_nothing_is_overdue_and_says_who_bounds_the_bucket():
+    config = _parse("retention: {enabled: false}\ndbs:\n  - path: /a.db\n    replica: {path: /r/a}\n")
+    policy = policy_for(config.dbs[0].replicas[0], None, v5=config.dbs[0].v5)
+    assert policy.window_seconds is None and "deletes nothing" in policy.source and "lifecycle" in policy.source
+
+
+def test_unknown_keys_become_warnings_of_the_database_they_belong_to():
+    config = _parse("retension: 1h\ndbs:\n  - path: /a.db\n    replica: {path: /r/a, sync-intervall: 1s}\n"
+                    "  - path: /b.db\n    replica: {path: /r/b}\n")
+    first, second = (db.warnings for db in config.dbs)
+    assert any("retension" in w for w in first) and any("sync-intervall" in w for w in first)
+    assert any("retension" in w for w in second) and not any("sync-intervall" in w for w in second)
+
+
+def test_print_config_shows_the_0_5_settings_and_the_unknown_keys(tmp_path):
+    (tmp_path / "r").mkdir()
+    config = tmp_path / "litestream.yml"
+    config.write_text("heartbeat-url: https://hc-ping.com/0f3e-secret-ping\nsnapshot: {retention: 72h}\n"
+                      f"dbs:\n  - path: sqlite://{tmp_path}/app.db\n    replica: {{path: {tmp_path}/r, retension: 1h}}\n")
+    proc = run_job("jobs.verify", "--config", config, "--print-config")
+    assert proc.returncode == 0, proc.stderr
+    assert "snapshot.retention: 3d  # from " in proc.stdout and "heartbeat-url: '****'" in proc.stdout
+    assert "# warning: " in proc.stdout and "dbs[0].replica.retension: unknown key" in proc.stdout
+    assert "0f3e-secret-ping" not in proc.stdout
+    assert f"path: {tmp_path}/app.db" in proc.stdout
+
+
+def test_an_unknown_key_is_a_warning_in_the_report(tmp_path):
+    fixture = tmp_path / "replica"  # a copy: a run writes its history next to a file replica
+    shutil.copytree(Path(__file__).parent / "peer_fixtures" / "restore-snapshot-only" / "replica", fixture)
+    config = tmp_path / "litestream.yml"
+    config.write_text(f"dbs:\n  - path: /a.db\n    replicas: [{{path: {fixture}, snapshot-intervall: 1h}}]\n")
+    proc = run_job("jobs.verify", "--config", config, "--json", "--max-age", "100000d")
+    [db] = json.loads(proc.stdout)["databases"]
+    [finding] = [f for f in db["findings"] if f["kind"] == "config"]
+    assert finding["severity"] == "warning" and "snapshot-intervall" in finding["message"]
