@@ -50,6 +50,16 @@ NEXT_STEPS = {
              "its day) and check the vault's bucket and RESTORABLE_VAULT_* credentials.",
     "interrupted": "The run was stopped before it finished: if this repeats, raise the job's maximum runtime or "
                    "look for slow storage.",
+    "archived_object": "Backup objects sit in an archive storage class (Glacier, Deep Archive) and can't be read: "
+                       "give Litestream a readable storage-class and exclude its prefix from archive lifecycle rules.",
+    "snapshot_ahead": "The newest snapshot has no WAL after it yet: nothing to do if Litestream is running; if the "
+                      "app kept writing, check that Litestream is still uploading (its logs).",
+    "unknown_objects": "The replica holds objects no Litestream release writes: find what put them there; they are "
+                       "in no restore.",
+    "config": "litestream.yml has a key Litestream ignores (a misspelling?): fix the key named in the finding.",
+    "auto_recover": "auto-recover hides broken LTX chains: consider turning it off so Litestream stops and tells you.",
+    "compaction_stalled": "Compaction stopped keeping up: check Litestream's log for compaction errors and that it "
+                          "can write to the bucket; L0 keeps growing meanwhile.",
 }
 
 DEFAULT_NEXT_STEP = "See the findings in the report and the README's list of finding kinds."
