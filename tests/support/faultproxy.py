@@ -44,7 +44,8 @@ on the same port again.
 Contract: path-style addressing only (``http://127.0.0.1:PORT/bucket/key``, what
 restorable uses for custom endpoints). Headers are forwarded unchanged, ``Host``
 included, so request signatures still name the proxy; moto does not check them.
-Delays wake early when the proxy stops, so ``stop()`` never waits for a rule.
+Delays wake early when the proxy stops, so ``stop()`` never waits for a rule, and when
+``release()`` is called (the held requests then go on).
 ``requests`` lists every request in arrival order; an entry is added when the request
 line arrives and completed (``status``, ``bytes_sent``, ``done``) when it ends.
 """
@@ -170,6 +171,7 @@ class FaultProxy:
         self._log: list[RequestRecord] = []
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
+        self._release = threading.Event()  # replaced by each release(); held delays wait on theirs
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.port = port
@@ -191,6 +193,13 @@ class FaultProxy:
     def clear(self) -> None:
         """Remove every rule: forward everything unchanged. The request log is kept."""
         self.set_rules([])
+
+    def release(self) -> None:
+        """End every delay now in progress (its request goes on as if the time had passed);
+        later delays wait in full. Lets a test hold a request until it has done something."""
+        with self._lock:
+            held, self._release = self._release, threading.Event()
+        held.set()
 
     @property
     def requests(self) -> list[RequestRecord]:
@@ -229,6 +238,7 @@ class FaultProxy:
     def stop(self) -> None:
         """Stop serving, wake delayed requests and close every connection. Idempotent."""
         self._stopping.set()
+        self.release()
         self._close_listener()
 
     def __enter__(self) -> "FaultProxy":
@@ -281,7 +291,10 @@ class FaultProxy:
             self._log.append(record)
 
     def _sleep(self, seconds: float) -> None:
-        self._stopping.wait(seconds)
+        with self._lock:
+            released = self._release
+        if not self._stopping.is_set():
+            released.wait(seconds)  # stop() releases too
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
