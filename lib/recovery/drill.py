@@ -29,11 +29,11 @@ from lib.errors import ConfigError, ObjectNotFound, StorageError
 from lib.litestream.discover import ReplicaState, discover
 from lib.litestream.layout import FORMAT_V3
 from lib.litestream.outcome import RestoreOutcome, RestoreTarget, file_sha256
+from lib.recovery.rotation import KINDS
 from lib.recovery.window import RecoveryWindow
 from lib.report.model import Finding, error, warning
 from lib.units import format_duration, format_iso
 
-KINDS = ("oldest", "random", "generation")
 
 MODES = ("rotate", "none") + KINDS
 
@@ -225,12 +225,3 @@ def within_budget(deadline: float | None, newest_seconds: float) -> tuple[bool, 
         return True, ""
     return False, f"skipped: {format_duration(max(left, 0))} left of the run, a drill needs ~{format_duration(needed)}"
 
-
-def carried_drills(previous: Any, drill: dict[str, Any] | None) -> dict[str, Any]:
-    """``latest.json``'s ``drills``: the last drill of each kind, with this run's replacing its
-    kind's (a skipped drill changes nothing, so the rotation does not stall on it)."""
-    drills = {k: v for k, v in previous.items() if k in KINDS and isinstance(v, dict)} \
-        if isinstance(previous, dict) else {}
-    if drill and drill.get("kind") in KINDS and drill.get("status") != "skipped":
-        drills[drill["kind"]] = drill
-    return drills

@@ -72,7 +72,6 @@ def _vault(db, replica, result, restored: Path, db_settings, recovery: RecoveryO
            now: datetime) -> None:
     from lib.errors import ConfigError
     from lib.report.model import warning
-    from lib.vault.keep import check_one, keep_verified, verified_by
     from lib.vault.store import VaultSettings, locate
 
     try:
@@ -83,6 +82,9 @@ def _vault(db, replica, result, restored: Path, db_settings, recovery: RecoveryO
     except ConfigError as exc:
         result.findings.append(warning("vault", f"vault not used: {exc}"))
         return
+    # Deferred: only a run with a vault needs the LZ4 compressor and the upload code.
+    from lib.vault.keep import check_one, keep_verified, verified_by
+
     t0 = time.monotonic()
     kept, findings = keep_verified(location, settings.keep, result, restored, now, verified_by(recovery.environ))
     block: dict[str, Any] = {"keep": kept}

@@ -25,7 +25,7 @@ Below the root each database/replica pair has its own folder::
 ``alerted`` (``good``/``bad``: what the alert recipients were last told), ``last_good``
 (``at``, ``generation``, ``position``, ``format``, ``tables``, ``last_backup_at`` of the
 newest ok/warning run, carried forward through bad runs), ``drills`` (the last drill of
-each kind, ``lib.recovery.drill``) and ``report_key``. A run
+each kind, ``lib.recovery.rotation``) and ``report_key``. A run
 document is the same plus ``result``, the database's full report JSON.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any, Mapping
 from lib.config.model import DbConfig, ReplicaConfig
 from lib.config.parsing import ENV_FALSE_WORDS, positive_int
 from lib.errors import ConfigError, ObjectNotFound
-from lib.recovery.drill import carried_drills
+from lib.recovery.rotation import carried_drills
 from lib.report.model import OK, WARN, DbResult
 from lib.storage.base import ObjectStore, read_all
 from lib.storage.local import LocalStore

@@ -18,7 +18,6 @@ import lz4.frame
 
 from lib.errors import StorageUnavailable
 from lib.storage.local import LocalStore
-from lib.storage.s3 import S3Store
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +57,14 @@ class Compressed:
         return data
 
 
+def _is_s3(store) -> bool:
+    """An ``S3Store`` (told by its boto3 client, so that a directory vault never imports boto3)."""
+    return hasattr(store, "client") and hasattr(store, "bucket")
+
+
 def put_stream(store, key: str, chunks: Iterable[bytes], part_size: int = PART_SIZE) -> None:
     """Store the concatenation of ``chunks`` under ``key`` so it appears whole or not at all."""
-    if isinstance(store, S3Store):
+    if _is_s3(store):
         _put_s3(store, key, chunks, part_size)
     elif isinstance(store, LocalStore):
         _put_local(store, key, chunks)
@@ -79,7 +83,7 @@ def _parts(chunks: Iterable[bytes], part_size: int) -> Iterator[bytes]:
         yield bytes(buffer)
 
 
-def _put_s3(store: S3Store, key: str, chunks: Iterable[bytes], part_size: int) -> None:
+def _put_s3(store, key: str, chunks: Iterable[bytes], part_size: int) -> None:
     parts = _parts(chunks, part_size)
     first = next(parts, b"")
     second = next(parts, None)
@@ -102,7 +106,7 @@ def _put_s3(store: S3Store, key: str, chunks: Iterable[bytes], part_size: int) -
 
 
 class _Multipart:
-    def __init__(self, store: S3Store, key: str):
+    def __init__(self, store, key: str):
         self.store, self.key = store, key
         self.done: list[dict] = []
         try:
@@ -156,7 +160,7 @@ def _put_local(store: LocalStore, key: str, chunks: Iterable[bytes]) -> None:
 def abort_stale_uploads(store, prefix: str, today: str) -> int:
     """Abort multipart uploads under ``prefix`` started before ``today`` (YYYY-MM-DD, UTC):
     the invisible parts a run killed mid-upload leaves behind. Returns how many."""
-    if not isinstance(store, S3Store):
+    if not _is_s3(store):
         return 0
     try:
         uploads = store.client.list_multipart_uploads(Bucket=store.bucket, Prefix=prefix).get("Uploads", [])
