@@ -33,11 +33,13 @@ class RecoveryOptions:
 def after_checks(db, replica, store, state, result, restored: Path | None, db_settings, options, workdir: Path,
                  previous: dict[str, Any] | None, now: datetime, is_latest: bool) -> None:
     """Recovery window and limits always; on a latest run whose newest point verified, one
-    drill and the vault (upload, prune, rotation re-read)."""
+    drill and the vault (upload, prune, rotation re-read). The vault keeps the verified newest
+    copy even when the drill of an older point fails: that copy passed every check."""
+    verified = restored is not None and not any(f.severity == ERROR for f in result.findings)
     state = with_start_times(store, state)
-    assess(result, state, db_settings, now, restored)
+    assess(result, state, db_settings, now, restored)  # a slow restore (restore_time) still verified
     recovery = getattr(options, "recovery", None) or RecoveryOptions()
-    if not is_latest or restored is None or any(f.severity == ERROR for f in result.findings):
+    if not is_latest or not verified:
         return
     newest = sum(result.timings.get(k, 0.0) for k in ("restore", "integrity", "counts"))
     _drill(store, state, result, db_settings, replica, recovery, workdir, previous, now,
