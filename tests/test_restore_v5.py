@@ -67,10 +67,12 @@ def test_v5_prefix_is_plain_concatenation(replica_type, path, prefix):
     assert v5_prefix(replica_type, path) == prefix
 
 
-def test_level_prefixes_match_litestream():
-    assert r5_layout.level_prefix("s3", "", 9) == "/0009/"
-    assert r5_layout.level_prefix("s3", "x", 1) == "x/0001/"
-    assert r5_layout.level_prefix("file", "/r", 9) == "ltx/9/"
+@pytest.mark.parametrize("replica_type, path, key, level", [
+    ("s3", "", "/0009/", 9), ("s3", "x", "x/0001/", 1), ("file", "/r", "ltx/9/", 9)])
+def test_level_prefixes_match_litestream(replica_type, path, key, level):
+    key += r5_layout.format_ltx_name(1, 1)
+    state = parse_v5_listing([ObjectInfo(key, 1, T0)], v5_prefix(replica_type, path), replica_type)
+    assert [(f.key, f.level) for f in state.files()] == [(key, level)]
 
 
 def _info(key: str, when: datetime = T0, size: int = 100) -> ObjectInfo:

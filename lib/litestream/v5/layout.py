@@ -40,13 +40,6 @@ def v5_prefix(replica_type: str, path: str) -> str:
     return path + "/"
 
 
-def level_prefix(replica_type: str, path: str, level: int) -> str:
-    """The key prefix Litestream lists for one level."""
-    if replica_type == "file":
-        return f"ltx/{level}/"
-    return f"{path}/{level:04x}/"
-
-
 def format_ltx_name(min_txid: int, max_txid: int) -> str:
     return f"{min_txid:016x}-{max_txid:016x}.ltx"
 
