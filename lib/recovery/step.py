@@ -7,6 +7,7 @@ database's report (``DbResult.extra``) and their findings; never raises for stor
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,7 +39,7 @@ def after_checks(db, replica, store, state, result, restored: Path | None, db_se
     verified = restored is not None and not any(f.severity == ERROR for f in result.findings)
     state = with_start_times(store, state)
     assess(result, state, db_settings, now, restored)  # a slow restore (restore_time) still verified
-    recovery = getattr(options, "recovery", None) or RecoveryOptions()
+    recovery = getattr(options, "recovery", None) or RecoveryOptions(environ=os.environ)  # RQ workers, jobs.retention
     if not is_latest or not verified:
         return
     newest = sum(result.timings.get(k, 0.0) for k in ("restore", "integrity", "counts"))
