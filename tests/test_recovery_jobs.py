@@ -136,3 +136,43 @@ def test_from_vault_without_a_vault_is_a_config_error(v3_file_replica, tmp_path)
     proc = run_job("jobs.restore", "--config", v3_file_replica.config_path, "--from-vault", "latest",
                    "-o", tmp_path / "x.db")
     assert proc.returncode == 3 and "no vault entry" in proc.stderr and "RESTORABLE_VAULT_KEEP" in proc.stderr
+
+
+def test_retention_never_touches_the_vault_and_pruning_never_touches_litestream(v3_multigen_file_replica, clone,
+                                                                               tmp_path):
+    import os
+    from datetime import datetime, timedelta, timezone
+
+    from lib.config.sources import load
+    from lib.report.model import DbResult, Restored
+    from lib.vault.keep import keep_verified
+    from lib.vault.plan import KeepPolicy
+    from lib.vault.store import VaultSettings, entries, locate
+    from tests.support.replicas import replica_listing
+
+    replica = clone(v3_multigen_file_replica)
+    env = {"RESTORABLE_VAULT_KEEP": "daily=1"}
+    code, db, _ = _verify(replica, tmp_path, "--drill", "none", settings=LAX, env=env)
+    assert code == 0 and db["vault"]["keep"]["uploaded"], db["findings"]
+    vault_dir = replica.replica_dir.with_name("replica.restorable") / "history" / "_vault"
+    kept = sorted(p.relative_to(vault_dir) for p in vault_dir.rglob("*") if p.is_file())
+    old = datetime.now(timezone.utc).timestamp() - 3 * 86400
+    for key in (k for k in replica_listing(replica) if f"/{replica.generations[0]}/" in k):
+        os.utime(replica.replica_dir / key, (old, old))
+    proc = run_job("jobs.retention", "--config", replica.config_path, "--enforce", env=restorable_env(env))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not any(f"/{replica.generations[0]}/" in k for k in replica_listing(replica))  # retention did delete
+    assert sorted(p.relative_to(vault_dir) for p in vault_dir.rglob("*") if p.is_file()) == kept
+
+    config = load(str(replica.config_path), {})
+    location = locate(config.dbs[0], VaultSettings.from_environ(env), env)
+    listing = replica_listing(replica)
+    restored = tmp_path / "copy.db"
+    restored.write_bytes((replica.reference_path).read_bytes())
+    result = DbResult(db=config.dbs[0].path, replica="file")
+    result.restored = Restored(restored.stat().st_size, _sha(restored), 4096)
+    for day in range(1, 4):  # daily=1: each later day prunes the one before
+        keep_verified(location, KeepPolicy(daily=1), result, restored, datetime.now(timezone.utc)
+                      + timedelta(days=day), "v")
+    assert len(entries(location)[0]) == 1
+    assert replica_listing(replica) == listing

@@ -165,3 +165,36 @@ def test_temp_file_of_a_killed_upload_is_no_entry_and_is_removed_later(tmp_path)
     summary, findings = keep_verified(location, POLICY, _result(db), db, NOW, "v")
     assert findings == [] and [e.day for e in entries(location)[0]] == ["2026-12-03"]
     assert not leftover.exists()
+
+
+@pytest.mark.parametrize("inside", [True, False])
+def test_vault_url_inside_a_replica_is_refused(tmp_path, inside):
+    from lib.config.sources import config_from_urls
+    from lib.vault.store import VaultSettings, locate
+
+    replica_dir = tmp_path / "replica"
+    replica_dir.mkdir()
+    db = config_from_urls([replica_dir.as_uri()], {}).dbs[0]
+    url = (replica_dir / "vault" if inside else tmp_path / "vault").as_uri()
+    env = {"RESTORABLE_VAULT_KEEP": "daily=1", "RESTORABLE_VAULT_URL": url}
+    if inside:
+        with pytest.raises(ConfigError, match="inside the replica"):
+            locate(db, VaultSettings.from_environ(env), env)
+    else:
+        assert locate(db, VaultSettings.from_environ(env), env).store.root == tmp_path / "vault"
+
+
+def test_s3_vault_url_inside_the_replica_path_is_refused():
+    from lib.config.sources import config_from_urls
+    from lib.vault.store import VaultSettings, locate
+
+    env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "us-east-1"}
+    db = config_from_urls(["s3://bucket/app.db"], env).dbs[0]
+    for url, refused in (("s3://bucket/app.db/vault", True), ("s3://bucket/app.db.vault", False),
+                         ("s3://other/app.db/vault", False)):
+        vault_env = {**env, "RESTORABLE_VAULT_KEEP": "daily=1", "RESTORABLE_VAULT_URL": url}
+        if refused:
+            with pytest.raises(ConfigError, match="inside the replica"):
+                locate(db, VaultSettings.from_environ(vault_env), vault_env)
+        else:
+            locate(db, VaultSettings.from_environ(vault_env), vault_env)

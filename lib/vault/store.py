@@ -95,6 +95,7 @@ def locate(db: DbConfig, settings: VaultSettings, environ: Mapping[str, str]) ->
 
     if settings.url:
         store, root = _url_root(settings.url, environ)
+        _refuse_inside_replicas(db, store, root, settings.url)
     else:
         store, root = _history_root(db, environ)
     return VaultLocation(store, f"{root}{slug(db.path)}/")
@@ -114,6 +115,22 @@ def _url_root(url: str, environ: Mapping[str, str]) -> tuple[ObjectStore, str]:
         return LocalStore(replica.path), ""
     path = replica.path.strip("/")
     return replica.open_store(), (f"{path}/" if path not in ("", ".") else "")
+
+
+def _refuse_inside_replicas(db: DbConfig, store: ObjectStore, root: str, url: str) -> None:
+    """A vault inside a replica path would share Litestream's folders: refused, like the history."""
+    from pathlib import Path
+
+    for replica in db.replicas:
+        if replica.type == "file" and hasattr(store, "root"):
+            inside = Path(store.root).resolve().is_relative_to(Path(replica.path).resolve())
+        else:
+            base = replica.path.strip("/")
+            inside = getattr(store, "bucket", None) == replica.bucket and (
+                base in ("", ".") or root.startswith(base + "/"))
+        if inside:
+            raise ConfigError(f"{ENV_URL}={url} is inside the replica {replica.describe()}, where Litestream "
+                              "manages and deletes objects; choose a prefix or folder beside it")
 
 
 def _history_root(db: DbConfig, environ: Mapping[str, str]) -> tuple[ObjectStore, str]:
