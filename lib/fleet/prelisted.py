@@ -1,18 +1,21 @@
-"""A store that answers a tenant's first listing from the run's one recursive listing.
+"""A store that answers a tenant's listings from the run's one recursive listing.
 
 Discovery lists a ``dir:`` entry's replica once (about one request per 1,000 keys);
-each tenant's own first ``discover`` is then served from that listing instead of costing
-one more request per database. Anything after it (the re-listing before a backup is
-called damaged, a retry after a vanished object) goes to the real store, and a listing
-older than ``MAX_PRELISTING_AGE_SECONDS`` is not used at all.
+each tenant's ``discover`` (the verification, the drill, the retention report: each
+opens its own store) is then served from that listing instead of costing one more
+request per database each. A re-listing within one store (before a backup is called
+damaged, to see whether it changed meanwhile) goes to the real store, and so does every
+listing after it or after an object of the listing was found gone (the retries that
+follow), and every listing once it is older than ``MAX_PRELISTING_AGE_SECONDS``.
 """
 from __future__ import annotations
 
 import threading
 import time
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
+from lib.errors import ObjectNotFound
 from lib.storage.base import ObjectInfo, ObjectStore
 
 # Past this age a tenant lists its own replica: the shared listing may miss a compaction.
@@ -23,8 +26,8 @@ class Prelisting:
     """One tenant's Litestream objects from the shared listing, and the prefixes they answer.
 
     ``prefixes`` are those ``lib.litestream.discover`` lists for the tenant's replica; any
-    other prefix (history, vault, site) is never answered from here. Each prefix is handed
-    out once per run (thread-safe): a second listing of it is a re-listing and must be fresh.
+    other prefix (history, vault, site) is never answered from here, and nothing is once
+    the listing was ``invalidate``d or grew too old (thread-safe).
     """
 
     def __init__(self, objects: Sequence[ObjectInfo], server_now: datetime, prefixes: Sequence[str]):
@@ -33,15 +36,18 @@ class Prelisting:
         self.prefixes = frozenset(prefixes)
         self._listed = time.monotonic()
         self._lock = threading.Lock()
-        self._claimed: set[str] = set()
+        self._valid = True
 
     def claim(self, prefix: str) -> bool:
-        """True the first time ``prefix`` (one of ``prefixes``) is asked for while the listing is young."""
+        """True when ``prefix`` (one of ``prefixes``) may be answered from the listing."""
         with self._lock:
-            if prefix not in self.prefixes or prefix in self._claimed:
-                return False
-            self._claimed.add(prefix)
-            return time.monotonic() - self._listed < MAX_PRELISTING_AGE_SECONDS
+            return (self._valid and prefix in self.prefixes
+                    and time.monotonic() - self._listed < MAX_PRELISTING_AGE_SECONDS)
+
+    def invalidate(self) -> None:
+        """An object of the listing is gone: every later listing is a real one."""
+        with self._lock:
+            self._valid = False
 
 
 class PrelistedStore:
@@ -55,16 +61,27 @@ class PrelistedStore:
     def __init__(self, store: ObjectStore, prelisting: Prelisting):
         self._store = store
         self._prelisting = prelisting
+        self._served: set[str] = set()  # prefixes this store answered from the prelisting
         self._cached = False  # True once this store answered a listing from the prelisting
         self._real = False  # True once it listed for real: its clock is the store's again
         self.description = store.description
 
     def list(self, prefix: str) -> list[ObjectInfo]:
-        if not self._real and self._prelisting.claim(prefix):
+        if not self._real and prefix not in self._served and self._prelisting.claim(prefix):
+            self._served.add(prefix)
             self._cached = True
             return [o for o in self._prelisting.objects if o.key.startswith(prefix)]
+        if prefix in self._prelisting.prefixes:  # a re-listing: whoever asks next wants it fresh too
+            self._prelisting.invalidate()
         self._real = True
         return self._store.list(prefix)
+
+    def open(self, key: str) -> BinaryIO:
+        try:
+            return self._store.open(key)
+        except ObjectNotFound:
+            self._prelisting.invalidate()
+            raise
 
     def server_now(self) -> datetime | None:
         if self._cached and not self._real:

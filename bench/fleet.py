@@ -1,0 +1,162 @@
+"""Fleet benchmark (issue 15): many tenant databases in one ``dir:`` replica on the loopback S3 server.
+
+Builds ``--tenants`` databases of ``--size-mb`` each in nested folders, replicates the
+folder with ``litestream replicate`` 0.5.17 (``dir:``, ``pattern: "*.db"``,
+``recursive: true``) into an ``rclone serve s3`` bucket (cached under
+``bench/.cache/fleet-<tenants>-<size>/``), then measures, each behind a counting proxy:
+
+* ``local``: ``python -m jobs.verify`` in one process (``--parallel 2``);
+* ``rq``: ``python -m jobs.verify --enqueue --wait`` with two ``python -m jobs.worker``
+  processes on a loopback ``redis-server``.
+
+It reports databases verified per minute and S3 requests per database (all, and the
+listing requests alone). Targets: listing under 0.01 requests per database; two workers
+at least 1.6x the databases per minute of one process. History is off in the measured
+runs (``RESTORABLE_HISTORY=off``): it costs the same per database in both modes.
+
+    .venv/bin/python -m bench.fleet [--tenants 1000] [--size-mb 3] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from bench import harness
+from bench.replicas import Writer
+from tests.support.faultproxy import FaultProxy
+
+V5 = "0.5.17"
+BUCKET = "fleet"
+PREFIX = "tenants"
+FOLDERS = 10  # tenants are spread over this many sub-folders (recursive: true)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tenants", type=int, default=1000)
+    parser.add_argument("--size-mb", type=float, default=3.0, help="size of each tenant database (default 3)")
+    parser.add_argument("--timeout", type=float, default=7200, help="seconds one measured run may take")
+    parser.add_argument("--json", type=Path, help="also write the measurements to this file")
+    return parser.parse_args(argv)
+
+
+def tenant_paths(data: Path, count: int) -> list[Path]:
+    return [data / f"group-{i % FOLDERS:02d}" / f"tenant-{i:05d}.db" for i in range(count)]
+
+
+def build(cache: Path, server: harness.S3Server, args) -> Path:
+    """The tenants and their replica (reused when ``cache/complete`` exists); returns the data folder."""
+    data = cache / "data"
+    if (cache / "complete").exists():
+        return data
+    (server.root / BUCKET).mkdir(parents=True, exist_ok=True)
+    for index, path in enumerate(tenant_paths(data, args.tenants)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer = Writer(path, seed=index)
+        writer.fill_to(int(args.size_mb * 1024 * 1024))
+        writer.close()
+        sqlite3.connect(path).execute("PRAGMA journal_mode=WAL").close()
+    config = cache / "litestream.yml"
+    config.write_text(yaml.safe_dump({"dbs": [{"dir": str(data), "pattern": "*.db", "recursive": True,
+                                               "replica": replica(server.endpoint)}]}))
+    log = cache / "litestream.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(harness.litestream_bin(V5)), "replicate", "-config", str(config)],
+                                env=harness.litestream_env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        bucket = server.root / BUCKET / PREFIX
+        while sum(1 for _ in bucket.glob(f"group-*/*.db/0009/*.ltx")) < args.tenants:
+            if proc.poll() is not None:
+                raise RuntimeError(f"litestream exited {proc.returncode}; log:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
+    (cache / "complete").write_text("ok\n")
+    return data
+
+
+def replica(endpoint: str) -> dict:
+    return {"type": "s3", "bucket": BUCKET, "path": PREFIX, "endpoint": endpoint, "region": harness.REGION,
+            "access-key-id": harness.ACCESS_KEY, "secret-access-key": harness.SECRET_KEY,
+            "force-path-style": True}
+
+
+def measure(name: str, cmd: list, env: dict, proxy: FaultProxy, cache: Path, args) -> dict:
+    proxy.clear_log()
+    run = harness.measure(cmd, env, args.timeout, cache / f"{name}.log")
+    requests = proxy.requests
+    lists = sum(1 for r in requests if r.method == "GET" and "list-type" in r.query)
+    report = _report((cache / f"{name}.log").read_text(errors="replace"))
+    verified = sum(1 for r in report.get("databases", []) if r.get("status") in ("ok", "warning"))
+    return {"name": name, "seconds": round(run.seconds, 1), "exit": run.returncode, "verified": verified,
+            "dbs_per_minute": round(verified / run.seconds * 60, 1) if run.seconds else 0.0,
+            "requests_per_db": round(len(requests) / max(1, args.tenants), 3),
+            "list_requests_per_db": round(lists / max(1, args.tenants), 5), "max_rss_mb": round(run.max_rss_mb)}
+
+
+def _report(output: str) -> dict:
+    """The JSON report in a run's output (log lines go to the same file)."""
+    start = output.find('{\n  "status"')
+    if start < 0:
+        return {}
+    return json.JSONDecoder().raw_decode(output, start)[0]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cache = harness.BENCH_DIR / ".cache" / f"fleet-{args.tenants}-{args.size_mb:g}"
+    cache.mkdir(parents=True, exist_ok=True)
+    with harness.S3Server(cache / "s3", cache / "rclone.log") as server:
+        data = build(cache, server, args)
+        with FaultProxy(server.endpoint) as proxy:
+            config = cache / "verify.yml"
+            config.write_text(yaml.safe_dump({"dbs": [{"dir": str(data), "pattern": "*.db", "recursive": True,
+                                                       "replica": replica(proxy.endpoint)}]}))
+            verify = [sys.executable, "-m", "jobs.verify", "--config", config, "--json", "--max-age", "3650d",
+                      "--max-runtime", f"{int(args.timeout)}s"]
+            env = harness.base_env({"RESTORABLE_HISTORY": "off", "LOG_LEVEL": "warning"})
+            rows = [measure("local", [*verify, "--parallel", "2"], env, proxy, cache, args)]
+            rows.append(measure_rq(verify, env, proxy, cache, args))
+    print_rows(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def measure_rq(verify: list, env: dict, proxy: FaultProxy, cache: Path, args) -> dict:
+    from tests.test_rq import RedisServer, Workers  # the same real redis-server and workers as the tests
+
+    redis = RedisServer(cache)
+    env = {**env, "REDIS_URL": redis.url}
+    workers = Workers({**env, "LOG_LEVEL": "info"}, cache)  # the tests wait for its "Listening on" line
+    try:
+        workers.start("one")
+        workers.start("two")
+        return measure("rq-2-workers", [*verify, "--enqueue", "--wait"], env, proxy, cache, args)
+    finally:
+        workers.stop_all()
+        redis.stop()
+
+
+def print_rows(rows: list[dict]) -> None:
+    print(f"{'run':14} {'exit':>4} {'verified':>8} {'seconds':>8} {'dbs/min':>8} {'req/db':>7} {'list/db':>8}")
+    for r in rows:
+        print(f"{r['name']:14} {r['exit']:>4} {r['verified']:>8} {r['seconds']:>8} {r['dbs_per_minute']:>8} "
+              f"{r['requests_per_db']:>7} {r['list_requests_per_db']:>8}")
+    local, rq = rows[0], rows[-1]
+    ratio = rq["dbs_per_minute"] / local["dbs_per_minute"] if local["dbs_per_minute"] else 0.0
+    print(f"listing per db < 0.01: {'met' if max(r['list_requests_per_db'] for r in rows) < 0.01 else 'NOT met'}; "
+          f"2 workers / 1 process = {ratio:.2f}x (target 1.6x): {'met' if ratio >= 1.6 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
