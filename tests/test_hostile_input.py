@@ -148,8 +148,8 @@ CONFIG_CASES = [
      "in a service's variables, not inside files; set a service variable such as NAME=${{Bucket.NAME}} and write "
      "${NAME} here"),
     ("encrypted replica", "dbs:\n  - path: /a.db\n    replica: {url: 's3://b/x', age: {identities: [k]}}\n", {}, [],
-     "{config}: dbs[0].replica.age: age-encrypted replicas are not supported by restorable; verify an "
-     "unencrypted replica"),
+     "{config}: dbs[0].replica.age.identities: line 1 is not an age identity; expected an AGE-SECRET-KEY-1... "
+     "line (age-keygen output)"),
     ("deeply nested", "dbs: " + "[" * 3000 + "]" * 3000 + "\n", {}, [],
      "{config}: YAML nested too deeply; a Litestream config needs a few levels"),
     ("bad boolean", "dbs:\n  - path: /a.db\n    replica: {url: 's3://b/x', force-path-style: sometimes}\n", {}, [],
