@@ -94,7 +94,7 @@ def age_sha(path: Path) -> str:
 def test_verify_with_the_identity_from_the_environment_only(age_replica, tmp_path):
     """The app's config holds only the recipient; the identity comes from RESTORABLE_AGE_IDENTITIES."""
     config = _config(age_replica, tmp_path / "litestream.yml", {"recipients": [RECIPIENT]})
-    proc = run_job("jobs.verify", "--config", config, "--json",
+    proc = run_job("jobs.verify", "--config", config, "--json", "--drill", "none",
                    env=_env(age_replica, {age.IDENTITY_VAR: f"# restorable's copy\n{SECRET}\n"}))
     report = json.loads(proc.stdout)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -127,7 +127,10 @@ def peers(tmp_path_factory) -> Path:
 
 
 def _verify(args: list[str], cwd: Path, env: dict | None = None) -> tuple[int, dict, str]:
-    proc = subprocess.run([sys.executable, "-m", "jobs.verify", "--json", "--max-age", "100000d", *args],
+    # --drill none: conformance is about the restore Litestream's tests describe; an older-point
+    # drill on these 2000-dated one-object generations is a different question.
+    proc = subprocess.run([sys.executable, "-m", "jobs.verify", "--json", "--max-age", "100000d", "--drill", "none",
+                           *args],
                           cwd=cwd, env=restorable_env(env), capture_output=True, text=True, timeout=240)
     try:
         return proc.returncode, json.loads(proc.stdout), proc.stderr
