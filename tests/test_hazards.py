@@ -142,3 +142,10 @@ def test_a_stopped_litestream_or_a_level_within_its_interval_is_not_a_stall():
     assert stalled_levels(_state(_file(1, 1, 2, 0), *stopped), (30.0,)) == []
     compacted = [_file(0, n, n, 10 * n) for n in range(3, 30)] + [_file(1, 1, 29, 290)]
     assert stalled_levels(_state(*compacted), (30.0,)) == []
+
+
+def test_snapshots_that_stopped_while_the_top_level_grows_are_a_stall():
+    top = [_file(3, n, n, 3600 * n) for n in range(2, 60)]  # an L3 file every hour for ~2.5 days
+    [finding] = stalled_levels(_state(_file(9, 1, 1, 0), *top), (30.0, 300.0, 3600.0), 24 * 3600.0)
+    assert "level 9" in finding.message and "level 3 gained" in finding.message
+    assert stalled_levels(_state(_file(9, 1, 1, 0), *top[:30]), (30.0, 300.0, 3600.0), 24 * 3600.0) == []

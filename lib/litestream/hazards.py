@@ -63,4 +63,4 @@ def replica_warnings(db, state) -> list[Finding]:
         return findings
     if v5.auto_recover:
         findings.append(auto_recover_warning(v5.origin("auto_recover")))
-    return findings + stalled_levels(state.v5, v5.level_intervals)
+    return findings + stalled_levels(state.v5, v5.level_intervals, v5.snapshot_interval)
