@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import time
 from contextlib import closing
@@ -23,11 +24,14 @@ import pytest
 from lib.checks.integrity import integrity, open_readonly
 from lib.checks.probes import probes
 from lib.checks.suite import sqlite_temp_dir
+from lib.config.model import DbConfig, ReplicaConfig
 from lib.config.settings_model import Probe
 from lib.litestream.discover import ReplicaState
 from lib.litestream.layout import FORMAT_V5
 from lib.litestream.outcome import RestoreTarget
 from lib.litestream.v5.layout import format_ltx_name, parse_v5_listing
+from lib.report.model import DbResult, Report, could_not_check
+from lib.report.notify import RunNotifier
 from lib.scratch import MARKER_NAME, STALE_AFTER_SECONDS, Scratch, restore_needs_at_least, sweep_leftovers
 from lib.storage.base import ObjectInfo
 from tests.support import run_job
@@ -429,3 +433,23 @@ def test_replica_path_that_is_no_directory_gets_no_history_beside_it(tmp_path, k
 
     assert proc.returncode != 0
     assert not (tmp_path / "replica.restorable").exists(), sorted(p.name for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kind", ["missing", "regular file", "device"])
+def test_history_is_not_written_beside_a_replica_path_that_is_no_directory(tmp_path, kind):
+    path = tmp_path / "replica"
+    if kind == "regular file":
+        path.write_text("not a replica")
+    if kind == "device":
+        try:
+            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null of our own
+        except PermissionError:
+            pytest.skip("needs the right to make a device node")
+    replica = ReplicaConfig(name="file", type="file", path=str(path))
+    result = DbResult(db="/data/app.db", replica="file", findings=[could_not_check("unreachable", "cannot list")])
+    notifier = RunNotifier.from_environ({}, secrets=[])
+    notifier.run_started()
+
+    notifier.run_finished(Report(results=[result]), [(DbConfig("/data/app.db", (replica,)), replica, result)])
+
+    assert not Path(f"{path}.restorable").exists()
