@@ -442,7 +442,7 @@ ERROR_CASES = [
     ("dbs: []\n", {}, ["dbs", "is empty"]),
     ("dbs: /a.db\n", {}, ["dbs", "expected a list"]),
     ("dbs:\n  - replicas: [{url: s3://b/p}]\n", {}, ["dbs[0].path", "no path"]),
-    ("dbs:\n  - dir: /data\n    replica: {url: s3://b/p}\n", {}, ["dbs[0].dir", "not supported"]),
+    ("dbs:\n  - dir: /data\n    replica: {url: s3://b/p}\n", {}, ["dbs[0].pattern", "required with dir:"]),
     ("dbs:\n  - path: /a.db\n", {}, ["dbs[0]", "no replica", "replica:", "replicas:"]),
     ("dbs:\n  - path: /a.db\n    replicas: []\n", {}, ["dbs[0].replicas", "is empty"]),
     ("dbs:\n  - path: /a.db\n    replica: {url: s3://b/p}\n    replicas: [{url: s3://b/q}]\n", {},
