@@ -163,3 +163,25 @@ def measure(cmd: Sequence[str | os.PathLike], env: Mapping[str, str], timeout: f
     output = log_path.read_text(errors="replace")[-2000:]
     cpu = usage.ru_utime + usage.ru_stime
     return Run(seconds, cpu, usage.ru_maxrss / 1024, proc.returncode, output)  # ru_maxrss is KiB on Linux
+
+
+class DelayProxy:
+    """A proxy before ``upstream`` that answers every request ``seconds`` late: a bucket in
+    another region. It is the tests' fault proxy (``tests/support/faultproxy.py``), in this
+    process, with one delay rule; it opens one upstream connection per request (loopback:
+    well under a millisecond) and copies bodies in 64 KiB pieces, for both tools alike."""
+
+    def __init__(self, upstream: str, seconds: float):
+        if str(REPO_ROOT) not in sys.path:
+            sys.path.insert(0, str(REPO_ROOT))
+        from tests.support.faultproxy import FaultProxy, delay
+
+        self._proxy = FaultProxy(upstream)
+        self._proxy.set_rules([delay(seconds)])
+        self.endpoint = self._proxy.endpoint
+
+    def __enter__(self) -> "DelayProxy":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._proxy.stop()

@@ -10,8 +10,15 @@ Kinds:
   it), then about 15 % of its size more in transactions that insert and update rows all
   over the file, a few per sync, so the replica holds real WAL: several v0.3 WAL indexes
   through Litestream's checkpoints, or a chain of v0.5 L0 files after the L9 snapshot.
-* ``segments``: a 1 MB v0.3 database and then ``segments`` one-row transactions, one per
-  sync (10 ms intervals), so the replica holds that many tiny WAL segments.
+* ``walheavy``: a database of a fifth of ``size_mb``, snapshotted, then grown to ``size_mb``
+  by transactions of ~1 MB (inserts plus scattered updates), one per sync: most restored
+  bytes come from WAL, over dozens of v0.3 WAL indexes (a checkpoint every ~4 MB), or from
+  v0.5 L0 files and the L1+ files Litestream compacts them into.
+* ``segments``: a 1 MB database and then ``segments`` one-row transactions, one per sync,
+  so the replica holds that many tiny WAL segments (v0.3) or LTX transactions (v0.5). A day
+  of a 1 s sync interval, time-compressed: the sync interval is 10 ms. A restore does not
+  read the segments' times (only their index/offset or TXID order), so the replica has the
+  shape of a day of 1 s syncs, written by the real binary in minutes.
 * ``small``: a 1 MB database with a few transactions after the snapshot; copied 50 times
   into one bucket for the many-databases case.
 
@@ -23,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import re
 import shutil
 import signal
@@ -37,16 +43,16 @@ from pathlib import Path
 import yaml
 
 from bench import harness
+from bench.writer import Writer, summary_of
 
 V3 = "0.3.13"
 V5 = "0.5.17"
 BUILD_REVISION = 3  # bump when the way replicas are built changes: cached ones are rebuilt
 REPLICA_PATH = "db"  # the replica's key prefix inside its bucket
 
-ROW_RANDOM_BYTES = 80  # per row, plus ~300 bytes of JSON-ish text: ~2.7x LZ4 ratio, like the issue's 213/79 MB
-FILL_ROWS_PER_TXN = 5000
-ROW_BYTES_ON_DISK = 420  # a row plus its index entry, roughly
 STOP_TIMEOUT = 120.0
+WALHEAVY_START = 0.2  # the walheavy database's size at its snapshot, a fraction of size_mb
+WALHEAVY_ROWS_PER_TXN = 2000  # ~1 MB of new rows a transaction
 SETTLE_SECONDS = 2.0  # a listing unchanged this long (20 sync intervals) means litestream caught up
 
 
@@ -54,7 +60,7 @@ SETTLE_SECONDS = 2.0  # a listing unchanged this long (20 sync intervals) means 
 class Spec:
     """What to build. ``size_mb`` is the database size before the post-snapshot writes."""
 
-    kind: str  # "big" | "segments" | "small"
+    kind: str  # "big" | "walheavy" | "segments" | "small"
     version: str  # V3 | V5
     size_mb: float
     segments: int = 0
@@ -80,6 +86,8 @@ class Built:
     wal_objects: int  # v0.3 WAL segments, or v0.5 LTX files below level 9
     reference_sha256: str
     build_seconds: float
+    wal_bytes: int = 0  # stored bytes of those objects
+    transactions: int = 0  # segments after the snapshot (v0.3 WAL objects, v0.5 TXIDs)
 
 
 class Cache:
@@ -135,72 +143,6 @@ def write_config(path: Path, dbs: list[dict], **top) -> Path:
 
 
 # --------------------------------------------------------------------------- data
-
-
-class Writer:
-    """Writes random-ish rows (about 2.7x compressible) into one database."""
-
-    def __init__(self, path: Path, seed: int):
-        self.rng = random.Random(seed)
-        self.con = sqlite3.connect(path, isolation_level=None)
-        self.con.execute("PRAGMA journal_mode=WAL")
-        self.con.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, batch INTEGER NOT NULL, "
-                         "name TEXT NOT NULL, payload BLOB NOT NULL)")
-        self.con.execute("CREATE INDEX IF NOT EXISTS items_name ON items (name)")
-        self.batch = 0
-        self.words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()
-
-    def _row(self) -> tuple:
-        rng, words = self.rng, self.words
-        a, b, c = rng.choice(words), rng.choice(words), rng.choice(words)
-        doc = (f'{{"status": "active", "plan": "{a}", "region": "eu-west-{rng.randint(1, 3)}", "tags": ["{b}", '
-               f'"{c}"], "owner": "{a}.{b}@example.com", "note": "written by the restorable benchmark; random-ish '
-               f'so the database compresses about like an application database", "n": {rng.randint(0, 10**6)}}}')
-        return self.batch, f"item-{rng.getrandbits(40):012x}", rng.randbytes(ROW_RANDOM_BYTES) + doc.encode()
-
-    def insert(self, rows: int) -> None:
-        self.batch += 1
-        self.con.execute("BEGIN")
-        self.con.executemany("INSERT INTO items (batch, name, payload) VALUES (?, ?, ?)",
-                             [self._row() for _ in range(rows)])
-        self.con.execute("COMMIT")
-
-    def churn(self, inserts: int, updates: int) -> None:
-        """One transaction: new rows plus updates of rows spread over the whole file."""
-        self.batch += 1
-        top = self.con.execute("SELECT max(id) FROM items").fetchone()[0] or 1
-        self.con.execute("BEGIN")
-        self.con.executemany("INSERT INTO items (batch, name, payload) VALUES (?, ?, ?)",
-                             [self._row() for _ in range(inserts)])
-        self.con.executemany("UPDATE items SET batch = ?, payload = ? WHERE id = ?",
-                             [(self.batch, self._row()[2], self.rng.randint(1, top)) for _ in range(updates)])
-        self.con.execute("COMMIT")
-
-    def fill_to(self, size_bytes: int) -> None:
-        self.con.execute("PRAGMA synchronous=OFF")
-        rows = max(50, min(FILL_ROWS_PER_TXN, size_bytes // ROW_BYTES_ON_DISK // 20))
-        while self.size() < size_bytes:
-            self.insert(rows)
-        self.con.execute("PRAGMA synchronous=NORMAL")
-        self.con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    def size(self) -> int:
-        pages = self.con.execute("PRAGMA page_count").fetchone()[0]
-        return pages * self.con.execute("PRAGMA page_size").fetchone()[0]
-
-    def summary(self) -> tuple[int, int, int]:
-        return self.con.execute("SELECT count(*), coalesce(sum(batch), 0), coalesce(max(id), 0) FROM items").fetchone()
-
-    def close(self) -> None:
-        self.con.close()
-
-
-def summary_of(path: Path) -> tuple[int, int, int]:
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return con.execute("SELECT count(*), coalesce(sum(batch), 0), coalesce(max(id), 0) FROM items").fetchone()
-    finally:
-        con.close()
 
 
 # --------------------------------------------------------------------------- building
@@ -262,7 +204,7 @@ def build(cache: Cache, spec: Spec, server: harness.S3Server) -> Built:
     if db_path.parent.exists():
         shutil.rmtree(db_path.parent)
     db_path.parent.mkdir(parents=True)
-    fast = spec.kind != "big"
+    fast = spec.kind in ("segments", "small")
     interval = "10ms" if fast else "100ms"
     replica = replica_config(spec.version, server.endpoint, spec.bucket, **{"sync-interval": interval})
     entry = db_entry(spec.version, db_path, replica, **{"monitor-interval": interval})
@@ -271,7 +213,7 @@ def build(cache: Cache, spec: Spec, server: harness.S3Server) -> Built:
     log.unlink(missing_ok=True)
 
     writer = Writer(db_path, seed=zlib.crc32(spec.bucket.encode()))
-    writer.fill_to(int(spec.size_mb * 1e6))
+    writer.fill_to(int(spec.size_mb * 1e6 * (WALHEAVY_START if spec.kind == "walheavy" else 1)))
     with open(log, "ab") as out:
         proc = subprocess.Popen([str(harness.litestream_bin(spec.version)), "replicate", "-config", str(config)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
@@ -295,6 +237,8 @@ def build(cache: Cache, spec: Spec, server: harness.S3Server) -> Built:
         spec=spec, bucket=spec.bucket, db_bytes=db_bytes, rows=expected[0], objects=len(objects),
         object_bytes=sum(objects.values()), wal_objects=sum(1 for k in objects if _is_wal_object(k)),
         reference_sha256=sha, build_seconds=round(time.monotonic() - started, 1),
+        wal_bytes=sum(n for k, n in objects.items() if _is_wal_object(k)),
+        transactions=segments_after_snapshot(objects, spec.version),
     )
     shutil.rmtree(db_path.parent)  # the source (and litestream's shadow WAL) is no longer needed
     cache.save(built)
@@ -305,6 +249,16 @@ def _is_wal_object(key: str) -> bool:
     return key.endswith(".wal.lz4") or (key.endswith(".ltx") and "/0009/" not in key)
 
 
+def segments_after_snapshot(objects, version: str) -> int:
+    """v0.3: the WAL segments stored; v0.5: the TXIDs after the newest snapshot's (compaction
+    merges L0 files, so the files stored undercount what was synced)."""
+    if version == V3:
+        return sum(1 for k in objects if k.endswith(".wal.lz4"))
+    txids = [(k, int(m.group(1), 16)) for k in objects if (m := re.search(r"-([0-9a-f]{16})\.ltx$", k))]
+    snapshot = max((t for k, t in txids if "/0009/" in k), default=0)
+    return max((t for _, t in txids), default=0) - snapshot
+
+
 def _write_after_snapshot(spec: Spec, writer: Writer, bucket_dir: Path, proc, log: Path) -> None:
     if spec.kind == "segments":
         deadline = time.monotonic() + 60 + spec.segments * 0.05
@@ -313,7 +267,7 @@ def _write_after_snapshot(spec: Spec, writer: Writer, bucket_dir: Path, proc, lo
             for _ in range(20):
                 writer.insert(1)
                 time.sleep(0.012)  # just over one sync interval: about one segment per transaction
-            count = sum(1 for k in listing(bucket_dir) if k.endswith(".wal.lz4"))
+            count = segments_after_snapshot(listing(bucket_dir), spec.version)
         if count < spec.segments:
             raise RuntimeError(f"only {count} of {spec.segments} WAL segments after the time limit; log {log}")
         return
@@ -321,6 +275,17 @@ def _write_after_snapshot(spec: Spec, writer: Writer, bucket_dir: Path, proc, lo
         for _ in range(5):
             writer.churn(inserts=20, updates=10)
             time.sleep(0.05)
+        return
+    if spec.kind == "walheavy":
+        # Litestream's advice for heavy writes: only litestream checkpoints. With SQLite's
+        # auto-checkpoint on, 1 MB transactions made 0.3.13 upload a WAL index that skips
+        # frames (its own restore then gives a malformed database).
+        writer.con.execute("PRAGMA wal_autocheckpoint=0")
+        while writer.size() < spec.size_mb * 1e6:
+            writer.churn(inserts=WALHEAVY_ROWS_PER_TXN, updates=WALHEAVY_ROWS_PER_TXN // 10)
+            time.sleep(0.12)  # a little over one sync interval
+            if proc.poll() is not None:
+                raise RuntimeError(f"litestream exited {proc.returncode}; log:\n{log.read_text(errors='replace')[-3000:]}")
         return
     # big: ~15 % of the size again, in transactions of ~100 new rows and ~50 scattered updates
     txns = max(10, int(spec.size_mb // 4))
@@ -358,7 +323,10 @@ def _check_with_litestream(cache: Cache, spec: Spec, server, db_path: Path, expe
     if proc.returncode != 0:
         raise RuntimeError(f"litestream restore of the new replica {spec.bucket} failed:\n{proc.stderr[-3000:]}")
     try:
-        got = summary_of(out)
+        try:
+            got = summary_of(out)
+        except sqlite3.DatabaseError as exc:
+            raise RuntimeError(f"litestream restores replica {spec.bucket} to a database SQLite refuses: {exc}") from exc
         if tuple(got) != tuple(expected):
             raise RuntimeError(f"replica {spec.bucket} restores to rows {got}, the source has {expected}")
         return sha256_file(out), out.stat().st_size
