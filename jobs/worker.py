@@ -5,7 +5,8 @@ each job verifies one (database, replica) target in its own process, with the ha
 limit the enqueuing run set (its ``--max-runtime``). Needs the same configuration as the
 enqueuing service (LITESTREAM_CONFIG or RESTORABLE_REPLICAS, credentials, settings).
 SIGTERM finishes the current job and stops (RQ's warm shutdown); a second one stops now.
-Exit 0 when stopped (``--burst``: when the queue is empty), 2 when Redis is unreachable,
+With ``SENTRY_DSN`` a worker that stops on an error sends one event (a job's own problems
+reach Sentry through the waiting run, one event per failing database). Exit 0 when stopped (``--burst``: when the queue is empty), 2 when Redis is unreachable,
 3 on a configuration error.
 """
 from __future__ import annotations
@@ -18,6 +19,9 @@ from rq import Queue, Worker
 from lib import cli
 from lib.fleet import rq as fleet_rq
 from lib.report.logs import setup_logging
+from lib.report.scrub import Scrubber
+from lib.report.sentry import SentrySettings, problem_event
+from lib.report.sentry_run import SentryRun
 from lib.scratch import Scratch
 
 
@@ -42,9 +46,20 @@ def parse_args(argv: list[str] | None):
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     environ = os.environ if environ is None else environ
 
+    sentry: SentryRun | None = None
+
+    def abort(reason: str) -> None:
+        if sentry is not None:
+            sentry.capture(problem_event(f"restorable worker stopped: {reason}", level="error",
+                                         fingerprint=["restorable", "worker"], tags=sentry.tags()))
+            sentry.flush()
+
     def body() -> int:
+        nonlocal sentry
         args = parse_args(argv)
         setup_logging(environ, secrets=[])
+        settings = SentrySettings.from_environ(environ, job="worker")
+        sentry = SentryRun(settings, Scrubber.from_environ(environ), "worker") if settings else None
         conn = fleet_rq.connect(environ)
         worker = RestorableWorker([Queue(fleet_rq.QUEUE_NAME, connection=conn)], connection=conn, name=args.name,
                                   job_monitoring_interval=fleet_rq.MONITOR_SECONDS)
@@ -55,7 +70,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         return 0
 
     cli.tune_process()
-    return cli.guarded(body, None, environ)
+    return cli.guarded(body, abort, environ)
 
 
 if __name__ == "__main__":

@@ -217,3 +217,12 @@ def test_a_worker_killed_mid_job_is_retried_elsewhere(fleet, tmp_path, redis_ser
     assert _statuses(report) == {rel: "ok" for rel in TENANTS}, err
     assert proc.returncode == 0
     assert "alpha.db" in workers.log("survivor")
+
+
+def test_worker_without_redis_exits_2_and_tells_sentry(sentry):
+    result = run_job("jobs.worker", "--burst", env=restorable_env({
+        "REDIS_URL": f"redis://:hunter2secret@127.0.0.1:{free_port()}/0", "SENTRY_DSN": sentry.dsn}))
+    assert result.returncode == 2 and "REDIS_URL" in result.stderr and "hunter2secret" not in result.stderr
+    assert sentry.wait_for(lambda s: len(s.events()) == 1)
+    [event] = sentry.events()
+    assert "worker stopped" in json.dumps(event) and "hunter2secret" not in json.dumps(event)
