@@ -23,9 +23,9 @@ import pytest
 
 from lib.checks.integrity import integrity, open_readonly
 from lib.checks.probes import probes
-from lib.checks.suite import sqlite_temp_dir
+from lib.checks.suite import check_restored, sqlite_temp_dir
 from lib.config.model import DbConfig, ReplicaConfig
-from lib.config.settings_model import Probe
+from lib.config.settings_model import DbSettings, Probe
 from lib.litestream.discover import ReplicaState
 from lib.litestream.layout import FORMAT_V5
 from lib.litestream.outcome import RestoreTarget
@@ -169,6 +169,16 @@ def test_damage_beside_an_application_collation_is_still_found(tmp_path):
     assert [(f.severity, f.kind) for f in problems] == [("error", "integrity"), ("warning", "integrity")]
     assert "missing from index other_by_v" in problems[0].message
     assert "people_by_name" not in problems[0].message and "people_by_name" in problems[1].message
+
+
+def test_unreadable_restore_is_one_integrity_error_and_no_drift(tmp_path):
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"not a database" * 512)
+    previous = {"last_good": {"tables": {"items": 96}, "at": "2026-12-01T00:00:00Z"}}
+
+    checked = check_restored(path, DbSettings(), previous, tmp_path)
+
+    assert [(f.severity, f.kind) for f in checked.findings] == [("error", "integrity")]
 
 
 # --------------------------------------------------------------------------- 9: probes have bounds

@@ -47,32 +47,34 @@ def check_restored(path: Path, db_settings: Any, previous: dict | None, temp_dir
     """
     checked = Checked()
     with sqlite_temp_dir(temp_dir):
-        _check(checked, path, db_settings, deadline)
-    if previous:
+        counted = _check(checked, path, db_settings, deadline)
+    if previous and counted:
         checked.findings += row_count_drift(previous, checked.counts.tables, db_settings.row_drop_warning,
                                             db_settings.row_drop_error, uncounted=checked.counts.virtual)
     return checked
 
 
-def _check(checked: Checked, path: Path, db_settings: Any, deadline: float | None) -> None:
+def _check(checked: Checked, path: Path, db_settings: Any, deadline: float | None) -> bool:
+    """Fill ``checked``; True when the rows were counted (else there is nothing to compare)."""
     t0 = time.monotonic()
     with open_readonly(path) as conn:  # its own connection: integrity may add stand-in collations
         problems = integrity(conn)
     checked.findings += problems
     checked.timings["integrity"] = time.monotonic() - t0
     if problems and "cannot be checked" in problems[0].message:
-        return
+        return False
     with open_readonly(path) as conn:
         t0 = time.monotonic()
         try:
             checked.counts = count_rows(conn)
         except sqlite3.Error as exc:  # a malformed database can fail anywhere
             checked.findings.append(error("integrity", f"counting rows failed: {exc}"))
-            return
+            return False
         checked.timings["counts"] = time.monotonic() - t0
         checked.findings += expected_tables(checked.counts, tuple(db_settings.expect_tables))
         checked.findings += minimum_rows(checked.counts, dict(db_settings.min_rows))
         checked.findings += probes(conn, db_settings.probes, probe_budget(deadline))
+    return True
 
 
 def check_freshness(path: Path, probe: Any, now: datetime, temp_dir: Path,
