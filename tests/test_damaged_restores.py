@@ -104,8 +104,10 @@ class Case(NamedTuple):
     litestream_exit: int
     # exit 0: what the file litestream wrote holds: "malformed", "fewer rows" (integrity ok,
     # rows missing) or "reference" (byte-identical to the undamaged restore: later indexes
-    # rewrote every page the damage touched). exit 1: a fragment of its error.
-    litestream_result: str
+    # rewrote every page the damage touched). exit 1: fragments of its error, one of which it
+    # prints; it downloads indexes concurrently, so the first failure may cancel the others and
+    # be reported as "context canceled".
+    litestream_result: str | tuple[str, ...]
     finding: str  # the kind restorable reports
 
 
@@ -116,10 +118,11 @@ V3_CASES = {
     "D-wal-header-salt": Case(wal_header_salt, 0, "reference", "corrupt_object"),
     "E-middle-segment-deleted": Case(middle_segment_deleted, 0, "malformed", "wal_gap"),
     "M-segment-cut-mid-frame": Case(segment_cut_mid_frame, 0, "malformed", "corrupt_object"),
-    "A-stored-byte-flipped": Case(stored_byte_flipped, 1, "context canceled", "corrupt_object"),
+    "A-stored-byte-flipped": Case(stored_byte_flipped, 1, ("lz4: invalid frame checksum", "context canceled"),
+                                  "corrupt_object"),
     "F-offset-zero-deleted": Case(offset_zero_deleted, 1, "missing initial wal segment", "wal_gap"),
     "G-whole-index-deleted": Case(whole_index_deleted, 1, "missing WAL index", "wal_gap"),
-    "I-empty-segment": Case(empty_segment, 1, "EOF", "corrupt_object"),
+    "I-empty-segment": Case(empty_segment, 1, ("EOF", "context canceled"), "corrupt_object"),
     "J-snapshot-deleted": Case(snapshot_deleted, 1, "no snapshots available", "missing_snapshot"),
 }
 
@@ -154,7 +157,8 @@ def test_litestream_0_3_13_on_a_damaged_replica(name, v3_file_replica, clone, tm
     if code == 0:
         assert result == case.litestream_result
     else:
-        assert case.litestream_result in result, result[-2000:]
+        fragments = case.litestream_result if isinstance(case.litestream_result, tuple) else (case.litestream_result,)
+        assert any(fragment in result for fragment in fragments), result[-2000:]
 
 
 def restore_job(replica, out: Path, *args):
