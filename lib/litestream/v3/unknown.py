@@ -26,4 +26,7 @@ def unknown_objects(state: V3State) -> list[Finding]:
 
 def _in_generation(rest: str) -> bool:
     parts = rest.split("/")
+    # `*.tmp`: Litestream's file client writes each object there and renames it when complete
+    if rest.endswith(".tmp"):
+        return False
     return len(parts) >= 3 and bool(GENERATION_RE.match(parts[0])) and parts[1] in ("snapshots", "wal")
