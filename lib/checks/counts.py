@@ -10,6 +10,8 @@ import re
 import sqlite3
 from dataclasses import dataclass, field
 
+import sqlite_utils
+
 from lib.report.model import Finding, error, warning
 
 LITESTREAM_TABLES = ("_litestream_seq", "_litestream_lock")
@@ -27,15 +29,15 @@ class Counts:
 
 
 def count_rows(conn: sqlite3.Connection) -> Counts:
-    """Count the rows of every ordinary table; list the virtual ones."""
+    """Count the rows of every ordinary table (through sqlite-utils); list the virtual ones."""
     counts = Counts()
-    for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'").fetchall():
-        module = virtual_module(sql)
+    db = sqlite_utils.Database(conn, recursive_triggers=False)
+    for table in db.tables:
+        module = virtual_module(table.schema)
         if module is not None:
-            counts.virtual[name] = module
+            counts.virtual[table.name] = module
             continue
-        count = conn.execute(f"SELECT count(*) FROM {quote_identifier(name)}").fetchone()[0]
-        (counts.litestream if name in LITESTREAM_TABLES else counts.tables)[name] = count
+        (counts.litestream if table.name in LITESTREAM_TABLES else counts.tables)[table.name] = table.count
     return counts
 
 
