@@ -161,4 +161,4 @@ def test_discovery_lists_the_root_once_and_verification_reuses_it(fleet, tmp_pat
              if f"GET /{bucket}?list-type=2" in line]
     assert sum("prefix=tenants/&" in line for line in lines) == 1
     for rel in TENANTS:
-        assert not any(f"prefix=tenants/{rel}/&" in line for line in lines), lines
+        assert not any(f"prefix=tenants/{rel}/&" in line for line in lines), "\n".join(lines)

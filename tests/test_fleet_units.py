@@ -90,3 +90,15 @@ def test_a_vanished_object_makes_every_later_listing_real(tmp_path):
     with pytest.raises(ObjectNotFound):
         second.open(gone.key)
     assert PrelistedStore(LocalStore(tmp_path), prelisting).list("ltx/") == []
+
+
+def test_a_relisting_that_matches_keeps_the_prelisting_for_other_stores(tmp_path):
+    (tmp_path / "ltx" / "0").mkdir(parents=True)
+    path = tmp_path / "ltx" / "0" / "0000000000000001-0000000000000001.ltx"
+    path.write_bytes(b"x")
+    [listed] = LocalStore(tmp_path).list("ltx/")
+    prelisting = Prelisting([listed], NOW, ["ltx/"])
+    first = PrelistedStore(LocalStore(tmp_path), prelisting)
+    assert first.list("ltx/") == [listed] and first.list("ltx/") == [listed]  # the second one is real
+    path.unlink()
+    assert PrelistedStore(LocalStore(tmp_path), prelisting).list("ltx/") == [listed]  # still served

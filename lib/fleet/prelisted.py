@@ -4,9 +4,9 @@ Discovery lists a ``dir:`` entry's replica once (about one request per 1,000 key
 each tenant's ``discover`` (the verification, the drill, the retention report: each
 opens its own store) is then served from that listing instead of costing one more
 request per database each. A re-listing within one store (before a backup is called
-damaged, to see whether it changed meanwhile) goes to the real store, and so does every
-listing after it or after an object of the listing was found gone (the retries that
-follow), and every listing once it is older than ``MAX_PRELISTING_AGE_SECONDS``.
+damaged, to see whether it changed meanwhile) goes to the real store; when it shows the
+replica changed, or an object of the listing is found gone, every later listing is real
+too (the retries that follow), as is every listing older than ``MAX_PRELISTING_AGE_SECONDS``.
 """
 from __future__ import annotations
 
@@ -70,11 +70,15 @@ class PrelistedStore:
         if not self._real and prefix not in self._served and self._prelisting.claim(prefix):
             self._served.add(prefix)
             self._cached = True
-            return [o for o in self._prelisting.objects if o.key.startswith(prefix)]
-        if prefix in self._prelisting.prefixes:  # a re-listing: whoever asks next wants it fresh too
-            self._prelisting.invalidate()
+            return self._from_prelisting(prefix)
         self._real = True
-        return self._store.list(prefix)
+        fresh = self._store.list(prefix)
+        if prefix in self._prelisting.prefixes and set(fresh) != set(self._from_prelisting(prefix)):
+            self._prelisting.invalidate()  # the replica changed since: every later listing must be real
+        return fresh
+
+    def _from_prelisting(self, prefix: str) -> list[ObjectInfo]:
+        return [o for o in self._prelisting.objects if o.key.startswith(prefix)]
 
     def open(self, key: str) -> BinaryIO:
         try:
