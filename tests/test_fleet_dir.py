@@ -151,7 +151,7 @@ def test_settings_blocks_by_glob_and_by_folder(fleet, tmp_path):
 
 def test_discovery_lists_the_root_once_and_verification_reuses_it(fleet, tmp_path, s3_server):
     """One recursive listing finds every tenant and answers each tenant's listings (verification
-    and retention report): no tenant's LTX prefix is listed again."""
+    and retention report)."""
     bucket = fleet["bucket"]
     log = s3_server.log_path
     before = len(log.read_text(errors="replace").splitlines())
@@ -161,4 +161,6 @@ def test_discovery_lists_the_root_once_and_verification_reuses_it(fleet, tmp_pat
              if f"GET /{bucket}?list-type=2" in line]
     assert sum("prefix=tenants/&" in line for line in lines) == 1
     for rel in TENANTS:
-        assert not any(f"prefix=tenants/{rel}/&" in line for line in lines), "\n".join(lines)
+        # Without the shared listing: one for the verification and one for the retention report each.
+        # One is allowed: a race check (before calling a drill's finding damage) re-lists for real.
+        assert sum(f"prefix=tenants/{rel}/&" in line for line in lines) <= 1, "\n".join(lines)
