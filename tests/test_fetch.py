@@ -82,7 +82,7 @@ def test_signal_handler_runs_while_waiting_for_a_stuck_download_and_queued_ones_
     sent_at: list[float] = []
 
     def poke_when_stuck() -> None:
-        if proxy.wait_for(lambda p: p.matched("delay"), timeout=10):
+        if proxy.wait_for(lambda p: p.matched("delay"), timeout=30):
             sent_at.append(time.monotonic())
             signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)  # delivered to this thread
 

@@ -215,7 +215,7 @@ class FaultProxy:
         """Requests a rule applied to (of ``action`` only, if given)."""
         return [r for r in self.requests if r.action is not None and (action is None or r.action == action)]
 
-    def wait_for(self, condition: Callable[["FaultProxy"], bool], timeout: float = 10.0) -> bool:
+    def wait_for(self, condition: Callable[["FaultProxy"], bool], timeout: float = 30.0) -> bool:
         """Poll ``condition(self)`` until true or ``timeout`` passes; returns the last result."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -148,7 +148,7 @@ class SentryServer:
         with self._lock:
             self.envelopes.clear()
 
-    def wait_for(self, condition: Callable[["SentryServer"], bool], timeout: float = 5.0) -> bool:
+    def wait_for(self, condition: Callable[["SentryServer"], bool], timeout: float = 30.0) -> bool:
         """Poll ``condition(self)`` until true or ``timeout`` passes; returns the last result."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
