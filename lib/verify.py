@@ -16,7 +16,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lib.checks.freshness import backup_age
-from lib.checks.suite import check_freshness, check_restored
 from lib.config.model import Config, DbConfig, ReplicaConfig
 from lib.crosscheck.run import CrossCheckOptions
 from lib.crosscheck.run import apply as cross_check_replica
@@ -222,6 +221,10 @@ def _judge(result: DbResult, outcome: RestoreOutcome, state: ReplicaState, now: 
 
     SQLite's temporary files go to the run's scratch folder (``workdir``'s parent), which
     outlives every replica's own folder."""
+    # Deferred: the checks import sqlite_utils (and numpy through it, ~0.2 s of CPU), which
+    # jobs.restore, jobs.status and every --help import this module without needing.
+    from lib.checks.suite import check_freshness, check_restored
+
     if outcome.path is not None:
         # Hash while the checks run: both release the GIL, so two cores overlap them.
         digest = in_background(file_sha256, outcome.path, name="sha256")

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lib.checks import counts, integrity
+from lib.checks import integrity
 from lib.litestream.outcome import file_sha256
 from lib.report.model import Finding, error, warning
 
@@ -45,6 +45,10 @@ class Side:
 
 def inspect(side: Side, path: Path) -> Side:
     """Fill ``side`` from the restored file: sha256, integrity_check, row counts."""
+    # Deferred: lib.checks.counts imports sqlite_utils (and numpy, ~0.2 s of CPU); every job
+    # imports this module through lib.verify, and only a cross-check counts rows here.
+    from lib.checks import counts
+
     side.sha256 = file_sha256(path)
     with integrity.open_readonly(path) as db:
         side.integrity = [f.message for f in integrity.integrity(db)]
