@@ -471,8 +471,8 @@ def test_missing_tail_of_the_snapshot_index_is_a_gap(v3_file_replica, clone, tmp
     lay = layout(replica)
     index = lay.indexes[0]
     counters = [_page1_counters(replica, key, offset) for offset, key in lay.segments[index]]
-    if not counters[-1] or max(counters[-1]) <= max(sum(counters[:-1], []), default=0):
-        pytest.skip("page 1's change counter does not advance in the last segment (see docs/detection.md)")
+    # the fixtures' first index ends with a batch that writes page 1 (docs/detection.md: not certain in general)
+    assert counters[-1] and max(counters[-1]) > max(sum(counters[:-1], []), default=0), counters
     state_at_index_end = _state_after(replica, index, tmp_path)
     write_object(replica, lay.snapshot, lz4_frame(state_at_index_end.read_bytes()))
     offset, key = lay.segments[index][-1]
