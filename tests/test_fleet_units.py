@@ -88,6 +88,9 @@ def test_a_vanished_object_makes_every_later_listing_real(tmp_path):
     second = PrelistedStore(LocalStore(tmp_path), prelisting)
     assert first.list("ltx/") == [gone] and second.list("ltx/") == [gone]  # each store once
     with pytest.raises(ObjectNotFound):
+        first.open("history/latest.json")  # not in the listing: says nothing about it
+    assert PrelistedStore(LocalStore(tmp_path), prelisting).list("ltx/") == [gone]
+    with pytest.raises(ObjectNotFound):
         second.open(gone.key)
     assert PrelistedStore(LocalStore(tmp_path), prelisting).list("ltx/") == []
 

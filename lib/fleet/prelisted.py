@@ -36,6 +36,7 @@ class Prelisting:
         self.prefixes = frozenset(prefixes)
         self._listed = time.monotonic()
         self._lock = threading.Lock()
+        self._keys = frozenset(o.key for o in self.objects)
         self._valid = True
 
     def claim(self, prefix: str) -> bool:
@@ -43,6 +44,9 @@ class Prelisting:
         with self._lock:
             return (self._valid and prefix in self.prefixes
                     and time.monotonic() - self._listed < MAX_PRELISTING_AGE_SECONDS)
+
+    def holds(self, key: str) -> bool:
+        return key in self._keys
 
     def invalidate(self) -> None:
         """An object of the listing is gone: every later listing is a real one."""
@@ -84,7 +88,8 @@ class PrelistedStore:
         try:
             return self._store.open(key)
         except ObjectNotFound:
-            self._prelisting.invalidate()
+            if self._prelisting.holds(key):  # the listing said it was there: the listing is stale
+                self._prelisting.invalidate()
             raise
 
     def server_now(self) -> datetime | None:
