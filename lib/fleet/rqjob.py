@@ -25,6 +25,7 @@ from lib.errors import ConfigError
 from lib.fleet import settings as fleet_settings
 from lib.fleet.tenants import tenant_of
 from lib.litestream.outcome import RestoreTarget
+from lib.recovery.step import recovery_options
 from lib.report import history
 from lib.report.advice import GOOD
 from lib.report.model import DbResult, could_not_check
@@ -121,6 +122,7 @@ def _options(payload: dict[str, Any], environ: Mapping[str, str]) -> VerifyOptio
         deadline=time.monotonic() + float(payload.get("timeout", 1800)),
         scratch_root=Path(scratch) if scratch else None,
         price_per_gb_month=float(payload.get("price_per_gb_month", 0.015)),
+        recovery=recovery_options(payload.get("drill"), environ),
     )
 
 
