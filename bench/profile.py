@@ -1,6 +1,6 @@
 """Profile one restorable restore of a cached benchmark replica (build them with bench/run.py first).
 
-    .venv/bin/python bench/profile.py v3|v5|segments|many [--job restore|verify] [--size-mb 200]
+    .venv/bin/python bench/profile.py v3|v5|wal3|wal5|segments|segments5|many [--job restore|verify] [--size-mb 200]
                                       [--repo PATH] [--py-spy BIN]
 
 Serves the cached replicas with ``rclone serve s3`` on 127.0.0.1 and runs
@@ -25,15 +25,25 @@ from bench import harness, replicas  # noqa: E402
 from bench.replicas import V3, V5, Spec  # noqa: E402
 
 PY_SPY_RATE = 250  # samples per second
+# ``python -m cProfile -m jobs.X`` writes nothing: the jobs end with os._exit (cli.exit_now).
+# This calls the job's main() under cProfile and writes the profile before exiting.
+CPROFILE_MAIN = (
+    "import cProfile, importlib, sys\n"
+    "out, module, argv = sys.argv[1], sys.argv[2], sys.argv[3:]\n"
+    "profiler = cProfile.Profile()\n"
+    "code = profiler.runcall(lambda: importlib.import_module(module).main(argv))\n"
+    "profiler.dump_stats(out)\n"
+    "sys.exit(code)\n"
+)
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("replica", choices=("v3", "v5", "segments", "many"))
+    parser.add_argument("replica", choices=("v3", "v5", "wal3", "wal5", "segments", "segments5", "many"))
     parser.add_argument("--job", choices=("restore", "verify"), default="restore")
     parser.add_argument("--many", type=int, default=50, help="databases in the many config (built by run.py)")
     parser.add_argument("--size-mb", type=float, default=200)
-    parser.add_argument("--segments", type=int, default=2000)
+    parser.add_argument("--segments", type=int, default=10000)
     parser.add_argument("--repo", type=Path, default=harness.REPO_ROOT, help="checkout whose jobs.restore runs")
     parser.add_argument("--cache-dir", type=Path, default=harness.BENCH_DIR / ".cache")
     parser.add_argument("--py-spy", type=Path, help="py-spy executable: also take a sampling profile")
@@ -46,7 +56,9 @@ def main(argv=None) -> int:
     cache = replicas.Cache(args.cache_dir.resolve())
     small = [Spec("small", V3, 1), Spec("small", V5, 1)]
     spec = {"v3": Spec("big", V3, args.size_mb), "v5": Spec("big", V5, args.size_mb),
-            "segments": Spec("segments", V3, 1, segments=args.segments)}.get(args.replica, small[0])
+            "wal3": Spec("walheavy", V3, args.size_mb), "wal5": Spec("walheavy", V5, args.size_mb),
+            "segments": Spec("segments", V3, 1, segments=args.segments),
+            "segments5": Spec("segments", V5, 1, segments=args.segments)}.get(args.replica, small[0])
     needed = [spec] + (small[1:] if args.replica == "many" else [])
     built = [cache.load(s) for s in needed]
     if None in built:
@@ -74,7 +86,7 @@ def main(argv=None) -> int:
             job = ["-m", "jobs.restore", "--config", str(config), "-o", str(output), "--force"]
         env = harness.base_env(repo=repo)
         prof = out_dir / f"{name}.prof"
-        run(repo, env, [sys.executable, "-m", "cProfile", "-o", str(prof), *job], output)
+        run(repo, env, [sys.executable, "-c", CPROFILE_MAIN, str(prof), *job[1:]], output)
         stats = pstats.Stats(str(prof))
         for key in ("tottime", "cumulative"):
             print(f"\n=== cProfile, main thread only, by {key} ({prof})")

@@ -7,31 +7,20 @@ Sentry and email. Exit codes are listed in ``--help``.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
 from lib import cli
-from lib.config.overrides import with_overrides
 from lib.config.parsing import positive_int
 from lib.config.settings_model import DEFAULT_MAX_RUNTIME, max_runtime_seconds
 from lib.config.settings_values import DRILL_MODES
-from lib.crosscheck.binary import candidates
-from lib.crosscheck.run import CrossCheckOptions
 from lib.fleet import run as fleet_run
-from lib.report.model import Report
-from lib.litestream.outcome import RestoreTarget
-from lib.recovery.step import recovery_options
-from lib.report.cost import price_per_gb_month
-from lib.report.logs import setup_logging
-from lib.report.notify import RunNotifier
-from lib.report.text import print_report
-from lib.retention.glue import apply_retention_all
-from lib.scratch import check_scratch_dir
-from lib.units import parse_duration
-from lib.verify import VerifyOptions, run, targets
+
+# The run's own modules (verification, reporting, retention, recovery) are imported in
+# build_options() and main()'s body, after the arguments are parsed: importing them costs
+# ~0.08 s of CPU that `--help` and a usage error never need.
 
 
 def parse_args(argv: list[str] | None):
@@ -71,6 +60,17 @@ def parse_args(argv: list[str] | None):
 
 
 def build_options(args, environ: Mapping[str, str]):
+    import tempfile
+
+    from lib.crosscheck.binary import candidates
+    from lib.crosscheck.run import CrossCheckOptions
+    from lib.litestream.outcome import RestoreTarget
+    from lib.recovery.step import recovery_options
+    from lib.report.cost import price_per_gb_month
+    from lib.scratch import check_scratch_dir
+    from lib.units import parse_duration
+    from lib.verify import VerifyOptions
+
     max_runtime = max_runtime_seconds(args.max_runtime, environ)
     scratch = environ.get("RESTORABLE_SCRATCH_DIR")
     return VerifyOptions(
@@ -107,6 +107,15 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     def body() -> int:
         nonlocal notifier
         args = parse_args(argv)
+        from lib.config.overrides import with_overrides
+        from lib.litestream.outcome import RestoreTarget
+        from lib.report.logs import setup_logging
+        from lib.report.model import Report
+        from lib.report.notify import RunNotifier
+        from lib.report.text import print_report
+        from lib.retention.glue import apply_retention_all
+        from lib.verify import run, targets
+
         config, settings = cli.load_run_config(args, environ)
         if args.print_config:
             settings = with_overrides(settings, max_age=args.max_age, allow_empty=args.allow_empty)
