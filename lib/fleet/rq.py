@@ -231,7 +231,8 @@ def run(config, options, args, environ: Mapping[str, str]) -> list[DbResult] | N
     base = {"config": args.config, "urls": list(args.urls), "settings": args.settings,
             "max_age_seconds": options.max_age_seconds, "allow_empty": options.allow_empty,
             "target": options.target, "price_per_gb_month": options.price_per_gb_month, "timeout": timeout,
-            "write_history": not args.wait, "drill": getattr(args, "drill", None)}
+            "write_history": not args.wait, "drill": getattr(args, "drill", None),
+            "cross_check": bool(getattr(args, "cross_check", False))}
     conn = connect(environ)
     enqueued = enqueue(conn, targets, base, timeout, run_id(environ))
     if not args.wait:

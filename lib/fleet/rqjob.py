@@ -22,6 +22,8 @@ from lib.config import sources
 from lib.config.model import Config, DbConfig, ReplicaConfig
 from lib.config.settings import load_settings
 from lib.errors import ConfigError
+from lib.crosscheck.binary import candidates
+from lib.crosscheck.run import CrossCheckOptions
 from lib.fleet import settings as fleet_settings
 from lib.fleet.tenants import tenant_of
 from lib.litestream.outcome import RestoreTarget
@@ -123,6 +125,7 @@ def _options(payload: dict[str, Any], environ: Mapping[str, str]) -> VerifyOptio
         scratch_root=Path(scratch) if scratch else None,
         price_per_gb_month=float(payload.get("price_per_gb_month", 0.015)),
         recovery=recovery_options(payload.get("drill"), environ),
+        cross_check=CrossCheckOptions(bool(payload.get("cross_check")), tuple(candidates(environ)), None),
     )
 
 
