@@ -73,7 +73,7 @@ def build(cache: Path, server: harness.S3Server, args) -> Path:
                                 env=harness.litestream_env(), stdout=out, stderr=subprocess.STDOUT)
     try:
         bucket = server.root / BUCKET / PREFIX
-        while sum(1 for _ in bucket.glob(f"group-*/*.db/0009/*.ltx")) < args.tenants:
+        while sum(1 for _ in bucket.glob("group-*/*.db/0009/*.ltx")) < args.tenants:
             if proc.poll() is not None:
                 raise RuntimeError(f"litestream exited {proc.returncode}; log:\n{log.read_text()[-3000:]}")
             time.sleep(1)

@@ -8,7 +8,7 @@ import pytest
 
 from tests.support import restorable_env, run_job
 from tests.support.smtp_server import SmtpServer
-from tests.test_fleet_dir import TENANTS, _config, fleet  # noqa: F401 (fixture)
+from tests.test_fleet_dir import _config, fleet  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.slow
 

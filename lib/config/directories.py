@@ -14,7 +14,6 @@ are found in the bucket at run time by ``lib.fleet.tenants``.
 """
 from __future__ import annotations
 
-import fnmatch
 import os
 import re
 from dataclasses import dataclass
@@ -154,11 +153,6 @@ def _class_end(pattern: str, start: int) -> int | None:
             return i
         i += 1
     return None
-
-
-def fnmatch_key(key: str, value: str) -> bool:
-    """A restorable.yml block key with glob characters matched against a tenant path or name."""
-    return fnmatch.fnmatchcase(value, key)
 
 
 def has_glob(key: Any) -> bool:
