@@ -210,7 +210,9 @@ class S3Store:
 
     def put(self, key: str, data: bytes, content_type: str = "application/json") -> None:
         try:
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+            # With SSE-C every object restorable writes (history) is encrypted with the same key:
+            # S3 refuses a GET that sends SSE-C headers for an object stored without them.
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **self._sse)
         except Exception as exc:
             raise self._translate(exc, f"put {key}") from exc
 
