@@ -198,3 +198,17 @@ def test_s3_vault_url_inside_the_replica_path_is_refused():
                 locate(db, VaultSettings.from_environ(vault_env), vault_env)
         else:
             locate(db, VaultSettings.from_environ(vault_env), vault_env)
+
+
+def test_a_simulated_year_of_daily_runs_on_a_real_vault(tmp_path):
+    location = VaultLocation(LocalStore(tmp_path / "vault"), "data_app.db/")
+    db = _database(tmp_path / "restored.db")
+    start = datetime(2026, 1, 1, 3, 0, tzinfo=timezone.utc)
+    policy = KeepPolicy(daily=7, weekly=4, monthly=12)
+    for day in range(365):  # the clock is injected: one verified run a day
+        summary, findings = keep_verified(location, policy, _result(db), db, start + timedelta(days=day), "v")
+        assert findings == [] and summary["uploaded"]
+    days = [e.day for e in entries(location)[0]]
+    assert len(days) <= 7 + 4 + 12 and days[-7:] == [f"2026-12-{d}" for d in range(25, 32)]
+    assert {d[:7] for d in days} >= {f"2026-{m:02d}" for m in range(2, 13)}  # a copy for each recent month
+    assert sorted(p.name for p in (tmp_path / "vault" / "data_app.db").iterdir()) == sorted(days)

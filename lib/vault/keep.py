@@ -13,6 +13,7 @@ from typing import Any
 
 from lib.errors import CorruptObject, ObjectNotFound, StorageError
 from lib.report.model import Finding, error, warning
+from lib.storage.local import LocalStore
 from lib.units import format_iso
 from lib.vault.manifest import Manifest, data_key, day_of, manifest_key
 from lib.vault.plan import KeepPolicy, plan
@@ -79,10 +80,22 @@ def _prune(location: VaultLocation, found: list[Entry], incomplete: list[str], p
     doomed += [key for key in incomplete if f"/{today}/" not in key]
     failures = location.store.delete(doomed) if doomed else []
     abort_stale_uploads(location.store, location.prefix, today)
+    _remove_empty_days(location, [e.day for e in decided.remove])
     for failure in failures:
         log.warning("vault: could not delete %s: %s", failure.key, failure.error)
     return {"kept": [{"day": e.day, "reasons": list(r)} for e, r in decided.keep],
             "pruned": [e.day for e in decided.remove], "delete_failures": len(failures)}
+
+
+def _remove_empty_days(location: VaultLocation, days: list[str]) -> None:
+    """A directory vault's pruned days leave empty folders; an object store has none."""
+    if not isinstance(location.store, LocalStore):
+        return
+    for day in days:
+        try:
+            location.store._path(f"{location.prefix}{day}").rmdir()
+        except (OSError, StorageError):  # not empty (a file we do not know) or already gone
+            pass
 
 
 def check_one(location: VaultLocation, workdir: Path, now: datetime) -> tuple[dict[str, Any], list[Finding]]:
