@@ -155,7 +155,7 @@ def run_drill(store, state: ReplicaState, point: DrillPoint, workdir: Path, db_s
     except ObjectNotFound as exc:
         record.update(status="raced", note=f"{exc}: the point left the window while it was drilled")
         return record, []
-    except StorageError as exc:
+    except (StorageError, OSError) as exc:  # OSError: the scratch disk (full, unwritable)
         record.update(status="inconclusive", note=str(exc))
         return record, [warning("drill", f"could not drill {point.label} ({point.kind} drill): {exc}")]
     record["restore_seconds"] = round(time.monotonic() - started, 3)

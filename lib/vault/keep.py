@@ -45,7 +45,7 @@ def keep_verified(location: VaultLocation, policy: KeepPolicy, result, restored:
         summary.update(_prune(location, found, incomplete, policy, today))
     except CorruptObject as exc:
         return summary, [error("vault", f"vault at {location.describe()} holds a damaged manifest: {exc}", exc.key)]
-    except StorageError as exc:
+    except (StorageError, OSError) as exc:  # OSError: reading the restored file, a directory vault's disk
         return summary, [warning("vault", f"could not keep a verified copy at {location.describe()}: {exc}; "
                                  "the backup itself was verified, the vault will be tried again next run")]
     return summary, []
@@ -141,7 +141,7 @@ def _check_entry(location: VaultLocation, entry: Entry, workdir: Path) -> tuple[
         return "skipped", []  # pruned by another run meanwhile
     except CorruptObject as exc:
         return "damaged", [_damaged(location, entry, exc.problem, key)]
-    except StorageError as exc:
+    except (StorageError, OSError) as exc:  # OSError: the scratch disk
         return "skipped", [warning("vault", f"could not re-read vault entry {entry.day} at "
                                    f"{location.describe()}: {exc}")]
     finally:
