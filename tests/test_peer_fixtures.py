@@ -1,4 +1,4 @@
-"""Conformance with Litestream's own test data (tests/peer_fixtures/, see its README.md and MANIFEST.json).
+"""Conformance with Litestream's own test data (../shared/peer-fixtures/, see its README.md and MANIFEST.json).
 
 Every fixture either restores as Litestream's own Go tests expect (the same bytes), or
 restorable reports a finding where the real litestream binary silently returns a damaged or
@@ -24,7 +24,8 @@ import yaml
 from tests.support import REPO_ROOT, restorable_env
 from tests.support.litestream import V3, V5, run_litestream
 
-FIXTURES = Path(__file__).parent / "peer_fixtures"
+# Read-only, beside the checkout (CI has a copy of shared/ there too); copied before use.
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "peer-fixtures"
 MANIFEST = json.loads((FIXTURES / "MANIFEST.json").read_text())
 BY_NAME = {f["name"]: f for f in MANIFEST["fixtures"]}
 
