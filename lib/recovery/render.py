@@ -10,6 +10,10 @@ def _duration(seconds: float | None) -> str:
     return "-" if seconds is None else format_duration(max(0.0, round(seconds, 3)))
 
 
+def _entries(count: int) -> str:
+    return f"{count} entr{'y' if count == 1 else 'ies'}"
+
+
 def report_lines(extra: dict[str, Any]) -> list[str]:
     """Lines for one database's report (``DbResult.extra``); empty when there is nothing to say."""
     lines = []
@@ -30,7 +34,7 @@ def report_lines(extra: dict[str, Any]) -> list[str]:
         kept = keep.get("uploaded") and f"kept {keep['uploaded']}" or keep.get("skipped") or "not kept"
         check = vault.get("check") or {}
         checked = f"; re-read {check['day']}: {check['status']}" if check.get("day") else ""
-        lines.append(f"vault: {kept}; {len(keep.get('kept', []))} entries{checked}")
+        lines.append(f"vault: {kept}; {_entries(len(keep.get('kept', [])))}{checked}")
     return lines
 
 
@@ -52,7 +56,7 @@ def status_lines(block: dict[str, Any]) -> list[str]:
         if vault.get("error"):
             lines.append(f"vault {vault.get('location', '')}: could not list: {vault['error']}")
         else:
-            lines.append(f"vault {vault['location']}: {len(vault['entries'])} entries")
+            lines.append(f"vault {vault['location']}: {_entries(len(vault['entries']))}")
             for entry in vault["entries"]:
                 lines.append(f"  {entry['day']}  {entry['bytes']:,} bytes  sha256 {entry['sha256'][:12]}  "
                              f"point {entry['restore_point'].get('position') or '-'}  "
