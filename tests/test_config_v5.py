@@ -215,7 +215,7 @@ def test_print_config_shows_the_0_5_settings_and_the_unknown_keys(tmp_path):
 
 def test_an_unknown_key_is_a_warning_in_the_report(tmp_path):
     fixture = tmp_path / "replica"  # a copy: a run writes its history next to a file replica
-    shutil.copytree(Path(__file__).parent / "peer_fixtures" / "restore-snapshot-only" / "replica", fixture)
+    shutil.copytree(Path(__file__).resolve().parents[2] / "shared" / "peer-fixtures" / "restore-snapshot-only" / "replica", fixture)
     config = tmp_path / "litestream.yml"
     config.write_text(f"dbs:\n  - path: /a.db\n    replicas: [{{path: {fixture}, snapshot-intervall: 1h}}]\n")
     proc = run_job("jobs.verify", "--config", config, "--json", "--max-age", "100000d")

@@ -1,6 +1,6 @@
 """States that lose data on the app's next restart are said in plain words, and the claims hold for the real binaries.
 
-Replicas come from tests/peer_fixtures (Litestream's own test data): ``ltx-store-0d-L0`` (a
+Replicas come from ../shared/peer-fixtures (Litestream's own test data): ``ltx-store-0d-L0`` (a
 v0.5 replica with files but no snapshot), ``restore-ok-nested16`` (v0.3 objects under a
 generation, none in a layout 0.3.13 reads), ``wal-downloader-ok`` (a v0.3 generation with
 WAL but no snapshot).
@@ -23,7 +23,7 @@ from lib.storage.base import ObjectInfo
 from tests.support import run_job
 from tests.support.litestream import V3, V5, litestream_bin, litestream_env, run_litestream
 
-FIXTURES = Path(__file__).parent / "peer_fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "peer-fixtures"
 MANIFEST = {f["name"]: f for f in json.loads((FIXTURES / "MANIFEST.json").read_text())["fixtures"]}
 
 
