@@ -90,11 +90,21 @@ def _seed_in_newest_generation(replica) -> int:
     return next(s for s in range(1000) if newest.earliest < random_moment(window, s) <= newest.latest)
 
 
-def test_missing_older_wal_segment_is_caught_by_the_generation_drill(v3_multigen_file_replica, clone, tmp_path):
+@pytest.mark.parametrize("damage", ["flipped", "deleted"])
+def test_damaged_older_wal_segment_is_caught_only_by_the_generation_drill(v3_multigen_file_replica, clone, tmp_path,
+                                                                         damage):
     replica = clone(v3_multigen_file_replica)
     segments = sorted(k for k in _older_generation_keys(replica) if "/wal/" in k)
-    delete_object(replica, segments[len(segments) // 2])
+    victim = segments[len(segments) // 2]
+    if damage == "deleted":
+        delete_object(replica, victim)
+    else:
+        data = bytearray(read_object(replica, victim))
+        data[len(data) // 2] ^= 0xFF
+        write_object(replica, victim, bytes(data))
     point, record, findings, _ = _drill(replica, "generation", tmp_path)
     assert point.target.generation == replica.generations[0]
     assert record["status"] == "failed" and [f.kind for f in findings] == ["drill"]
     assert f"generation {replica.generations[0]}" in findings[0].message
+    _, newest, _, _ = _drill(replica, "random", tmp_path, seed=_seed_in_newest_generation(replica))
+    assert newest["status"] == "ok"  # the newest generation does not need the damaged segment

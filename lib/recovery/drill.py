@@ -99,7 +99,9 @@ def choose_point(kind: str, state: ReplicaState, window: RecoveryWindow, seed: i
         if older:
             done = str(((previous or {}).get("generation") or {}).get("generation") or "")
             gen = next((g for g in older if g > done), older[0])
-            return DrillPoint(kind, RestoreTarget(generation=gen), f"the newest point of generation {gen}")
+            newest = next(g.updated_at for g in state.v3.generations if g.id == gen)
+            return DrillPoint(kind, RestoreTarget(generation=gen),
+                              f"{format_iso(newest)} (the newest point of generation {gen})")
     return None
 
 
