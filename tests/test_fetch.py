@@ -1,4 +1,4 @@
-"""``lib.storage.pool.prefetch`` against the real S3 server (moto) behind the fault proxy.
+"""``lib.storage.pool.stream`` against the real S3 server (moto) behind the fault proxy.
 
 What the jobs rely on: objects come back in the order given, a signal handler runs while
 the caller waits for a slow download (not when it ends), and stopping early (an exception,
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from lib.storage.pool import prefetch
+from lib.storage.pool import stream
 from lib.storage.s3 import S3Settings, S3Store
 from tests.support.faultproxy import FaultProxy, delay
 from tests.test_signals import wait_until
@@ -66,7 +66,8 @@ def test_yields_every_object_in_the_order_given_within_the_byte_budget_and_leave
     infos = listed(store)
     before = set(threading.enumerate())
 
-    got = [(info.key, data) for info, data in prefetch(store, infos[::-1], workers=3, max_buffered_bytes=2500)]
+    got = [(info.key, reader.read_all())
+           for info, reader in stream(store, infos[::-1], workers=3, max_buffered_bytes=2500)]
 
     assert got == [(f"o/{n}", body(n)) for n in reversed(range(OBJECTS))]
     assert new_threads(before) == []
@@ -95,7 +96,7 @@ def test_signal_handler_runs_while_waiting_for_a_stuck_download_and_queued_ones_
         poker.start()
         with pytest.raises(Poked):
             # one worker: o/0 is stuck on the server, o/1 waits in the queue
-            next(prefetch(store, infos, workers=1))
+            next(stream(store, infos, workers=1))[1].read_all()
         handled_at = time.monotonic()
         poker.join()
     finally:
@@ -114,8 +115,9 @@ def test_closing_early_does_not_wait_for_stuck_downloads_and_cancels_queued_ones
     proxy.set_rules([delay(STUCK_SECONDS, method="GET", key=r"^o/[1-9]$")])  # only o/0 is fast
     before = set(threading.enumerate())
 
-    objects = prefetch(store, infos, workers=2)  # up to 4 submitted: o/0-o/1 running, o/2-o/3 queued
-    assert next(objects) == (infos[0], body(0))
+    objects = stream(store, infos, workers=2)  # up to 4 submitted: o/0-o/1 running, o/2-o/3 queued
+    info, reader = next(objects)
+    assert (info, reader.read_all()) == (infos[0], body(0))
     started = time.monotonic()
     objects.close()
     closed_in = time.monotonic() - started

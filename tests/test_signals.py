@@ -230,7 +230,7 @@ def test_failed_run_leaves_no_scratch(tmp_path, scratch):
 @pytest.mark.parametrize("held", ["/wal/", "/snapshots/", "/snapshots/ before headers"])
 def test_sigterm_while_restore_job_waits_for_a_slow_download_exits_at_once(v3_s3_replica, proxy, scratch, tmp_path,
                                                                            held):
-    """``python -m jobs.restore`` blocked on a WAL segment download (``lib.storage.pool.prefetch``) or on the
+    """``python -m jobs.restore`` blocked on a WAL segment download (``lib.storage.pool.stream``) or on the
     snapshot (streamed by its own thread, ``lib.litestream.v3.snapshot``) stops on SIGTERM within a few seconds, exits
     130 and leaves neither OUT nor its temporary file."""
     # Stalled before the response headers, or (the snapshot) mid-body.
@@ -249,7 +249,7 @@ def test_sigterm_while_restore_job_waits_for_a_slow_download_exits_at_once(v3_s3
 @pytest.mark.parametrize("point_in_time", [False, True], ids=["latest", "timestamp"])
 def test_sigterm_while_restore_job_waits_for_a_slow_v5_download_exits_at_once(v5_s3_replica, proxy, scratch,
                                                                                tmp_path, point_in_time):
-    """The same for a v0.5 replica: its LTX files stream through ``lib.litestream.v5.restore``'s own prefetcher,
+    """The same for a v0.5 replica: its LTX files stream through the same pool (``lib.storage.pool.Prefetcher``),
     and a ``--timestamp`` restore first reads every file's header (``with_header_times``)."""
     at = {} if point_in_time else {"at": "body", "after_bytes": 64}
     proxy.set_rules([delay(SLOW_GET_SECONDS, method="GET", key=r"\.ltx", **at)])
