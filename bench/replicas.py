@@ -110,6 +110,10 @@ class Cache:
             return None
         data = json.loads(meta.read_text())
         data["spec"] = Spec(**data["spec"])
+        if "wal_bytes" not in data:  # recorded before these facts were: count them now
+            objects = listing(self.s3_root / spec.bucket)
+            data["wal_bytes"] = sum(n for k, n in objects.items() if _is_wal_object(k))
+            data["transactions"] = segments_after_snapshot(objects, spec.version)
         return Built(**data)
 
     def save(self, built: Built) -> None:
