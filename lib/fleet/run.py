@@ -26,7 +26,7 @@ class FleetOptions:
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shard", metavar="I/N", help="verify only shard I of N (I from 0), a stable partition of "
                         "the targets (default $RESTORABLE_SHARD)")
-    parser.add_argument("--sample", metavar="P%%|K", help="verify only P%% or K targets this run, oldest-verified "
+    parser.add_argument("--sample", metavar="P%|K", help="verify only P%% or K targets this run, oldest-verified "
                         "first (default $RESTORABLE_SAMPLE)")
     parser.add_argument("--archive-after", metavar="DURATION", help="a dir: tenant with no new backup for this long "
                         "is reported archived (a warning), not stale (default $RESTORABLE_ARCHIVE_AFTER; off)")
