@@ -9,7 +9,8 @@ import pytest
 from lib.config.settings_model import DbSettings
 from lib.config.sources import load
 from lib.litestream.discover import discover
-from lib.recovery.drill import choose_kind, choose_point, random_moment, run_drill
+from lib.recovery.drill import choose_kind, choose_point, random_moment, run_drill, within_budget
+from lib.recovery.rotation import carried_drills
 from lib.recovery.window import window_of, with_start_times
 from tests.support.replicas import delete_object, litestream_restore, read_object, replica_listing, sha256_file, \
     write_object
@@ -108,3 +109,20 @@ def test_damaged_older_wal_segment_is_caught_only_by_the_generation_drill(v3_mul
     assert f"generation {replica.generations[0]}" in findings[0].message
     _, newest, _, _ = _drill(replica, "random", tmp_path, seed=_seed_in_newest_generation(replica))
     assert newest["status"] == "ok"  # the newest generation does not need the damaged segment
+
+
+def test_budget_skips_a_drill_the_run_has_no_time_for():
+    import time
+
+    assert within_budget(None, 100.0) == (True, "")
+    assert within_budget(time.monotonic() + 60, 10.0) == (True, "")
+    fits, reason = within_budget(time.monotonic() + 20, 10.0)
+    assert not fits and reason.startswith("skipped:") and "needs ~30s" in reason
+
+
+def test_history_keeps_the_last_drill_of_each_kind():
+    old = {"oldest": {"kind": "oldest", "at": "A"}, "bogus": {"at": "B"}, "random": "not a record"}
+    assert carried_drills(old, {"kind": "random", "status": "failed", "at": "C"}) == {
+        "oldest": {"kind": "oldest", "at": "A"}, "random": {"kind": "random", "status": "failed", "at": "C"}}
+    assert carried_drills(old, {"kind": "random", "status": "skipped"}) == {"oldest": {"kind": "oldest", "at": "A"}}
+    assert carried_drills(None, None) == {}
