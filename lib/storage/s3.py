@@ -1,4 +1,4 @@
-"""S3-compatible buckets through botocore: the client factory, streaming reads, listing, put and batched deletes."""
+"""S3-compatible buckets through boto3: the client factory, streaming reads, listing, put and batched deletes."""
 from __future__ import annotations
 
 import io
@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import BinaryIO, Iterable, Sequence
 
-import botocore.session
+import boto3.session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, NoCredentialsError
 
@@ -18,20 +18,18 @@ from lib.storage.s3_settings import S3Settings
 
 __all__ = ["S3Settings", "S3Store", "make_s3_client"]  # S3Settings re-exported: it lives in s3_settings (no boto3)
 
-# One botocore session for the process: a new session re-reads botocore's S3 model and
+# One boto3 session for the process: a new session re-reads botocore's S3 model and
 # endpoint rules (~0.1-0.3 s of CPU each time); clients are thread-safe and are shared
-# between stores with the same settings (bucket aside). botocore, not boto3: boto3's
-# session adds only resources and s3transfer's managed transfers, which restorable never
-# uses, and importing and wiring them cost ~0.15 s of CPU per process.
+# between stores with the same settings (bucket aside).
 _SESSION = None
 
-_CLIENTS: dict[S3Settings, object] = {}  # botocore clients by settings (bucket blanked)
+_CLIENTS: dict[S3Settings, object] = {}  # boto3 clients by settings (bucket blanked)
 
 _CLIENTS_LOCK = threading.Lock()
 
 
 def make_s3_client(settings: S3Settings):
-    """Build a botocore S3 client that works with AWS and S3-compatible providers.
+    """Build a boto3 S3 client that works with AWS and S3-compatible providers.
 
     Custom endpoints get path-style addressing unless told otherwise (Litestream's rule),
     and request/response checksums only "when required": several providers (B2, R2,
@@ -66,12 +64,12 @@ def _new_s3_client(settings: S3Settings):
     )
     global _SESSION
     if _SESSION is None:
-        _SESSION = botocore.session.get_session()
+        _SESSION = boto3.session.Session()
     endpoint = settings.endpoint
     if endpoint and "://" not in endpoint:
         endpoint = "https://" + endpoint
     verify = False if settings.skip_verify else None
-    return _SESSION.create_client("s3", endpoint_url=endpoint, config=cfg, verify=verify,
+    return _SESSION.client("s3", endpoint_url=endpoint, config=cfg, verify=verify,
                            aws_access_key_id=settings.access_key_id or None,
                            aws_secret_access_key=settings.secret_access_key or None,
                            aws_session_token=settings.session_token or None)
