@@ -128,6 +128,8 @@ def test_corrupted_vault_object_is_refused_by_restore_and_caught_by_rotation(v3_
                    env=restorable_env(env))
     assert proc.returncode == 1 and not out.exists()
     assert "vault" in proc.stderr and "database.sqlite.lz4" in proc.stderr
+    [checks] = vault.glob("*/checks.json")  # the next day: the copy was last re-read yesterday
+    checks.write_text(json.dumps({day: "2000-01-01T00:00:00.000Z ok" for day in json.loads(checks.read_text())}))
     code, db, _ = _verify(replica, tmp_path, "--drill", "none", settings=LAX, env=env)
     assert code == 1 and ("error", "vault") in _kinds(db)
 

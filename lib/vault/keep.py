@@ -99,9 +99,10 @@ def _remove_empty_days(location: VaultLocation, days: list[str]) -> None:
 
 
 def check_one(location: VaultLocation, workdir: Path, now: datetime) -> tuple[dict[str, Any], list[Finding]]:
-    """Re-read one entry in rotation (never checked first, then the least recently checked)
-    and check its sha256 and ``integrity_check``. Entries found damaged earlier stay error
-    findings on every run until they are deleted or re-read sound."""
+    """Re-read one entry in rotation (never checked first, then the least recently checked),
+    at most once a UTC day per database (a re-read downloads the whole copy), and check its
+    sha256 and ``integrity_check``. Entries found damaged stay error findings on every run
+    until they are deleted or re-read sound."""
     try:
         found, _ = entries(location)
         checks = read_checks(location)
@@ -111,21 +112,25 @@ def check_one(location: VaultLocation, workdir: Path, now: datetime) -> tuple[di
         return {}, [warning("vault", f"could not list the vault at {location.describe()}: {exc}")]
     if not found:
         return {}, []
-    entry = min(found, key=lambda e: (e.day in checks, checks.get(e.day, ""), e.day))
-    status, findings = _check_entry(location, entry, workdir)
     checks = {e.day: checks[e.day] for e in found if e.day in checks}
-    if status != "skipped":
-        checks[entry.day] = f"{format_iso(now)} {status}"
-        try:
-            write_checks(location, checks)
-        except StorageError as exc:
-            log.warning("vault: could not record the check of %s: %s", entry.day, exc)
+    if any(record[:10] == day_of(now) for record in checks.values()):
+        summary, findings, entry = {"status": "skipped", "note": "re-read once a day; done today"}, [], None
+    else:
+        entry = min(found, key=lambda e: (e.day in checks, checks.get(e.day, ""), e.day))
+        status, findings = _check_entry(location, entry, workdir)
+        summary = {"day": entry.day, "status": status, "at": format_iso(now)}
+        if status != "skipped":
+            checks[entry.day] = f"{format_iso(now)} {status}"
+            try:
+                write_checks(location, checks)
+            except StorageError as exc:
+                log.warning("vault: could not record the check of %s: %s", entry.day, exc)
     for other in found:
         at, _, earlier = checks.get(other.day, "").partition(" ")
         if other is not entry and earlier == "damaged":
             findings.append(_damaged(location, other, f"found damaged when re-read at {at}",
                                      data_key(location.prefix, other.day)))
-    return {"day": entry.day, "status": status, "at": format_iso(now)}, findings
+    return summary, findings
 
 
 def _check_entry(location: VaultLocation, entry: Entry, workdir: Path) -> tuple[str, list[Finding]]:
