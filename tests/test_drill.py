@@ -126,3 +126,41 @@ def test_history_keeps_the_last_drill_of_each_kind():
         "oldest": {"kind": "oldest", "at": "A"}, "random": {"kind": "random", "status": "failed", "at": "C"}}
     assert carried_drills(old, {"kind": "random", "status": "skipped"}) == {"oldest": {"kind": "oldest", "at": "A"}}
     assert carried_drills(None, None) == {}
+
+
+def _v3_state(times: dict[str, datetime]):
+    from lib.litestream.discover import ReplicaState
+    from lib.litestream.layout import FORMAT_V3
+    from lib.litestream.v3.layout import parse_v3_listing
+    from lib.storage.base import ObjectInfo
+
+    gen = "0123456789abcdef"
+    objects = [ObjectInfo(f"generations/{gen}/{name}", 100, at) for name, at in times.items()]
+    return gen, ReplicaState(FORMAT_V3, v3=parse_v3_listing(objects, "generations/"))
+
+
+def test_a_drill_never_lands_just_after_a_snapshot_whose_index_is_still_uploading():
+    """litestream 0.3.13 uploads a snapshot ahead of the rest of its index's WAL (docs/detection.md): a
+    point-in-time restore to a moment in between is malformed for litestream restore and restorable
+    alike, on a healthy replica. The oldest drill (snapshot + 1 ms) and a random moment that falls
+    there are moved past the settle time; moments already past it are kept."""
+    t0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
+    gen, state = _v3_state({
+        "snapshots/00000001.snapshot.lz4": t0,
+        "wal/00000001_00000000.wal.lz4": t0 - timedelta(seconds=2),  # written before the snapshot
+        "wal/00000001_00001000.wal.lz4": t0 + timedelta(seconds=3),  # the rest of the index, later
+        "wal/00000002_00000000.wal.lz4": t0 + timedelta(minutes=10),
+    })
+    window = window_of(state)
+
+    point = choose_point("oldest", state, window, 7, settle_seconds=20)
+    assert point.target.generation == gen
+    assert point.target.timestamp == t0 + timedelta(seconds=20)
+    assert point.label == "2026-12-01T12:00:20.000Z"
+
+    unsettled = choose_point("oldest", state, window, 7)
+    assert unsettled.target.timestamp == t0 + timedelta(milliseconds=1)
+
+    for seed in range(40):
+        moment = choose_point("random", state, window, seed, settle_seconds=20).target.timestamp
+        assert not t0 <= moment < t0 + timedelta(seconds=20)

@@ -7,6 +7,7 @@ Kinds (``--drill`` / ``drill:`` in restorable.yml choose one, ``rotate`` takes t
   rounded to microseconds; Litestream's are nanoseconds),
 * ``random``: a time drawn uniformly from the window's spans with a seeded generator
   (the seed is recorded, so the same drill can be run again),
+  (on v0.3 both are moved past a snapshot's settle time: ``past_young_snapshot``),
 * ``generation`` (v0.3, more than one generation): the newest point of an older
   generation, each in turn.
 
@@ -86,14 +87,19 @@ def _older_generations(state: ReplicaState) -> list[str]:
 
 
 def choose_point(kind: str, state: ReplicaState, window: RecoveryWindow, seed: int,
-                 previous: dict[str, Any] | None = None) -> DrillPoint | None:
-    """The restore point a drill of ``kind`` restores (None when the replica has none)."""
+                 previous: dict[str, Any] | None = None, settle_seconds: float = 0.0) -> DrillPoint | None:
+    """The restore point a drill of ``kind`` restores (None when the replica has none).
+
+    :param settle_seconds: on v0.3, a time this close after a snapshot is moved past it
+        (``past_young_snapshot``).
+    """
     if kind == "oldest" and window.earliest is not None:
-        moment = window.earliest + INSIDE
-        return DrillPoint(kind, _at(state, window, moment), format_iso(moment))
+        target = _at(state, window, window.earliest + INSIDE)
+        target = past_young_snapshot(state, target, settle_seconds, window)
+        return DrillPoint(kind, target, format_iso(target.timestamp))
     if kind == "random" and window.spans:
-        moment = random_moment(window, seed)
-        return DrillPoint(kind, _at(state, window, moment), format_iso(moment), seed)
+        target = past_young_snapshot(state, _at(state, window, random_moment(window, seed)), settle_seconds, window)
+        return DrillPoint(kind, target, format_iso(target.timestamp), seed)
     if kind == "generation" and state.format == FORMAT_V3:
         older = _older_generations(state)
         if older:
@@ -114,6 +120,29 @@ def _at(state: ReplicaState, window: RecoveryWindow, moment: datetime) -> Restor
         return RestoreTarget(timestamp=moment)
     span = min(window.spans, key=lambda s: (0 if s.earliest <= moment <= s.latest + INSIDE else 1, s.earliest))
     return RestoreTarget(timestamp=moment, generation=span.label.removeprefix("generation "))
+
+
+def past_young_snapshot(state: ReplicaState, target: RestoreTarget, settle_seconds: float,
+                        window: RecoveryWindow) -> RestoreTarget:
+    """Move a v0.3 timestamp that lies within ``settle_seconds`` after a snapshot to just past it. Pure.
+
+    Litestream 0.3.13 can upload a snapshot that already holds transactions whose WAL
+    segments reach the replica a sync or two later (docs/detection.md, "a snapshot ahead of
+    its WAL"). A point-in-time restore to a moment in between replays the older segments of
+    the snapshot's index over the newer snapshot and gets a malformed database, from
+    restorable and from ``litestream restore`` alike, while a moment a few syncs later
+    restores: drilling such a moment would report a healthy backup as failed.
+    """
+    if state.format != FORMAT_V3 or settle_seconds <= 0 or target.timestamp is None:
+        return target
+    gen = next((g for g in state.v3.generations if g.id == target.generation), None)
+    taken = [s.info.last_modified for s in (gen.snapshots if gen else []) if s.info.last_modified <= target.timestamp]
+    if not taken or target.timestamp - max(taken) >= timedelta(seconds=settle_seconds):
+        return target
+    latest = max((s.latest for s in window.spans if s.label.removeprefix("generation ") == target.generation),
+                 default=target.timestamp)
+    moved = min(max(taken) + timedelta(seconds=settle_seconds), max(latest, target.timestamp))
+    return RestoreTarget(timestamp=moved, generation=target.generation)
 
 
 def random_moment(window: RecoveryWindow, seed: int) -> datetime:

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
+from lib.litestream.v3.race import snapshot_settle_seconds
 from lib.recovery import drill as drills
 from lib.recovery.objectives import assess
 from lib.recovery.window import window_of, with_start_times
@@ -61,7 +62,7 @@ def _drill(store, state, result, db_settings, replica, recovery: RecoveryOptions
         result.extra["drill"] = {"kind": kind, "status": "skipped", "note": reason}
         return
     seed = recovery.drill_seed if recovery.drill_seed is not None else drills.default_seed(now)
-    point = drills.choose_point(kind, state, window, seed, last)
+    point = drills.choose_point(kind, state, window, seed, last, snapshot_settle_seconds(replica.sync_interval_seconds))
     if point is None:
         return
     t0 = time.monotonic()

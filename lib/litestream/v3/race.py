@@ -90,6 +90,11 @@ SNAPSHOT_SETTLE_SECONDS = 5.0
 SNAPSHOT_SETTLE_SYNC_INTERVALS = 20
 
 
+def snapshot_settle_seconds(sync_interval_seconds: float) -> float:
+    """How long a new snapshot may stay ahead of its index's WAL in the replica (a few syncs)."""
+    return max(SNAPSHOT_SETTLE_SECONDS, SNAPSHOT_SETTLE_SYNC_INTERVALS * sync_interval_seconds)
+
+
 def settle_delay(state: V3State, findings: list[Finding], now: datetime, sync_interval_seconds: float,
                  target: RestoreTarget = RestoreTarget()) -> float:
     """Seconds to wait before the fresh listing that judges ``findings``. Pure.
@@ -105,6 +110,6 @@ def settle_delay(state: V3State, findings: list[Finding], now: datetime, sync_in
     plan, _ = plan_v3(state, target)
     if plan is None or any(s.index > plan.snapshot.index for s in plan.segments):
         return 0.0
-    settle = max(SNAPSHOT_SETTLE_SECONDS, SNAPSHOT_SETTLE_SYNC_INTERVALS * sync_interval_seconds)
+    settle = snapshot_settle_seconds(sync_interval_seconds)
     age = (now - plan.snapshot.info.last_modified).total_seconds()
     return max(0.0, min(settle - age, settle))
