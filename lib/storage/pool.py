@@ -294,8 +294,10 @@ class Prefetcher:
         self._budget = max_buffered_bytes
         self._whole_max = min(whole_max_bytes, CHUNK_BYTES)
         self._pool = Downloads(max(1, workers or self._ahead))
-        self._futures: list[Future] = []
-        self._pipes: list[Pipe] = []
+        self._futures: list[Future | None] = []
+        self._pipes: list[Pipe | None] = []
+        self._released = 0  # pipes before this index are forgotten (see _release_before)
+        self._released_bytes = 0
         self.objects_read = 0
 
     def __enter__(self) -> "Prefetcher":
@@ -304,28 +306,45 @@ class Prefetcher:
     def __exit__(self, exc_type, *exc) -> None:
         """Stop every download. After an error or a signal, a download stuck in a slow GET
         is not waited for (it fills only its pipe, never a file, and is a daemon thread)."""
-        for pipe in self._pipes:
+        live = self._pipes[self._released:], self._futures[self._released:]
+        for pipe in live[0]:
             pipe.close()
-        for future in self._futures:
+        for future in live[1]:
             future.cancel()
         if exc_type is None:
-            for future in self._futures:
+            for future in live[1]:
                 if not future.cancelled():
                     sliced_result(future)
         self._pool.shutdown(wait=exc_type is None)
 
     @property
     def bytes_downloaded(self) -> int:
-        return sum(pipe.bytes for pipe in self._pipes)
+        return self._released_bytes + sum(pipe.bytes for pipe in self._pipes[self._released:])
 
     def reader(self, index: int) -> Pipe:
         """The reader for ``infos[index]`` (take them in order); starts the next downloads."""
+        self._release_before(index)
         while len(self._pipes) < len(self._infos) and self._may_start(index, len(self._pipes)):
             pipe = Pipe()
             self._futures.append(self._pool.submit(self._download, self._infos[len(self._pipes)], pipe))
             self._pipes.append(pipe)
         self.objects_read = max(self.objects_read, index + 1)
         return self._pipes[index]
+
+    def _release_before(self, index: int) -> None:
+        """Forget the pipes before ``index`` whose downloads have ended, and their futures.
+
+        Kept to the end, each object's queue, conditions and future (~3.5 KB) made a replica of
+        10,000 WAL segments peak ~35 MB higher than one of 100. A download not ended yet stays
+        listed, so ``__exit__`` still stops and waits for it.
+        """
+        while self._released < min(index, len(self._pipes)):
+            future = self._futures[self._released]
+            if not future.done():
+                return
+            self._released_bytes += self._pipes[self._released].bytes
+            self._pipes[self._released] = self._futures[self._released] = None
+            self._released += 1
 
     def _may_start(self, index: int, n: int) -> bool:
         if n <= index:
