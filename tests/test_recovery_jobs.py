@@ -88,7 +88,7 @@ def test_damaged_older_generation_fails_only_the_drill(v3_multigen_file_replica,
     code, db, _ = _verify(replica, tmp_path, "--drill", "none", settings=LAX)
     assert code == 0, db["findings"]  # the newest point does not need the older generation
     code, db, _ = _verify(replica, tmp_path, "--drill", "oldest", settings=LAX)
-    assert code == 1 and _kinds(db) == [("error", "drill")]
+    assert code == 1 and _kinds(db) == [("error", "drill")], (db["findings"], db.get("drill"))
     assert "cannot restore to" in db["findings"][0]["message"]
 
 
@@ -131,7 +131,7 @@ def test_corrupted_vault_object_is_refused_by_restore_and_caught_by_rotation(v3_
     [checks] = vault.glob("*/checks.json")  # the next day: the copy was last re-read yesterday
     checks.write_text(json.dumps({day: "2000-01-01T00:00:00.000Z ok" for day in json.loads(checks.read_text())}))
     code, db, _ = _verify(replica, tmp_path, "--drill", "none", settings=LAX, env=env)
-    assert code == 1 and ("error", "vault") in _kinds(db)
+    assert code == 1 and ("error", "vault") in _kinds(db), (db["findings"], db.get("vault"))
 
 
 def test_from_vault_without_a_vault_is_a_config_error(v3_file_replica, tmp_path):
