@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         from lib.report.logs import setup_logging
         from lib.report.model import Report
         from lib.report.notify import RunNotifier
+        from lib.report.ping import refuse_litestream_heartbeat
         from lib.report.text import print_report
         from lib.retention.glue import apply_retention_all
         from lib.verify import run, targets
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         options = build_options(args, environ)
         fleet = fleet_run.options_from(args, environ)
         cli.check_replica_paths(config, args.replica)
+        refuse_litestream_heartbeat(environ, [db.v5.heartbeat_url for db in config.dbs if db.v5 and db.v5.heartbeat_url])
         setup_logging(environ, secrets=config.secrets())
         notifier = RunNotifier.from_environ(environ, secrets=config.secrets(), job="verify")
         notifier.run_started()

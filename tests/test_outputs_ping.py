@@ -230,3 +230,24 @@ def test_a_bad_ping_url_is_a_clear_error_that_does_not_repeat_it():
     with pytest.raises(ConfigError) as caught:
         PingSettings.from_environ({"RESTORABLE_PING_URL": "hc-ping.com/secret-uuid-123"})
     assert "secret-uuid-123" not in str(caught.value) and "RESTORABLE_PING_URL" in str(caught.value)
+
+
+def test_litestreams_own_heartbeat_url_is_refused_as_the_ping_url(recorder, v3_file_replica, clone, restorable_env,
+                                                                   tmp_path):
+    """Pinging Litestream's heartbeat check would keep it green after Litestream stopped: exit 3, no ping,
+    and the message quotes neither URL (they carry the check's token)."""
+    replica = clone(v3_file_replica)
+    url = f"{recorder.base}/ping/{CHECK}"
+    config = tmp_path / "litestream.yml"
+    config.write_text(f"heartbeat-url: {url}\n" + replica.config_path.read_text())
+    env = {**restorable_env, "RESTORABLE_PING_URL": url + "/"}
+
+    proc = run_job("jobs.verify", "--config", config, "--max-age", "7d", env=env)
+
+    assert proc.returncode == 3, proc.stderr
+    assert "RESTORABLE_PING_URL is Litestream's own heartbeat-url" in proc.stderr
+    assert CHECK not in proc.stderr and CHECK not in proc.stdout
+    assert recorder.requests == []
+
+    other = {**restorable_env, "RESTORABLE_PING_URL": f"{recorder.base}/ping/another-check"}
+    assert run_job("jobs.verify", "--config", config, "--max-age", "7d", env=other).returncode == 0

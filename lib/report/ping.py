@@ -59,6 +59,22 @@ MAX_QUERY_MESSAGE = 200
 USER_AGENT = "restorable-ping/1"
 
 
+def refuse_litestream_heartbeat(environ: Mapping[str, str], heartbeat_urls: list[str]) -> None:
+    """Refuse a ping URL that is Litestream's own ``heartbeat-url``.
+
+    Litestream pings that check while it replicates; restorable pinging it too would keep it
+    green after Litestream stopped, masking exactly the failure it exists to report.
+
+    :raises ConfigError: ``RESTORABLE_PING_URL`` equals a ``heartbeat-url`` of litestream.yml
+        (the message quotes neither URL: both carry a token).
+    """
+    url = (environ.get(PING_URL_VAR) or "").strip().rstrip("/")
+    if url and any(url == (h or "").strip().rstrip("/") for h in heartbeat_urls):
+        raise ConfigError(f"{PING_URL_VAR} is Litestream's own heartbeat-url from litestream.yml: pinging it from "
+                          "restorable would hide a stopped Litestream; create a separate check for restorable "
+                          f"and set {PING_URL_VAR} to its URL")
+
+
 @dataclass(frozen=True)
 class PingSettings:
     url: str
