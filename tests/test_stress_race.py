@@ -34,7 +34,8 @@ from lib.config.sources import load
 from lib.crosscheck.binary import Binary
 from lib.crosscheck.run import restore_theirs
 from lib.litestream.v3.layout import parse_v3_listing
-from lib.litestream.v3.race import SNAPSHOT_SETTLE_SECONDS, settle_delay
+from lib.litestream.v3.layout import SNAPSHOT_SETTLE_SECONDS
+from lib.litestream.v3.race import settle_delay
 from lib.report.model import error
 from lib.scratch import Scratch
 from lib.storage.base import ObjectInfo

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
-from lib.litestream.v3.race import snapshot_settle_seconds
+from lib.litestream.v3.layout import snapshot_settle_seconds
 from lib.recovery import drill as drills
 from lib.recovery.objectives import assess
 from lib.recovery.window import window_of, with_start_times

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from lib.litestream.layout import FORMAT_V3
 from lib.litestream.outcome import RestoreTarget, race_kinds
-from lib.litestream.v3.layout import V3State, segment_order
+from lib.litestream.v3.layout import V3State, segment_order, snapshot_settle_seconds
 from lib.litestream.v3.plan import V3Plan, plan_v3
 from lib.litestream.v3.replay import MID_TRANSACTION
 from lib.report.model import Finding
@@ -78,22 +78,6 @@ def _no_new_in_index(new: list, old: list, index: int) -> bool:
 
 
 # --------------------------------------------------------------------------- a snapshot ahead of its WAL
-
-# Litestream 0.3.13 can upload a snapshot whose database file already holds transactions that
-# are not in the replica yet: the snapshot copies the database file as its last checkpoint left
-# it, and that checkpoint also backfilled frames written after Litestream's last copy of the WAL
-# (db.go checkpoint, replica.go Snapshot). They reach the replica as the next segments of the
-# snapshot's index, a sync or two later. Until then the snapshot plus the listed WAL mixes newer
-# and older pages: integrity_check fails, or page 1 is older than the snapshot's. A finding that
-# can come from that is judged on a listing taken once the snapshot is this old.
-SNAPSHOT_SETTLE_SECONDS = 5.0
-SNAPSHOT_SETTLE_SYNC_INTERVALS = 20
-
-
-def snapshot_settle_seconds(sync_interval_seconds: float) -> float:
-    """How long a new snapshot may stay ahead of its index's WAL in the replica (a few syncs)."""
-    return max(SNAPSHOT_SETTLE_SECONDS, SNAPSHOT_SETTLE_SYNC_INTERVALS * sync_interval_seconds)
-
 
 def settle_delay(state: V3State, findings: list[Finding], now: datetime, sync_interval_seconds: float,
                  target: RestoreTarget = RestoreTarget()) -> float:
