@@ -18,6 +18,7 @@ from rq import Queue, Worker
 
 from lib import cli
 from lib.fleet import rq as fleet_rq
+from lib.fleet.serve import WorkerEndpoints
 from lib.report.logs import setup_logging
 from lib.report.scrub import Scrubber
 from lib.report.sentry import SentrySettings, problem_event
@@ -63,9 +64,14 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         conn = fleet_rq.connect(environ)
         worker = RestorableWorker([Queue(fleet_rq.QUEUE_NAME, connection=conn)], connection=conn, name=args.name,
                                   job_monitoring_interval=fleet_rq.MONITOR_SECONDS)
+        endpoints = WorkerEndpoints.from_environ(environ, worker)
+        if endpoints is not None:
+            endpoints.start()
         try:
             worker.work(burst=args.burst, logging_level=environ.get("LOG_LEVEL", "INFO").upper())
         finally:
+            if endpoints is not None:
+                endpoints.stop()
             Scratch.cleanup_all()
         return 0
 

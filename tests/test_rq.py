@@ -226,3 +226,34 @@ def test_worker_without_redis_exits_2_and_tells_sentry(sentry):
     assert sentry.wait_for(lambda s: len(s.events()) == 1)
     [event] = sentry.events()
     assert "worker stopped" in json.dumps(event) and "hunter2secret" not in json.dumps(event)
+
+
+def test_worker_serves_healthz_and_metrics_on_port(fleet, tmp_path, redis_server):  # noqa: F811
+    """``jobs.worker`` with ``$PORT``: /healthz answers 200 while Redis answers and 503 once it is gone;
+    /metrics counts the jobs it finished (read from Redis, where RQ's work horse records them)."""
+    import urllib.error
+    import urllib.request
+
+    port = free_port()
+    pool = Workers(restorable_env({"REDIS_URL": redis_server.url, "PORT": str(port)}), tmp_path)
+    try:
+        pool.start("web")
+        _wait_for_line(pool.procs["web"][1], f"on port {port}", pool.procs["web"][0])
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(base + "/healthz", timeout=10) as resp:
+            assert resp.status == 200 and json.loads(resp.read())["status"] == "ok"
+        root = tmp_path / "replica"
+        shutil.copytree(fleet["file_root"], root)
+        config = _config(tmp_path, fleet["data"], {"type": "file", "path": str(root)})
+        code, _, err = _verify(config, restorable_env({"REDIS_URL": redis_server.url, "RESTORABLE_HISTORY": "off"}),
+                               "--enqueue", "--wait")
+        assert code == 0, err
+        with urllib.request.urlopen(base + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        assert f'restorable_worker_jobs{{outcome="succeeded"}} {float(len(TENANTS))}' in text, text
+        redis_server.stop()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + "/healthz", timeout=30)
+        assert refused.value.code == 503
+    finally:
+        pool.stop_all()
