@@ -230,12 +230,17 @@ def test_worker_without_redis_exits_2_and_tells_sentry(sentry):
 
 def test_worker_serves_healthz_and_metrics_on_port(fleet, tmp_path, redis_server):  # noqa: F811
     """``jobs.worker`` with ``$PORT``: /healthz answers 200 while Redis answers and 503 once it is gone;
-    /metrics counts the jobs it finished (read from Redis, where RQ's work horse records them)."""
+    /metrics counts the jobs it finished (read from Redis, where RQ's work horse records them); the
+    status page in RESTORABLE_STATUS_SITE is served behind RESTORABLE_STATUS_AUTH."""
     import urllib.error
     import urllib.request
 
     port = free_port()
-    pool = Workers(restorable_env({"REDIS_URL": redis_server.url, "PORT": str(port)}), tmp_path)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<html>restorable status</html>")
+    pool = Workers(restorable_env({"REDIS_URL": redis_server.url, "PORT": str(port), "RESTORABLE_STATUS_SITE": str(site),
+                                   "RESTORABLE_STATUS_AUTH": "ops:s3cret-pw"}), tmp_path)
     try:
         pool.start("web")
         _wait_for_line(pool.procs["web"][1], f"on port {port}", pool.procs["web"][0])

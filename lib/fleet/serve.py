@@ -1,8 +1,9 @@
-"""``jobs.worker`` on ``$PORT``: ``/healthz`` (Redis answers) and ``/metrics`` (jobs by outcome).
+"""``jobs.worker`` on ``$PORT``: ``/healthz`` (Redis answers), ``/metrics`` (jobs by outcome), the page.
 
-The same server as ``jobs.schedule`` (``lib.report.serve``); RQ workers run no verification of
-their own between jobs, so there is no status page to serve here: ``python -m jobs.report`` or
-``RESTORABLE_STATUS_SITE`` builds it from the history the jobs write.
+The same server as ``jobs.schedule`` (``lib.report.serve``). The status page is served (behind
+``RESTORABLE_STATUS_AUTH``) from ``RESTORABLE_STATUS_SITE`` when that is a folder on this
+machine: the run that waits for the jobs (``jobs.verify --enqueue --wait``) or
+``python -m jobs.report --html`` writes it there from the history.
 """
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
+from lib.report.endpoints import STATUS_SITE_VAR
 from lib.report.serve import OutputServer, ServeSettings
 
 
 class WorkerEndpoints:
     """Serves a running RQ worker's health and counters while ``$PORT`` is set."""
 
-    def __init__(self, settings: ServeSettings, worker):
+    def __init__(self, settings: ServeSettings, worker, site_dir: Path | None = None):
         import prometheus_client as prom  # deferred: only a worker serving $PORT needs it
 
         self.worker = worker
@@ -29,13 +31,15 @@ class WorkerEndpoints:
         jobs.labels("failed").set_function(lambda: self._counts()[1])
         self._dir = Path(tempfile.mkdtemp(prefix="restorable-worker-http-"))
         self.server = OutputServer(settings, self._dir, health=self.health, own_metrics=self.exposition,
-                                   metrics_file=self._dir / "metrics.prom")
+                                   metrics_file=self._dir / "metrics.prom", site_dir=site_dir)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], worker) -> "WorkerEndpoints | None":
         """None without ``$PORT``; a bad ``$PORT`` is a ``ConfigError``."""
         settings = ServeSettings.from_environ(environ)
-        return cls(settings, worker) if settings else None
+        site = (environ.get(STATUS_SITE_VAR) or "").strip()
+        site_dir = Path(site.removeprefix("file://")) if site and "://" not in site.removeprefix("file://") else None
+        return cls(settings, worker, site_dir) if settings else None
 
     def health(self) -> tuple[bool, dict]:
         """Healthy while Redis answers a PING (a worker that cannot reach its queue does nothing)."""

@@ -63,9 +63,10 @@ class OutputServer:
     """Serves health, metrics and the status page from ``output_dir`` (see the module docstring)."""
 
     def __init__(self, settings: ServeSettings, output_dir: Path, *, health: Callable[[], tuple[bool, dict]],
-                 own_metrics: Callable[[], bytes], metrics_file: Path, host: str = "0.0.0.0"):
+                 own_metrics: Callable[[], bytes], metrics_file: Path, host: str = "0.0.0.0",
+                 site_dir: Path | None = None):
         self.settings = settings
-        self.site_dir = output_dir / "site"
+        self.site_dir = site_dir or output_dir / "site"
         self.health = health
         self.own_metrics = own_metrics
         self.metrics_file = metrics_file
