@@ -228,7 +228,10 @@ def _judge(result: DbResult, outcome: RestoreOutcome, state: ReplicaState, now: 
     if outcome.path is not None:
         # Hash while the checks run: both release the GIL, so two cores overlap them.
         digest = in_background(file_sha256, outcome.path, name="sha256")
-        checked = check_restored(outcome.path, db_settings, previous, workdir.parent, options.deadline)
+        # An older point (--txid, --timestamp, --generation) holds fewer rows than the newest by
+        # design: row-count drift compares the newest point with the last good run only.
+        baseline = previous if options.target == RestoreTarget() else None
+        checked = check_restored(outcome.path, db_settings, baseline, workdir.parent, options.deadline)
         result.findings += checked.findings
         result.tables, result.litestream_tables = checked.counts.tables, checked.counts.litestream
         if checked.counts.virtual:

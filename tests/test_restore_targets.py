@@ -100,3 +100,22 @@ def test_restore_job_check_passes_a_healthy_replica(v3_file_replica, tmp_path):
     proc = run_job("jobs.restore", "--config", v3_file_replica.config_path, "-o", out, "--check")
     assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
     assert sha256_file(out) == v3_file_replica.reference_sha256
+
+
+def test_an_older_restore_point_is_not_judged_against_the_newest_row_counts(v5_file_replica, clone, tmp_path):
+    """--txid / --timestamp verify an older point: it holds fewer rows than the last good (newest)
+    run by design, so the row-drop check does not apply to it (a false 'failed' otherwise)."""
+    replica = clone(v5_file_replica)
+    txid = middle_txid(replica)
+    older = database_row_counts(litestream_restore(replica, tmp_path / "older.db", txid=txid))
+    newest = database_row_counts(litestream_restore(replica, tmp_path / "newest.db"))
+    assert sum(older.values()) < sum(newest.values())  # the case needs a point with fewer rows
+    settings = tmp_path / "restorable.yml"
+    settings.write_text("defaults:\n  row-drop-warning: 0.01\n  row-drop-error: 0.01\n")
+    code, _, stderr = verify_json(replica, "--settings", str(settings))  # newest: the history's last good run
+    assert code == EXIT_OK, stderr[-3000:]
+
+    code, db, stderr = verify_json(replica, "--settings", str(settings), "--txid", f"{txid:016x}")
+
+    assert code == EXIT_OK, (db["findings"], stderr[-3000:])
+    assert not [f for f in db["findings"] if f["kind"] == "row_count"]
