@@ -14,6 +14,7 @@ from typing import Mapping
 from lib import cli
 from lib.errors import EXIT_FAILED, EXIT_OK, ConfigError, CorruptObject, ObjectNotFound
 from lib.litestream.discover import discover
+from lib.litestream.pages import publish
 from lib.litestream.outcome import RestoreTarget
 from lib.report.logs import setup_logging
 from lib.vault.restore import restore_to as vault_restore_to
@@ -124,20 +125,6 @@ def restore_from_vault(db, args, out: Path, environ: Mapping[str, str]) -> int:
             f"{entry.manifest.verified_at}) to {out} ({entry.manifest.bytes:,} bytes, sha256 "
             f"{entry.manifest.sha256})", environ)
     return EXIT_OK
-
-
-def publish(tmp: Path, out: Path) -> None:
-    """Move the finished restore to ``out`` durably: its bytes reach the disk before its name
-    does, so a crash right after "restored" never leaves a short database at ``out``
-    (``litestream restore`` syncs its output too)."""
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
-    directory = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def restore_relisting(replica, out: Path, target, digest: bool = False):

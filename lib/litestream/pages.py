@@ -77,3 +77,17 @@ def create_private(path: Path) -> int:
     """
     path.unlink(missing_ok=True)
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+
+
+def publish(tmp: Path, out: Path) -> None:
+    """Move a finished file to ``out`` durably: its bytes reach the disk before its name
+    does, then the directory entry, so a crash right after never leaves a short file at
+    ``out`` (``litestream restore`` syncs its output too)."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, out)
+    directory = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)

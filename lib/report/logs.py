@@ -80,32 +80,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
-class TextFormatter(logging.Formatter):
-    """``2024-05-01T10:00:00.000Z WARNING lib.history: message db=... stage=...``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = f"{_timestamp(record)} {record.levelname} {record.name}: {record.getMessage()}"
-        context = " ".join(f"{k}={v}" for k, v in extra_fields(record).items())
-        if context:
-            line = f"{line} {context}"
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            line = f"{line}\n{record.exc_text}"
-        return line
-
-
 def _paint(code: str, text: str) -> str:
     return f"\x1b[{code}m{text}\x1b[0m"
 
 
-class ColourTextFormatter(logging.Formatter):
-    """``TextFormatter``'s line with a coloured level and dimmed time, logger and keys."""
+def _plain(code: str, text: str) -> str:
+    return text
+
+
+class TextFormatter(logging.Formatter):
+    """``2024-05-01T10:00:00.000Z WARNING lib.history: message db=... stage=...``."""
+
+    paint = staticmethod(_plain)
 
     def format(self, record: logging.LogRecord) -> str:
-        level = _paint(_LEVEL_COLOURS.get(record.levelname, _DIM), record.levelname)
-        line = f"{_paint(_DIM, _timestamp(record))} {level} {_paint(_DIM, record.name + ':')} {record.getMessage()}"
-        context = " ".join(f"{_paint(_DIM, k + '=')}{v}" for k, v in extra_fields(record).items())
+        paint = self.paint
+        level = paint(_LEVEL_COLOURS.get(record.levelname, _DIM), record.levelname)
+        line = f"{paint(_DIM, _timestamp(record))} {level} {paint(_DIM, record.name + ':')} {record.getMessage()}"
+        context = " ".join(f"{paint(_DIM, k + '=')}{v}" for k, v in extra_fields(record).items())
         if context:
             line = f"{line} {context}"
         if record.exc_info and not record.exc_text:
@@ -113,6 +105,12 @@ class ColourTextFormatter(logging.Formatter):
         if record.exc_text:
             line = f"{line}\n{record.exc_text}"
         return line
+
+
+class ColourTextFormatter(TextFormatter):
+    """``TextFormatter``'s line with a coloured level and dimmed time, logger and keys."""
+
+    paint = staticmethod(_paint)
 
 
 class ScrubFilter(logging.Filter):

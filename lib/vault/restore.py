@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from lib.errors import CorruptObject
 from lib.litestream.lz4 import decompress_chunks, iter_reader
+from lib.litestream.pages import publish
 from lib.vault.manifest import data_key
 from lib.vault.store import Entry, VaultLocation
 
@@ -42,19 +42,7 @@ def restore_to(db, which: str, out: Path, environ) -> Entry:
     tmp = out.with_name(f".{out.name}.restorable-tmp")
     try:
         fetch(location, entry, tmp)
-        _publish(tmp, out)
+        publish(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
     return entry
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    """Bytes to disk before the name, then the directory entry (as ``jobs.restore`` does)."""
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, out)
-    directory = os.open(out.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
