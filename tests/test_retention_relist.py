@@ -54,3 +54,8 @@ def test_failed_relisting_deletes_nothing_and_keeps_the_verdict(v3_s3_replica, c
     assert not [r for r in proxy.requests if r.method in ("DELETE", "POST")]
     assert replica_listing(replica) == before
     assert scratch_entries(scratch) == []
+    assert db["retention"]["not_applied"].startswith("re-listing before deleting failed")
+    assert "deleted" not in db["retention"] or db["retention"]["deleted"]["objects"] == 0
+    logs = "".join(p.read_text() for p in tmp_path.joinpath("logs").glob("*.err"))
+    assert "retention not applied replica=" in logs
+    assert "retention deleted replica=" not in logs  # no "deleted objects=0" line that reads like a clean run

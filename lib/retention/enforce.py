@@ -60,6 +60,7 @@ class RetentionOutcome:
     held: list[Decision] = field(default_factory=list)  # offset-0 segments kept because their index failed
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    not_applied: str | None = None  # why nothing was even attempted (the re-listing failed)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.mode}
@@ -71,6 +72,8 @@ class RetentionOutcome:
             out["kept"] = _count(kept)
             out["reclaimable"] = _count(self.plan.delete)
             out["deleted"] = _count(self.deleted)
+        if self.not_applied:
+            out["not_applied"] = self.not_applied
         if self.failures:
             sizes = {d.key: d.size for d in self.selected}
             out["failed"] = {"objects": len(self.failures), "bytes": sum(sizes.get(f.key, 0) for f in self.failures),
@@ -160,6 +163,7 @@ def _select_and_delete(store: ObjectStore, replica: ReplicaConfig, outcome: Rete
     try:
         fresh_state = discover(store, replica)
     except StorageError as exc:
+        outcome.not_applied = f"re-listing before deleting failed ({exc})"
         outcome.findings.append(warning("retention", f"retention not applied: re-listing {replica.describe()} "
                                         f"before deleting failed ({exc}); nothing was deleted"))
         return
@@ -209,7 +213,9 @@ def _log_outcome(outcome: RetentionOutcome, replica: ReplicaConfig) -> None:
     for d in outcome.selected:
         verb = "would delete" if outcome.mode == MODE_DRY_RUN else "deleting"
         log.info("retention %s key=%s bytes=%d reason=%s", verb, d.key, d.size, d.reason)
-    if outcome.mode == MODE_ENFORCE:
+    if outcome.not_applied:
+        log.warning("retention not applied replica=%s reason=%s", where, outcome.not_applied)
+    elif outcome.mode == MODE_ENFORCE:
         log.info("retention deleted replica=%s objects=%d bytes=%d failed=%d", where, len(outcome.deleted),
                  sum(d.size for d in outcome.deleted), len(outcome.failures))
 
