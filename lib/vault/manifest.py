@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lib.errors import CorruptObject
+from lib.units import parse_iso
 
 SCHEMA = 1
 
@@ -47,7 +48,7 @@ class Manifest:
 
     @property
     def verified_time(self) -> datetime:
-        return datetime.fromisoformat(self.verified_at.replace("Z", "+00:00")).astimezone(timezone.utc)
+        return parse_iso(self.verified_at)
 
 
 def parse_manifest(raw: bytes, key: str) -> Manifest:
