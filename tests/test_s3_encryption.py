@@ -181,3 +181,25 @@ def test_objects_in_an_archive_class_are_a_clear_finding(v5_s3_replica, clone, t
     [finding] = [f for f in db["findings"] if f["severity"] == "error"]
     assert code == 1 and finding["kind"] == "archived_object"
     assert "GLACIER" in finding["message"] and f"{len(keys)} of {len(keys)}" in finding["message"]
+
+
+def test_vault_copy_beside_an_sse_c_replica_is_encrypted_and_restores(sse_replica, tmp_path):
+    """The vault (default: beside the history, in the replica's bucket) is written with the
+    replica's customer key, so it is as protected as the replica and reads back with that key."""
+    proxy = _SseCheckingProxy(sse_replica.s3.endpoint)
+    try:
+        config = _config_via(sse_replica, proxy.endpoint, tmp_path / "litestream.yml")
+        env = restorable_env({**sse_replica.s3.credentials_env(), "RESTORABLE_VAULT_KEEP": "daily=1"})
+        proc = run_job("jobs.verify", "--json", "--config", config, "--max-age", "100000d", "--drill", "none", env=env)
+        [db] = json.loads(proc.stdout)["databases"]
+        assert proc.returncode == 0, db["findings"]
+        assert db["vault"]["keep"]["uploaded"] and db["vault"]["check"]["status"] == "ok", db["vault"]
+        assert not [path for path in proxy.plain if "_vault" in path], proxy.plain  # stored with SSE-C
+        out = tmp_path / "from-vault.db"
+        proc = run_job("jobs.restore", "--config", config, "--from-vault", "latest", "-o", out, env=env)
+        assert proc.returncode == 0, proc.stderr
+        assert hashlib.sha256(out.read_bytes()).hexdigest() == sse_replica.reference_sha256
+        assert proxy.refused == 0
+        assert KEY_B64 not in proc.stderr
+    finally:
+        proxy.stop()

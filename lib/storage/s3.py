@@ -75,6 +75,17 @@ def _new_s3_client(settings: S3Settings):
                            aws_session_token=settings.session_token or None)
 
 
+def warm_up() -> None:
+    """Load botocore's S3 model and endpoint rules into this process's session now.
+
+    For a process that forks workers (``jobs.worker``): each child's first client then
+    costs ~0.015 s of CPU instead of ~0.16 s. The client built for it is dropped unused:
+    no request is made, so no socket or connection pool outlives this call.
+    """
+    _new_s3_client(S3Settings(bucket="", endpoint="http://127.0.0.1:1", region="us-east-1",
+                              access_key_id="warm-up", secret_access_key="warm-up"))
+
+
 _READ_ALL_CHUNK = 1 << 20
 
 
@@ -128,6 +139,15 @@ class S3Store:
         self._server_date: datetime | None = None
         self._sse = ({"SSECustomerAlgorithm": settings.sse_customer_algorithm or "AES256",
                       "SSECustomerKey": settings.sse_customer_key} if settings.sse_customer_key else {})
+
+    @property
+    def sse_params(self) -> dict[str, str]:
+        """The SSE-C arguments every request for an object of this store must carry ({} without a key).
+
+        Writes that bypass :meth:`put` (multipart uploads) pass them too, so everything
+        restorable stores beside an SSE-C replica can be read back with the same key.
+        """
+        return dict(self._sse)
 
     # -- error translation: the only place that knows botocore's exceptions
     def _translate(self, exc: Exception, action: str) -> Exception:

@@ -89,7 +89,8 @@ def _put_s3(store, key: str, chunks: Iterable[bytes], part_size: int) -> None:
     second = next(parts, None)
     if second is None:
         try:
-            store.client.put_object(Bucket=store.bucket, Key=key, Body=first, ContentType="application/octet-stream")
+            store.client.put_object(Bucket=store.bucket, Key=key, Body=first, ContentType="application/octet-stream",
+                                    **store.sse_params)
         except Exception as exc:
             raise store._translate(exc, f"put {key}") from exc
         return
@@ -111,7 +112,7 @@ class _Multipart:
         self.done: list[dict] = []
         try:
             resp = store.client.create_multipart_upload(Bucket=store.bucket, Key=key,
-                                                        ContentType="application/octet-stream")
+                                                        ContentType="application/octet-stream", **store.sse_params)
         except Exception as exc:
             raise store._translate(exc, f"start upload {key}") from exc
         self.upload_id = resp["UploadId"]
@@ -120,7 +121,7 @@ class _Multipart:
         number = len(self.done) + 1
         try:
             resp = self.store.client.upload_part(Bucket=self.store.bucket, Key=self.key, UploadId=self.upload_id,
-                                                 PartNumber=number, Body=data)
+                                                 PartNumber=number, Body=data, **self.store.sse_params)
         except Exception as exc:
             raise self.store._translate(exc, f"upload part {number} of {self.key}") from exc
         self.done.append({"PartNumber": number, "ETag": resp["ETag"]})
