@@ -4,6 +4,8 @@ Takes jobs from the ``restorable`` queue that ``python -m jobs.verify --enqueue`
 each job verifies one (database, replica) target in its own process, with the hard time
 limit the enqueuing run set (its ``--max-runtime``). Needs the same configuration as the
 enqueuing service (LITESTREAM_CONFIG or RESTORABLE_REPLICAS, credentials, settings).
+Before its first job the worker imports what a job needs and loads botocore's S3 models
+(``lib.fleet.preload``), so each forked work horse starts warm.
 SIGTERM finishes the current job and stops (RQ's warm shutdown); a second one stops now.
 With ``SENTRY_DSN`` a worker that stops on an error sends one event (a job's own problems
 reach Sentry through the waiting run, one event per failing database). Exit 0 when stopped (``--burst``: when the queue is empty), 2 when Redis is unreachable,
@@ -18,6 +20,7 @@ from rq import Queue, Worker
 
 from lib import cli
 from lib.fleet import rq as fleet_rq
+from lib.fleet.preload import preload
 from lib.fleet.serve import WorkerEndpoints
 from lib.report.logs import setup_logging
 from lib.report.scrub import Scrubber
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         endpoints = WorkerEndpoints.from_environ(environ, worker)
         if endpoints is not None:
             endpoints.start()
+        preload()  # before the work loop: every job's forked work horse inherits the imports
         try:
             worker.work(burst=args.burst, logging_level=environ.get("LOG_LEVEL", "INFO").upper())
         finally:
