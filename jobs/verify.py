@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         pairs = targets(config, options.replica_name)
         if options.target == RestoreTarget():
             apply_retention_all(pairs, report, settings, args, environ)
-        finished = fleet_run.finish(pairs, report.results, fleet)
+        finished = fleet_run.finish(pairs, report.results, fleet, settings)
         cli.bounded(lambda: notifier.run_finished(report, finished), reporting_budget(options), "reporting")
         print_report(report, args.json, config.secrets())
         return report.exit_code()

@@ -114,3 +114,31 @@ def test_long_idle_tenants_are_archived_but_not_a_quiet_folder(fleet, tmp_path):
         os.utime(ltx, (old, old))
     code, report = _verify(config, "--max-age", "1h", "--archive-after", "1s")
     assert set(_statuses(report).values()) == {"failed"} and code == 1  # every tenant idle: Litestream is down
+
+
+def test_archive_after_per_tenant_block_over_the_runs(fleet, tmp_path):  # noqa: F811
+    """restorable.yml's archive-after (a glob's block, a tenant's own ``off``, the folder's
+    block) decides for its tenants, with or without the run's --archive-after."""
+    import yaml
+
+    config = _file_copy(fleet, tmp_path)
+    root = tmp_path / "replica"
+    old = time.time() - 2 * 86400
+    for rel in ("team-a/beta.db", "team-b/deep/gamma.db"):
+        for ltx in (root / rel).rglob("*.ltx"):
+            os.utime(ltx, (old, old))
+    settings = tmp_path / "restorable.yml"
+    settings.write_text(yaml.safe_dump({"dbs": {
+        "team-a/*.db": {"archive-after": "1d"},
+        "team-b/deep/gamma.db": {"archive-after": "off"},
+    }}))
+    for flags in ((), ("--archive-after", "1s")):
+        code, report = _verify(config, "--settings", settings, "--max-age", "1h", *flags)
+        assert _statuses(report) == {"alpha.db": "ok", "team-a/beta.db": "warning",
+                                     "team-b/deep/gamma.db": "failed"}, flags
+        [beta] = [r for r in report["databases"] if r["db"] == "team-a/beta.db"]
+        assert [f["kind"] for f in beta["findings"] if f["severity"] != "info"] == ["archived"]
+        assert code == 1
+    settings.write_text(yaml.safe_dump({"dbs": {str(fleet["data"]): {"archive-after": "3d"}}}))
+    code, report = _verify(config, "--settings", settings, "--max-age", "1h", "--archive-after", "1s")
+    assert _statuses(report) == {"alpha.db": "ok", "team-a/beta.db": "failed", "team-b/deep/gamma.db": "failed"}

@@ -78,6 +78,8 @@ class DbSettings:
     min_window_seconds: float | None = None  # min-window: a shorter recovery window is a warning
     drill: str = "rotate"  # which older restore point each run drills (lib/recovery/drill.py)
     vault_keep: str | None = None  # "daily=7 weekly=4 monthly=12": keep verified copies (lib/vault)
+    # archive-after of dir: tenants (lib/fleet/archived): None = the run's --archive-after, 0 = never
+    archive_after_seconds: float | None = None
     # (attribute, where its value came from) for values that are not built-in defaults.
     origins: tuple[tuple[str, str], ...] = field(default=(), compare=False, repr=False)
 
@@ -153,7 +155,8 @@ def _basename(db_path: str) -> str:
     return db_path.rstrip("/").rsplit("/", 1)[-1]
 
 
-_DURATIONS = frozenset({"max_age_seconds", "retention_seconds", "max_restore_seconds", "min_window_seconds"})
+_DURATIONS = frozenset({"max_age_seconds", "retention_seconds", "max_restore_seconds", "min_window_seconds",
+                        "archive_after_seconds"})
 
 
 def _shown(value: Any, *, is_duration: bool = False) -> Any:

@@ -102,6 +102,13 @@ def _read_vault_keep(value: Any, key: str) -> str:
     return value
 
 
+def _read_archive_after(value: Any, key: str) -> float:
+    """A duration, or ``off`` (0: never archive these tenants, whatever the run's --archive-after)."""
+    if isinstance(value, str) and value.strip().lower() in ("off", "never"):
+        return 0.0
+    return _read_duration(value, key)
+
+
 # Settings file key -> (DbSettings attribute, reader(value, key_for_errors)).
 _READERS = {
     "max-age": ("max_age_seconds", _read_duration),
@@ -120,4 +127,5 @@ _READERS = {
     "min-window": ("min_window_seconds", _read_duration),
     "drill": ("drill", _read_drill),
     "vault-keep": ("vault_keep", _read_vault_keep),
+    "archive-after": ("archive_after_seconds", _read_archive_after),
 }

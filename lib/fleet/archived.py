@@ -6,6 +6,10 @@ With ``RESTORABLE_ARCHIVE_AFTER`` (or ``--archive-after``) set, a tenant whose n
 backup is older than that gets the warning ``archived`` instead of the ``stale`` error.
 Everything else about it is still checked (it is restored, integrity, probes).
 
+A restorable.yml block (a tenant's own, a glob's or its folder's, as for any setting)
+may set ``archive-after`` for its tenants: a duration replaces the run's value for them,
+``off`` keeps them from ever being archived (a sentinel database, or paying customers).
+
 Off by default. Never applied to ``path:`` databases, and never when every tenant of a
 ``dir:`` entry would be archived: that is Litestream not running for the folder, which
 is exactly what the sentinel database (docs/fleet.md) is there to show.
@@ -13,7 +17,7 @@ is exactly what the sentinel database (docs/fleet.md) is there to show.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from lib.config.model import DbConfig
 from lib.report.model import ERROR, DbResult, warning
@@ -35,11 +39,19 @@ def archive_after_seconds(flag: str | None, environ: Mapping[str, str]) -> float
     return parse_duration(raw, f"--archive-after / {ENV_ARCHIVE_AFTER}")
 
 
-def apply(pairs: Sequence[tuple[DbConfig, DbResult]], archive_after: float | None,
+def threshold(block: float | None, run: float | None) -> float | None:
+    """A tenant's archive-after: its settings block's (0 = off) over the run's; None = never."""
+    if block is None:
+        return run
+    return block or None
+
+
+def apply(pairs: Sequence[tuple[DbConfig, DbResult]], archive_after: Callable[[DbConfig], float | None],
           now: datetime | None = None) -> None:
-    """Turn the ``stale`` error of each long-idle tenant into an ``archived`` warning, in place."""
-    if archive_after is None:
-        return
+    """Turn the ``stale`` error of each long-idle tenant into an ``archived`` warning, in place.
+
+    ``archive_after(db)`` is the tenant's threshold in seconds (None: never archived).
+    """
     now = now or datetime.now(timezone.utc)
     by_dir: dict[str, list[tuple[DbConfig, DbResult]]] = {}
     for db, result in pairs:
@@ -47,11 +59,13 @@ def apply(pairs: Sequence[tuple[DbConfig, DbResult]], archive_after: float | Non
         if parent is not None:
             by_dir.setdefault(parent.dir, []).append((db, result))
     for members in by_dir.values():
-        idle = [(db, r) for db, r in members if _idle_for(r, now) is not None and _idle_for(r, now) > archive_after]
+        idle = [(r, idle, limit) for db, r in members
+                if (limit := archive_after(db)) is not None and (idle := _idle_for(r, now)) is not None
+                and idle > limit]
         if len(idle) == len(members):
             continue  # the whole folder went quiet: Litestream, not the tenants
-        for _, result in idle:
-            _archive(result, _idle_for(result, now), archive_after)
+        for result, seconds, limit in idle:
+            _archive(result, seconds, limit)
 
 
 def _idle_for(result: DbResult, now: datetime) -> float | None:

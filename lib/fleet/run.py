@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from lib.config.model import Config, DbConfig, ReplicaConfig
+from lib.config.settings_model import Settings
 from lib.fleet import archived, budget, select
 from lib.report.model import DbResult
 
@@ -56,9 +57,14 @@ def plan(config: Config, fleet: FleetOptions, notifier, deadline: float | None) 
 
 
 def finish(pairs: Sequence[tuple[DbConfig, ReplicaConfig]], results: Sequence[DbResult],
-           fleet: FleetOptions) -> list[tuple[DbConfig, ReplicaConfig, DbResult]]:
-    """Archive long-idle tenants (in place) and return the targets to report on: those the
-    budget never started leave no history, alert or event."""
-    archived.apply([(db, res) for (db, _), res in zip(pairs, results)], fleet.archive_after)
+           fleet: FleetOptions, settings: Settings | None = None) -> list[tuple[DbConfig, ReplicaConfig, DbResult]]:
+    """Archive long-idle tenants (in place; a tenant's ``archive-after`` in ``settings`` over
+    the run's) and return the targets to report on: those the budget never started leave no
+    history, alert or event."""
+    def archive_after(db: DbConfig) -> float | None:
+        block = settings.for_db(db.path).archive_after_seconds if settings is not None else None
+        return archived.threshold(block, fleet.archive_after)
+
+    archived.apply([(db, res) for (db, _), res in zip(pairs, results)], archive_after)
     budget.nothing_verified(results)
     return [(db, rep, res) for (db, rep), res in zip(pairs, results) if budget.was_verified(res)]
