@@ -17,6 +17,7 @@ from lib.config.parsing import positive_int
 from lib.config.settings_model import DEFAULT_MAX_RUNTIME, max_runtime_seconds
 from lib.config.settings_values import DRILL_MODES
 from lib.fleet import run as fleet_run
+from lib.fleet import sizing
 
 # The run's own modules (verification, reporting, retention, recovery) are imported in
 # build_options() and main()'s body, after the arguments are parsed: importing them costs
@@ -35,7 +36,9 @@ def parse_args(argv: list[str] | None):
                         help="an empty replica is a warning, not a failure (first deploy)")
     parser.add_argument("--max-runtime", help=f"give up (inconclusive) after this long (default "
                         f"$RESTORABLE_MAX_RUNTIME or {DEFAULT_MAX_RUNTIME})")
-    parser.add_argument("--parallel", type=int, default=None, help="replicas verified at once (default 2)")
+    parser.add_argument("--parallel", type=int, default=None, help="replicas verified at once (default "
+                        "$RESTORABLE_PARALLEL, else one per usable CPU, fewer if free memory holds fewer "
+                        f"than {sizing.TARGET_MEMORY_BYTES >> 20} MiB each; here {sizing.machine_parallel()})")
     parser.add_argument("--retention", metavar="DURATION", help="retention window to plan with, e.g. 24h or 7d "
                         "(default: settings, else the replica's retention, else 24h)")
     parser.add_argument("--enforce", action="store_true", help="after a successful verification, delete what the "
@@ -78,7 +81,7 @@ def build_options(args, environ: Mapping[str, str]):
         max_age_seconds=parse_duration(args.max_age, "--max-age") if args.max_age else None,
         allow_empty=args.allow_empty,
         replica_name=args.replica,
-        parallel=args.parallel or positive_int(environ, "RESTORABLE_PARALLEL", 2),
+        parallel=args.parallel or positive_int(environ, "RESTORABLE_PARALLEL", sizing.machine_parallel()),
         deadline=time.monotonic() + max_runtime,
         scratch_root=check_scratch_dir(scratch) if scratch else None,
         price_per_gb_month=price_per_gb_month(environ),

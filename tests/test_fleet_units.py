@@ -10,6 +10,8 @@ from lib.config.litestream_yml import parse
 from lib.config.model import ReplicaConfig
 from lib.errors import ConfigError, ObjectNotFound
 from lib.fleet.prelisted import Prelisting, PrelistedStore
+from lib.fleet.sizing import TARGET_MEMORY_BYTES, _cgroup_cpu_quota, _cgroup_memory_left, _meminfo_available, \
+    default_parallel
 from lib.storage.base import ObjectInfo
 from lib.storage.local import LocalStore
 
@@ -105,3 +107,19 @@ def test_a_relisting_that_matches_keeps_the_prelisting_for_other_stores(tmp_path
     assert first.list("ltx/") == [listed] and first.list("ltx/") == [listed]  # the second one is real
     path.unlink()
     assert PrelistedStore(LocalStore(tmp_path), prelisting).list("ltx/") == [listed]  # still served
+
+
+def test_default_parallel_is_one_per_cpu_bounded_by_memory():
+    assert default_parallel(2, 24 << 30) == 2  # this box: the CPUs decide
+    assert default_parallel(8, 3 * TARGET_MEMORY_BYTES + 1) == 3  # a small container on a big host: memory decides
+    assert default_parallel(4, 100 << 20) == 1  # never below one
+    assert default_parallel(4, None) == 4  # memory unknown: the CPUs
+
+
+def test_container_limits_are_read_from_cgroup_files():
+    assert _cgroup_cpu_quota("150000 100000\n") == 2  # --cpus 1.5: two threads can still run
+    assert _cgroup_cpu_quota("max 100000\n") is None and _cgroup_cpu_quota("-1 100000") is None
+    assert _cgroup_cpu_quota(None) is None
+    assert _cgroup_memory_left("1073741824\n", "268435456\n") == 768 << 20
+    assert _cgroup_memory_left("max\n", "5") is None
+    assert _meminfo_available("MemTotal: 100 kB\nMemAvailable:    2048 kB\n") == 2 << 20
