@@ -460,7 +460,7 @@ def test_coverage_bitmap_treats_the_lock_page_as_present(tmp_path):
         lock = lock_pgno(65536)
         for pgno in range(1, lock + 3):
             if pgno != lock:
-                writer._mark(pgno)
+                writer._mark_range(pgno, 1)
         assert writer.first_missing(lock + 2) is None
         assert writer.first_missing(lock + 3) == lock + 3
         writer._bitmap[100 >> 3] &= ~(1 << (99 & 7))

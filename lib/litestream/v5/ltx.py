@@ -20,7 +20,6 @@ is exhausted without raising.
 from __future__ import annotations
 
 import struct
-from array import array
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -30,6 +29,7 @@ import lz4.frame
 from lib.errors import CorruptObject
 from lib.litestream.sqlite import lock_pgno
 from lib.litestream.v5.header import _U32, CHECKSUM_FLAG, HEADER_SIZE, crc64, page_checksum, parse_header
+from lib.litestream.v5.stream import FrameLog, Stream
 
 PAGE_HEADER_SIZE = 6  # pgno u32, flags u16 (format version 3)
 
@@ -43,13 +43,19 @@ PAGE_FLAG_SIZE = 0x0001  # "size follows": page data is a raw LZ4 block (ltx v0.
 
 _PAGE_HEADER = struct.Struct(">IH")
 
+_BLOCK_PAGE_HEADER = struct.Struct(">IHI")  # page header + the size field of a block-encoded page
+
+BLOCK_PAGE_HEADER_SIZE = _BLOCK_PAGE_HEADER.size
+
+MAX_RUN_PAGES = 256  # pages per run yielded by LtxDecoder.runs
+
+_decompress = lz4.block.decompress
+
 _U64 = struct.Struct(">Q")
 
 _TRAILER = struct.Struct(">QQ")
 
 _END_OF_PAGES = bytes(PAGE_HEADER_SIZE)
-
-_READ_CHUNK = 1 << 20
 
 _INDEX_CHUNK = 64 << 10  # page index bytes decoded at a time
 
@@ -75,83 +81,6 @@ class Trailer:
     file_checksum: int
 
 
-class _Stream:
-    """A forward-only buffered view of a reader that knows its absolute offset.
-
-    Reads the underlying object in 1 MiB chunks, so one object never costs more memory
-    than that, whatever its size.
-    """
-
-    def __init__(self, reader: BinaryIO, key: str):
-        self._reader = reader
-        self._key = key
-        self._buf = b""
-        self._pos = 0
-        self.offset = 0  # absolute offset of the next unread byte
-
-    def _available(self) -> int:
-        return len(self._buf) - self._pos
-
-    def _fill(self, need: int) -> bool:
-        """Make at least ``need`` bytes available; False if the object ends first."""
-        while self._available() < need:
-            chunk = self._reader.read(max(_READ_CHUNK, need - self._available()))
-            if not chunk:
-                return False
-            self._buf = self._buf[self._pos:] + chunk
-            self._pos = 0
-        return True
-
-    def read_exact(self, size: int, what: str) -> bytes:
-        if not self._fill(size):
-            end = self.offset + self._available()
-            raise CorruptObject(self._key, f"truncated after {end} bytes (in {what})")
-        data = self._buf[self._pos:self._pos + size]
-        self._pos += size
-        self.offset += size
-        return data
-
-    def peek(self, limit: int) -> bytes:
-        """The next ``limit`` bytes (fewer only at the end of the object), not consumed."""
-        self._fill(limit)
-        return self._buf[self._pos:self._pos + limit]
-
-    def skip(self, size: int) -> None:
-        self._pos += size
-        self.offset += size
-
-    def at_end(self) -> bool:
-        return not self._fill(1)
-
-
-class _FrameLog:
-    """(pgno, offset, size) of each page frame of an LTX file, in 8 bytes a page.
-
-    Frames follow each other, so each offset is the previous one plus its size: only
-    the first is kept. Page numbers are 32-bit in SQLite; a frame is far below 4 GiB.
-    """
-
-    def __init__(self):
-        self._pgnos = array("I")
-        self._sizes = array("I")
-        self._first_offset = 0
-
-    def add(self, pgno: int, offset: int, size: int) -> None:
-        if not self._pgnos:
-            self._first_offset = offset
-        self._pgnos.append(pgno)
-        self._sizes.append(size)
-
-    def __len__(self) -> int:
-        return len(self._pgnos)
-
-    def entries(self) -> Iterator[tuple[int, int, int]]:
-        offset = self._first_offset
-        for pgno, size in zip(self._pgnos, self._sizes):
-            yield pgno, offset, size
-            offset += size
-
-
 class LtxDecoder:
     """Decode one LTX file from a binary reader, checking everything as it goes.
 
@@ -165,7 +94,7 @@ class LtxDecoder:
 
     def __init__(self, reader: BinaryIO, key: str, expected_txids: tuple[int, int] | None = None):
         self.key = key
-        self._stream = _Stream(reader, key)
+        self._stream = Stream(reader, key)
         raw = self._stream.read_exact(HEADER_SIZE, "header")
         self.header = parse_header(raw, key)
         self._check_name(expected_txids)
@@ -173,6 +102,7 @@ class LtxDecoder:
         self.trailer: Trailer | None = None
         self.page_count = 0
         self._rolling = 0  # database checksum of a checksum-tracked snapshot
+        self._prev = 0  # the last page number read
 
     def _check_name(self, expected: tuple[int, int] | None) -> None:
         if expected is None:
@@ -188,32 +118,108 @@ class LtxDecoder:
 
     def pages(self) -> Iterator[tuple[int, bytes]]:
         """Yield ``(pgno, page)`` in ascending pgno, then verify the rest of the file."""
-        h = self.header
-        frames = _FrameLog()  # to compare with the page index
-        prev = 0
-        lock = lock_pgno(h.page_size)
+        for start, run in self.runs():
+            yield from enumerate(run, start)
+
+    def runs(self, max_run: int = MAX_RUN_PAGES) -> Iterator[tuple[int, list[bytes]]]:
+        """Yield the pages as ``(first pgno, [page, ...])`` runs of consecutive page numbers
+        (at most ``max_run`` pages each, ascending), then verify the rest of the file.
+
+        Pages fully buffered in the common encoding (size + LZ4 block) are decoded a buffer
+        at a time by :meth:`_batch`; any other page (the end marker, an LZ4 frame, one
+        across a buffer's end, anything failing a check) goes through :meth:`_careful_page`,
+        which applies the same checks one at a time and names the problem.
+        """
+        frames = FrameLog()  # to compare with the page index
+        lock = lock_pgno(self.header.page_size)
         while True:
-            offset = self._stream.offset
-            raw_header = self._stream.read_exact(PAGE_HEADER_SIZE, f"page header {self.page_count + 1}")
-            pgno, flags = _PAGE_HEADER.unpack(raw_header)
-            if pgno == 0:
-                if flags:
-                    raise self._fail(f"end-of-pages marker at offset {offset} has flags 0x{flags:04x}")
+            runs = self._batch(frames, lock, max_run)
+            if runs:
+                yield from runs
+                continue
+            page = self._careful_page(frames, lock)
+            if page is None:
                 break
-            self._check_pgno(pgno, flags, prev, lock)
-            self._crc = crc64(raw_header, self._crc)
-            page = self._read_page(pgno, flags)
-            self._crc = crc64(page, self._crc)
-            if h.has_checksums and h.is_snapshot:
-                self._rolling ^= page_checksum(pgno, page)
-            frames.add(pgno, offset, self._stream.offset - offset)
-            self.page_count += 1
-            prev = pgno
-            yield pgno, page
-        self._check_snapshot_complete(prev, lock)
+            yield page[0], [page[1]]
+        self._check_snapshot_complete(self._prev, lock)
         self._crc = crc64(_END_OF_PAGES, self._crc)
         self._read_index(frames)
         self._read_trailer()
+
+    def _batch(self, frames: FrameLog, lock: int, max_run: int) -> list[tuple[int, list[bytes]]]:
+        """Decode the buffered run of size + LZ4 block pages that pass every page check.
+
+        The checks are :meth:`_check_pgno`'s, the size bound and the decompressed size of
+        :meth:`_read_block_page`; it stops before the first page that fails one (or is not
+        wholly buffered), leaving it to :meth:`_careful_page`. The file checksum takes the
+        page headers and pages of the whole batch in one pass.
+        """
+        h = self.header
+        page_size, commit, snapshot = h.page_size, h.commit, h.is_snapshot
+        track = h.has_checksums and snapshot
+        bound = lz4_block_bound(page_size)
+        buf, begin = self._stream.window()
+        end = len(buf)
+        pos, prev, rolling = begin, self._prev, 0
+        hashed: list[bytes] = []
+        pgnos: list[int] = []
+        sizes: list[int] = []
+        runs: list[tuple[int, list[bytes]]] = []
+        run: list[bytes] = []
+        while pos + BLOCK_PAGE_HEADER_SIZE <= end:
+            pgno, flags, size = _BLOCK_PAGE_HEADER.unpack_from(buf, pos)
+            if (flags != PAGE_FLAG_SIZE or not prev < pgno <= commit or pgno == lock or not 0 < size <= bound
+                    or snapshot and pgno != prev + 1 and not (pgno == prev + 2 and prev + 1 == lock)):
+                break
+            data = pos + BLOCK_PAGE_HEADER_SIZE
+            if data + size > end:
+                break
+            try:
+                page = _decompress(buf[data:data + size], uncompressed_size=page_size)
+            except lz4.block.LZ4BlockError:
+                break
+            if len(page) != page_size:
+                break
+            hashed += (buf[pos:data], page)
+            if track:
+                rolling ^= crc64(page, crc64(_U32.pack(pgno)))
+            if pgno == prev + 1 and 0 < len(run) < max_run:
+                run.append(page)
+            else:
+                run = [page]
+                runs.append((pgno, run))
+            pgnos.append(pgno)
+            sizes.append(data + size - pos)
+            prev, pos = pgno, data + size
+        if pgnos:
+            frames.add_many(self._stream.offset, pgnos, sizes)
+            self._stream.skip(pos - begin)
+            self._crc = crc64(b"".join(hashed), self._crc)
+            self._rolling ^= rolling  # each term's CHECKSUM_FLAG is set on the total by _read_trailer
+            self.page_count += len(pgnos)
+            self._prev = prev
+        return runs
+
+    def _careful_page(self, frames: FrameLog, lock: int) -> tuple[int, bytes] | None:
+        """Read and check the next page frame; None at the end-of-pages marker."""
+        h = self.header
+        offset = self._stream.offset
+        raw_header = self._stream.read_exact(PAGE_HEADER_SIZE, f"page header {self.page_count + 1}")
+        pgno, flags = _PAGE_HEADER.unpack(raw_header)
+        if pgno == 0:
+            if flags:
+                raise self._fail(f"end-of-pages marker at offset {offset} has flags 0x{flags:04x}")
+            return None
+        self._check_pgno(pgno, flags, self._prev, lock)
+        self._crc = crc64(raw_header, self._crc)
+        page = self._read_page(pgno, flags)
+        self._crc = crc64(page, self._crc)
+        if h.has_checksums and h.is_snapshot:
+            self._rolling ^= page_checksum(pgno, page)
+        frames.add(pgno, offset, self._stream.offset - offset)
+        self.page_count += 1
+        self._prev = pgno
+        return pgno, page
 
     def _check_pgno(self, pgno: int, flags: int, prev: int, lock: int) -> None:
         h = self.header
@@ -289,7 +295,7 @@ class LtxDecoder:
             raise self._fail(f"page {pgno} decompresses to {len(out)} bytes, expected {page_size}")
         return bytes(out)
 
-    def _read_index(self, frames: _FrameLog) -> None:
+    def _read_index(self, frames: FrameLog) -> None:
         """Parse the page index and require it to describe exactly the frames read."""
         length = self._check_index(frames)
         raw = self._stream.read_exact(INDEX_SIZE_FIELD, "page index size")
@@ -298,7 +304,7 @@ class LtxDecoder:
             raise self._fail(f"page index size field says {stored} bytes, the index has {length}")
         self._crc = crc64(raw, self._crc)
 
-    def _check_index(self, frames: _FrameLog) -> int:
+    def _check_index(self, frames: FrameLog) -> int:
         """Read the index (Go uvarints: pgno, offset, size per page, up to a 0 terminator),
         comparing each entry with the frame read, in order; return the bytes it took.
 

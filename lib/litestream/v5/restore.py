@@ -61,11 +61,16 @@ class _PageWriter:
         self._stage.page_size = size
 
     def write(self, pgno: int, page: bytes) -> None:
-        if pgno != self._run_start + len(self._run) or len(self._run) >= WRITE_RUN_PAGES:
+        self.write_run(pgno, [page])
+
+    def write_run(self, start: int, pages: list[bytes]) -> None:
+        """Write ``pages`` at pages ``start``, ``start + 1``, ...; a run continuing the one
+        gathered joins it (up to ``WRITE_RUN_PAGES``)."""
+        if start != self._run_start + len(self._run) or len(self._run) + len(pages) > WRITE_RUN_PAGES:
             self._end_run()
-            self._run_start = pgno
-        self._run.append(page)
-        self._mark(pgno)
+            self._run_start = start
+        self._run += pages
+        self._mark_range(start, len(pages))
 
     def _end_run(self) -> None:
         """A long run goes straight to disk; short runs (scattered pages of L0 files) are
@@ -84,12 +89,20 @@ class _PageWriter:
         self._end_run()
         self._stage.write(self.fd)
 
-    def _mark(self, pgno: int) -> None:
-        bit = pgno - 1
-        if bit >> 3 >= len(self._bitmap):
-            need = (pgno + 7) // 8 - len(self._bitmap)
+    def _mark_range(self, start: int, count: int) -> None:
+        """Set the bits of pages ``start`` .. ``start + count - 1``: whole bytes at once."""
+        first, last = start - 1, start + count - 2  # bit numbers
+        if last >> 3 >= len(self._bitmap):
+            need = (last >> 3) + 1 - len(self._bitmap)
             self._bitmap.extend(bytes(max(need, len(self._bitmap))))  # doubling amortises growth
-        self._bitmap[bit >> 3] |= 1 << (bit & 7)
+        bitmap = self._bitmap
+        lo, hi = first >> 3, last >> 3
+        if lo == hi:
+            bitmap[lo] |= (0xFF << (first & 7)) & (0xFF >> (7 - (last & 7)))
+            return
+        bitmap[lo] |= (0xFF << (first & 7)) & 0xFF
+        bitmap[lo + 1:hi] = b"\xff" * (hi - lo - 1)
+        bitmap[hi] |= 0xFF >> (7 - (last & 7))
 
     def first_missing(self, commit: int) -> int | None:
         """The lowest page in 1..commit (the lock page excepted) never written, or None.
@@ -147,8 +160,8 @@ def _apply_plan(plan: list[LtxFile], writer: _PageWriter, fetch: Prefetcher, max
             _check_sequence(f, decoder.header.page_size, done, plan[0])
             _check_ceiling(f, decoder.header.commit, decoder.header.page_size, max_bytes)
             writer.page_size = done.page_size = decoder.header.page_size
-            for pgno, page in decoder.pages():
-                writer.write(pgno, page)
+            for start, pages in decoder.runs():
+                writer.write_run(start, pages)
         done.commit, done.max_txid = decoder.header.commit, f.max_txid
         done.objects += 1
     missing = writer.first_missing(done.commit)
