@@ -262,3 +262,31 @@ def test_worker_serves_healthz_and_metrics_on_port(fleet, tmp_path, redis_server
         assert refused.value.code == 503
     finally:
         pool.stop_all()
+
+
+def test_a_batch_cut_short_keeps_the_targets_it_verified(fleet, tmp_path, redis_server, workers, proxy):  # noqa: F811
+    """Three tenants in one job (RESTORABLE_JOB_BATCH=3). Its worker is killed while the third
+    hangs: the retried job verifies only the third. Then the third hangs past --max-runtime:
+    the first two keep their verdicts and only the third is inconclusive."""
+    config = _config(tmp_path, fleet["data"], {**fleet["s3"], "endpoint": proxy.endpoint})
+    env = restorable_env({"REDIS_URL": redis_server.url, "RESTORABLE_HISTORY": "off", "RESTORABLE_JOB_BATCH": "3"})
+    workers.env = {**workers.env, "RESTORABLE_HISTORY": "off"}
+    proxy.set_rules([delay(300, method="GET", key=r"/team-b/deep/gamma\.db/.*\.ltx$")])
+    workers.start("doomed")
+    proc = subprocess.Popen([sys.executable, "-m", "jobs.verify", "--config", str(config), "--json", "--enqueue",
+                             "--wait", "--max-runtime", "150s"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proxy.wait_for(lambda p: p.matched("delay"), timeout=60), workers.log("doomed")
+    workers.kill("doomed")
+    proxy.clear()
+    workers.start("survivor")
+    out, err = proc.communicate(timeout=200)
+    assert (proc.returncode, _statuses(json.loads(out))) == (0, {rel: "ok" for rel in TENANTS}), err
+    assert "db=alpha.db" in workers.log("doomed") and "db=team-b/deep/gamma.db" in workers.log("survivor")
+    assert "db=alpha.db" not in workers.log("survivor") and "db=team-a/beta.db" not in workers.log("survivor")
+
+    proxy.set_rules([delay(300, method="GET", key=r"/team-b/deep/gamma\.db/.*\.ltx$")])
+    code, report, stderr = _verify(config, env, "--enqueue", "--wait", "--max-runtime", "30s")
+    assert _statuses(report) == {"alpha.db": "ok", "team-a/beta.db": "ok",
+                                 "team-b/deep/gamma.db": "inconclusive"}, stderr
+    assert code == 2

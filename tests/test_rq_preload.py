@@ -26,11 +26,11 @@ HEAVY = ("lib", "boto3", "botocore", "s3transfer", "urllib3", "numpy", "sqlite_u
 SCRIPT = f"""
 import json, sys
 from lib.fleet.preload import preload
-from lib.fleet.rqjob import verify_target
+from lib.fleet.rqjob import verify_batch
 
 preload()
 before = set(sys.modules)
-statuses = [verify_target(p).status for p in json.loads(sys.argv[1])]
+statuses = [r.status for batch in json.loads(sys.argv[1]) for r in verify_batch(batch)]
 new = sorted(m for m in set(sys.modules) - before if m.split(".")[0] in {HEAVY!r})
 print(json.dumps({{"statuses": statuses, "new": new}}))
 """
@@ -38,15 +38,15 @@ print(json.dumps({{"statuses": statuses, "new": new}}))
 
 def test_a_job_after_preload_imports_nothing_heavy(v3_file_replica, v5_s3_replica, fleet, tmp_path):  # noqa: F811
     tenants = _config(tmp_path, fleet["data"], fleet["s3"])
-    payloads = [
-        {"db": str(v3_file_replica.db_path), "replica": "file", "config": str(v3_file_replica.config_path)},
-        {"db": str(v5_s3_replica.db_path), "replica": "s3", "config": str(v5_s3_replica.config_path)},
-        {"db": "team-a/beta.db", "dir": str(fleet["data"]), "rel": "team-a/beta.db", "replica": "s3",
-         "config": str(tenants)},
+    jobs = [  # one job per config, as jobs.verify --enqueue makes them
+        (v3_file_replica.config_path, {"db": str(v3_file_replica.db_path), "replica": "file"}),
+        (v5_s3_replica.config_path, {"db": str(v5_s3_replica.db_path), "replica": "s3"}),
+        (tenants, {"db": "team-a/beta.db", "dir": str(fleet["data"]), "rel": "team-a/beta.db", "replica": "s3"}),
     ]
-    payloads = [{**p, "max_age_seconds": 3650 * 86400.0, "timeout": 120} for p in payloads]
+    payload = [{"config": str(config), "targets": [target], "max_age_seconds": 3650 * 86400.0, "timeout": 120}
+               for config, target in jobs]
     env = restorable_env({"RESTORABLE_HISTORY": "off", **v5_s3_replica.s3.credentials_env()})
-    done = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(payloads)], cwd=REPO_ROOT, env=env,
+    done = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(payload)], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])

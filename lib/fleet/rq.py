@@ -1,17 +1,25 @@
 """Distributed mode on RQ (python-rq) and Redis: enqueue one job per target, and wait for their results.
 
-``jobs.verify --enqueue`` puts one job per (database, replica) on the ``restorable``
-queue; ``python -m jobs.worker`` runs them (``lib.fleet.rqjob``), each in its own work
-horse process with a hard time limit of ``--max-runtime``. With ``--wait`` the enqueuer
-collects the ``DbResult`` of every job from Redis and the run goes on exactly as a local
-one (retention report, history, email digest, Sentry, the same JSON and exit code).
+``jobs.verify --enqueue`` puts the (database, replica) targets on the ``restorable``
+queue in jobs of up to ``MAX_BATCH`` targets (``batch_size``); ``python -m jobs.worker``
+runs them (``lib.fleet.rqjob``), each job in its own work horse process with a hard time
+limit of ``--max-runtime``. Every target still gets its own ``DbResult``: the horse
+records each one in the job's meta as soon as it is known. With ``--wait`` the enqueuer
+collects them from Redis and the run goes on exactly as a local one (retention report,
+history, email digest, Sentry, the same JSON and exit code).
 
-* Dedup: a job's id is the run id (``RESTORABLE_RUN_ID``, else one per command) and
-  a hash of the target; a second enqueue of the same id (the same target twice, or a
-  retried cron command with the same run id) enqueues nothing and waits for the first.
+* Batches: a job's fork and RQ's bookkeeping cost about as much CPU as verifying a small
+  database, so a fleet of small tenants is verified several targets per job; a small run
+  keeps one target per job so that every worker gets some (``RESTORABLE_JOB_BATCH`` sets
+  the size).
+* Dedup: each target is claimed in Redis under the run id (``RESTORABLE_RUN_ID``, else one
+  per command) and a hash of the target, naming the job that holds it; a second enqueue
+  of a claimed target (a retried cron command with the same run id) enqueues nothing for
+  it and waits for that job's result.
 * A dead worker: its job's heartbeat stops; the waiter's registry cleanup finds it
   abandoned within ``HEARTBEAT_GRACE_SECONDS`` and RQ runs it once more elsewhere
-  (``Retry(max=1)``). A job that fails again, times out or is lost is reported
+  (``Retry(max=1)``), which verifies only the targets the first horse had not finished.
+  A target without a result when its job failed again, timed out or was lost is reported
   inconclusive (could not tell), never failed.
 * Redis unreachable: ``QueueUnavailable`` (exit 2) before anything was enqueued; while
   waiting, every target without a result is inconclusive.
@@ -57,6 +65,14 @@ HEARTBEAT_GRACE_SECONDS = 10
 
 RESULT_TTL_SECONDS = 24 * 3600  # results outlive a waiting run; the bucket history keeps them for good
 
+ENV_BATCH = "RESTORABLE_JOB_BATCH"
+
+# Targets per job at most: enough to spread a job's fork and RQ bookkeeping (~0.06 s of CPU)
+# over several small databases, few enough that a timed-out or retried job redoes little.
+MAX_BATCH = 8
+
+MIN_JOBS = 16  # a run keeps at least this many jobs (when it has that many targets): work for every worker
+
 
 class QueueUnavailable(StorageError):
     """Redis (REDIS_URL) could not be reached: the run could not tell (exit 2)."""
@@ -89,8 +105,30 @@ def run_id(environ: Mapping[str, str]) -> str:
 
 
 def job_id(run: str, db: DbConfig, replica: ReplicaConfig) -> str:
+    """The target's id in this run: its claim key in Redis, and the job id of a one-target batch."""
     digest = hashlib.sha256(f"{db.path}\0{replica.name}".encode()).hexdigest()[:20]
     return f"restorable-{run}-{digest}"
+
+
+def batch_size(count: int, configured: int | None = None) -> int:
+    """Targets per job for a run of ``count`` targets: ``configured``, else up to ``MAX_BATCH``
+    while keeping ``MIN_JOBS`` jobs."""
+    if configured:
+        return configured
+    return max(1, min(MAX_BATCH, count // MIN_JOBS))
+
+
+def configured_batch(environ: Mapping[str, str]) -> int | None:
+    """``$RESTORABLE_JOB_BATCH``, a positive number of targets per job, or None.
+
+    :raises ConfigError: not a positive whole number.
+    """
+    raw = (environ.get(ENV_BATCH) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"{ENV_BATCH}={raw!r}: expected a positive whole number of targets per job, e.g. 8")
+    return int(raw)
 
 
 def payload(db: DbConfig, replica: ReplicaConfig, base: Mapping[str, Any]) -> dict[str, Any]:
@@ -109,86 +147,133 @@ def payload(db: DbConfig, replica: ReplicaConfig, base: Mapping[str, Any]) -> di
 @dataclass
 class Enqueued:
     run: str
-    job_ids: list[str]  # one per target, in target order
+    where: list[tuple[str, int]]  # per target, in target order: (job id, the target's position in that job)
 
 
 def enqueue(conn: Redis, targets: Sequence[tuple[DbConfig, ReplicaConfig]], base: Mapping[str, Any],
-            timeout: float, run: str) -> Enqueued:
-    """One job per target on the ``restorable`` queue, deduplicated by job id.
+            timeout: float, run: str, batch: int | None = None) -> Enqueued:
+    """The targets in jobs of ``batch_size`` on the ``restorable`` queue, each target claimed once per run.
 
     :raises QueueUnavailable: Redis failed while enqueuing.
     """
     queue = Queue(QUEUE_NAME, connection=conn)
-    ids: list[str] = []
-    fresh = 0
+    size = batch_size(len(targets), batch)
+    where: list[tuple[str, int]] = []
+    jobs = 0
     try:
-        for db, replica in targets:
-            jid = job_id(run, db, replica)
-            ids.append(jid)
-            if not conn.set(f"restorable:enqueued:{jid}", 1, nx=True, ex=RESULT_TTL_SECONDS):
-                continue  # this run already enqueued it: wait for that job
-            queue.enqueue("lib.fleet.rqjob.verify_target", payload(db, replica, base), job_id=jid,
-                          job_timeout=max(1, int(timeout)), result_ttl=RESULT_TTL_SECONDS,
-                          failure_ttl=RESULT_TTL_SECONDS, retry=Retry(max=1), description=f"verify {db.path}")
-            fresh += 1
+        for start in range(0, len(targets), size):
+            chunk = targets[start:start + size]
+            ids = [job_id(run, db, replica) for db, replica in chunk]
+            jid = ids[0] if len(ids) == 1 else \
+                f"restorable-{run}-b{hashlib.sha256(chr(0).join(ids).encode()).hexdigest()[:20]}"
+            claimed = _claim(conn, ids, jid, where)
+            if not claimed:
+                continue  # this run already enqueued them all: wait for those jobs
+            queue.enqueue("lib.fleet.rqjob.verify_batch", {**base, "targets": [
+                payload(db, replica, {}) for db, replica in (chunk[i] for i in claimed)]}, job_id=jid,
+                job_timeout=max(1, int(timeout)), result_ttl=RESULT_TTL_SECONDS,
+                failure_ttl=RESULT_TTL_SECONDS, retry=Retry(max=1),
+                description=f"verify {chunk[claimed[0]][0].path}" + (f" and {len(claimed) - 1} more"
+                                                                       if len(claimed) > 1 else ""))
+            jobs += 1
     except RedisError as exc:
         raise QueueUnavailable(f"Redis failed while enqueuing: {type(exc).__name__}: {exc}") from None
-    log.info("enqueued %d job(s) for %d target(s) on queue %s run=%s", fresh, len(ids), QUEUE_NAME, run)
-    return Enqueued(run=run, job_ids=ids)
+    log.info("enqueued %d job(s) of up to %d target(s) for %d target(s) on queue %s run=%s", jobs, size,
+             len(targets), QUEUE_NAME, run)
+    return Enqueued(run=run, where=where)
+
+
+def _claim(conn: Redis, ids: list[str], jid: str, where: list[tuple[str, int]]) -> list[int]:
+    """Claim each target of a chunk for job ``jid`` (appending where each one's result will be);
+    returns the chunk positions claimed now. A target claimed earlier in the run keeps its job."""
+    claimed: list[int] = []
+    for index, tid in enumerate(ids):
+        key = f"restorable:enqueued:{tid}"
+        if conn.set(key, f"{jid} {len(claimed)}", nx=True, ex=RESULT_TTL_SECONDS):
+            where.append((jid, len(claimed)))
+            claimed.append(index)
+            continue
+        holder, _, position = (conn.get(key) or b"").decode().partition(" ")
+        where.append((holder, int(position)) if position.isdigit() else (tid, 0))  # a claim of a one-target job
+    return claimed
 
 
 def wait(conn: Redis, enqueued: Enqueued, targets: Sequence[tuple[DbConfig, ReplicaConfig]],
          deadline: float | None, fleet_order: bool = False) -> list[DbResult]:
     """Every target's result, in target order, once all jobs ended or ``deadline`` passed."""
     results: dict[int, DbResult] = {}
-    pending = {i: jid for i, jid in enumerate(enqueued.job_ids)}
+    pending: dict[str, list[tuple[int, int]]] = {}  # job id -> (target index, position in the job)
+    for index, (jid, position) in enumerate(enqueued.where):
+        pending.setdefault(jid, []).append((index, position))
     registry = StartedJobRegistry(QUEUE_NAME, connection=conn)
     last_cleanup = 0.0
-    started: set[int] = set()
+    seen: dict[str, Job] = {}
     try:
         while pending and (deadline is None or time.monotonic() < deadline):
             if time.monotonic() - last_cleanup >= CLEANUP_SECONDS:
                 registry.cleanup()  # abandoned jobs (dead workers) -> retried, or failed
                 last_cleanup = time.monotonic()
-            _poll(conn, pending, targets, results, started)
+            _poll(conn, pending, targets, results, seen)
             if pending:
                 time.sleep(POLL_SECONDS)
     except RedisError as exc:
-        for i in pending:
-            db, replica = targets[i]
-            results[i] = DbResult(db=db.path, replica=replica.name, findings=[could_not_check(
-                "unreachable", f"Redis ({ENV_REDIS_URL}) became unreachable while waiting for the worker's result "
-                f"for {replica.describe()}: {type(exc).__name__}; not a verdict on the backup")])
+        for members in pending.values():
+            for i, _ in members:
+                db, replica = targets[i]
+                results[i] = DbResult(db=db.path, replica=replica.name, findings=[could_not_check(
+                    "unreachable", f"Redis ({ENV_REDIS_URL}) became unreachable while waiting for the worker's "
+                    f"result for {replica.describe()}: {type(exc).__name__}; not a verdict on the backup")])
         pending = {}
-    for i, jid in pending.items():  # the deadline passed
-        db, replica = targets[i]
+    for jid, members in pending.items():  # the deadline passed
         _cancel(conn, jid)
-        finding = not_verified(replica) if fleet_order and i not in started else could_not_check(
-            "unreachable", f"verification of {replica.describe()} did not finish within the maximum runtime "
-            "(RESTORABLE_MAX_RUNTIME); are enough workers running (python -m jobs.worker)?")
-        results[i] = DbResult(db=db.path, replica=replica.name, findings=[finding])
+        recorded, started = _recorded(seen.get(jid))
+        for i, position in members:
+            db, replica = targets[i]
+            if position in recorded:
+                results[i] = recorded[position]
+                continue
+            finding = not_verified(replica) if fleet_order and position not in started else could_not_check(
+                "unreachable", f"verification of {replica.describe()} did not finish within the maximum runtime "
+                "(RESTORABLE_MAX_RUNTIME); are enough workers running (python -m jobs.worker)?")
+            results[i] = DbResult(db=db.path, replica=replica.name, findings=[finding])
     return [results[i] for i in range(len(targets))]
 
 
-def _poll(conn: Redis, pending: dict[int, str], targets, results: dict[int, DbResult], started: set[int]) -> None:
-    indexes = list(pending)
-    jobs = Job.fetch_many([pending[i] for i in indexes], connection=conn)
-    for i, job in zip(indexes, jobs):
-        db, replica = targets[i]
+def _recorded(job: Job | None) -> tuple[dict[int, DbResult], set[int]]:
+    """The results a job's horse recorded so far (by position), and the positions it started."""
+    meta = (job.meta if job is not None else None) or {}
+    done = {int(k): v for k, v in (meta.get("results") or {}).items() if isinstance(v, DbResult)}
+    return done, set(meta.get("started") or ())
+
+
+def _poll(conn: Redis, pending: dict[str, list[tuple[int, int]]], targets, results: dict[int, DbResult],
+          seen: dict[str, Job]) -> None:
+    jids = list(pending)
+    for jid, job in zip(jids, Job.fetch_many(jids, connection=conn)):
+        members = pending[jid]
         if job is None:
-            results[i] = _lost(db, replica, "its job is gone from Redis (expired or deleted)")
-            del pending[i]
+            _settle(members, targets, results, {}, "its job is gone from Redis (expired or deleted)")
+            del pending[jid]
             continue
+        seen[jid] = job
         status = job.get_status(refresh=False)
-        if status == JobStatus.STARTED:
-            started.add(i)
-        elif status == JobStatus.FINISHED:
+        if status == JobStatus.FINISHED:
             value = job.return_value()
-            results[i] = value if isinstance(value, DbResult) else _lost(db, replica, "its job returned no result")
-            del pending[i]
+            returned = dict(enumerate(value)) if isinstance(value, list) else {}
+            _settle(members, targets, results, returned, "its job returned no result")
+            del pending[jid]
         elif status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
-            results[i] = _lost(db, replica, _failure(job, status))
-            del pending[i]
+            _settle(members, targets, results, _recorded(job)[0], _failure(job, status))
+            del pending[jid]
+
+
+def _settle(members: list[tuple[int, int]], targets, results: dict[int, DbResult], known: dict[int, Any],
+            why: str) -> None:
+    """Each member's result from ``known`` (by position in its job), else "no result: ``why``"."""
+    for i, position in members:
+        value = known.get(position)
+        db, replica = targets[i]
+        results[i] = value if isinstance(value, DbResult) else _lost(db, replica, why)
 
 
 def _failure(job: Job, status) -> str:
@@ -223,7 +308,7 @@ def run(config, options, args, environ: Mapping[str, str]) -> list[DbResult] | N
     """``jobs.verify --enqueue``: enqueue every target; with ``--wait`` return their results in
     target order (None without ``--wait``: the workers write each target's history).
 
-    :raises ConfigError: no REDIS_URL. :raises QueueUnavailable: Redis unreachable.
+    :raises ConfigError: no REDIS_URL, a bad RESTORABLE_JOB_BATCH. :raises QueueUnavailable: Redis unreachable.
     """
     targets = [(db, r) for db in config.dbs for r in db.replicas
                if options.replica_name is None or r.name == options.replica_name]
@@ -233,8 +318,9 @@ def run(config, options, args, environ: Mapping[str, str]) -> list[DbResult] | N
             "target": options.target, "price_per_gb_month": options.price_per_gb_month, "timeout": timeout,
             "write_history": not args.wait, "drill": getattr(args, "drill", None),
             "cross_check": bool(getattr(args, "cross_check", False))}
+    batch = configured_batch(environ)
     conn = connect(environ)
-    enqueued = enqueue(conn, targets, base, timeout, run_id(environ))
+    enqueued = enqueue(conn, targets, base, timeout, run_id(environ), batch)
     if not args.wait:
         print(f"enqueued {len(targets)} target(s) on queue {QUEUE_NAME}, run {enqueued.run}", flush=True)
         return None

@@ -1,13 +1,17 @@
-"""What one RQ job does in a worker's work horse: verify one (database, replica) target.
+"""What one RQ job does in a worker's work horse: verify a batch of (database, replica) targets.
 
-The job carries no secret: it names its target (a database path, or a ``dir:`` entry
-and a tenant's relative path, plus the replica's name), where the config comes from
-(``--config`` and replica URLs of the enqueuing command; the worker's environment
-supplies the rest, as for any job), the tenant's prelisted objects, and the verify
-options. It returns the ``DbResult``; backup and storage problems are findings in it,
-and any other exception becomes an ``internal`` could-not-check finding, never a
-failure verdict. With ``write_history`` (``--enqueue`` without ``--wait``) the worker
-also writes the target's history, since no waiting run will.
+The job carries no secret: it names its targets (a database path, or a ``dir:`` entry
+and a tenant's relative path, plus the replica's name, and a tenant's prelisted
+objects), where the config comes from (``--config`` and replica URLs of the enqueuing
+command; the worker's environment supplies the rest, as for any job), and the verify
+options. The config and settings are read once per job; the targets are verified one
+after the other (a worker is one CPU's worth of work), and each ``DbResult`` is recorded
+in the job's meta as soon as it is known, so that a job cut short by its time limit or a
+dead worker loses only the target in progress, and RQ's retry verifies only what is
+missing. Backup and storage problems are findings; any other exception becomes an
+``internal`` could-not-check finding, never a failure verdict. With ``write_history``
+(``--enqueue`` without ``--wait``) the worker also writes each target's history, since
+no waiting run will.
 """
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
+
+from redis.exceptions import RedisError
+from rq import get_current_job
 
 from lib.config import sources
 from lib.config.model import Config, DbConfig, ReplicaConfig
@@ -65,30 +72,80 @@ class HistoryReader:
             return None
 
 
-def verify_target(payload: dict[str, Any]) -> DbResult:
-    """The RQ job function (imported by name in the worker). Never raises."""
+def verify_batch(payload: dict[str, Any]) -> list[DbResult]:
+    """The RQ job function (imported by name in the worker): one ``DbResult`` per target, in
+    the order of ``payload["targets"]``. Never raises."""
+    job = get_current_job()
+    meta = job.meta if job is not None else {}
+    done: dict[int, DbResult] = dict(meta.get("results") or {})  # a retried job keeps what the first run found
+    started: list[int] = list(meta.get("started") or [])
+    targets = payload["targets"]
+    base = {k: v for k, v in payload.items() if k != "targets"}
     try:
-        return _verify(payload, os.environ)
-    except Exception as exc:  # a bug or a config the worker cannot read: inconclusive, named
-        log.exception("internal error verifying db=%s", payload.get("db"))
-        return DbResult(db=payload.get("db", "?"), replica=payload.get("replica", "?"), findings=[could_not_check(
-            "internal", f"the worker could not verify this target: {type(exc).__name__}: {exc}")])
+        context = _Context(base, os.environ)
+    except Exception as exc:  # a config the worker cannot read: every target inconclusive, named
+        return [done.get(i) or _internal({**base, **t}, exc) for i, t in enumerate(targets)]
+    for position, target in enumerate(targets):
+        if position in done:
+            continue
+        started.append(position)
+        _record(job, done, started)
+        done[position] = _verify_target(context, {**base, **target})
+        _record(job, done, started)
+    return [done[i] for i in range(len(targets))]
 
 
-def _verify(payload: dict[str, Any], environ: Mapping[str, str]) -> DbResult:
-    config = sources.load_effective(payload.get("urls") or [], payload.get("config"), environ)
+class _Context:
+    """What every target of one job shares: the config, the settings file, the options, the history."""
+
+    def __init__(self, payload: dict[str, Any], environ: Mapping[str, str]):
+        self.environ = environ
+        self.config = sources.load_effective(payload.get("urls") or [], payload.get("config"), environ)
+        self.settings = load_settings(payload.get("settings"), environ)
+        self.options = _options(payload, environ)
+        self.reader = HistoryReader(environ)
+        self.write_history = bool(payload.get("write_history"))
+
+
+def _verify_target(context: _Context, payload: dict[str, Any]) -> DbResult:
+    log.info("verifying db=%s replica=%s", payload.get("db"), payload.get("replica"))
+    try:
+        return _verify(context, payload)
+    except Exception as exc:  # a bug or a target the worker's config lacks: inconclusive, named
+        return _internal(payload, exc)
+
+
+def _internal(payload: dict[str, Any], exc: Exception) -> DbResult:
+    log.error("internal error verifying db=%s: %s: %s", payload.get("db"), type(exc).__name__, exc,
+              exc_info=not isinstance(exc, ConfigError))
+    return DbResult(db=payload.get("db", "?"), replica=payload.get("replica", "?"), findings=[could_not_check(
+        "internal", f"the worker could not verify this target: {type(exc).__name__}: {exc}")])
+
+
+def _record(job, done: dict[int, DbResult], started: list[int]) -> None:
+    """Put the results so far in the job's meta, where the waiting run finds them if the job
+    is cut short. Redis failing here loses nothing yet: the job's return value has them all."""
+    if job is None:
+        return
+    job.meta["results"], job.meta["started"] = dict(done), list(started)
+    try:
+        job.save_meta()
+    except RedisError as exc:
+        log.warning("could not record progress in Redis: %s", type(exc).__name__)
+
+
+def _verify(context: _Context, payload: dict[str, Any]) -> DbResult:
+    config = context.config
     db, replica = _find_target(config, payload)
-    settings, _ = fleet_settings.for_tenants(load_settings(payload.get("settings"), environ),
-                                             Config(source=config.source, dbs=(db,)))
-    options = _options(payload, environ)
-    reader = HistoryReader(environ)
+    settings, _ = fleet_settings.for_tenants(context.settings, Config(source=config.source, dbs=(db,)))
+    options = context.options
     scratch = Scratch(options.scratch_root)
     try:
-        result = verify_replica(db, replica, settings.for_db(db.path), options, scratch, reader)
+        result = verify_replica(db, replica, settings.for_db(db.path), options, scratch, context.reader)
     finally:
         scratch.cleanup()
-    if payload.get("write_history"):
-        _write_history(reader, db, replica, result, Scrubber.from_environ(environ, config.secrets()))
+    if context.write_history:
+        _write_history(context.reader, db, replica, result, Scrubber.from_environ(context.environ, config.secrets()))
     return result
 
 
