@@ -6,6 +6,7 @@ from typing import BinaryIO, Iterator
 import lz4.frame
 
 from lib.errors import CorruptObject
+from lib.litestream import lz4_blocks
 
 LZ4_MAGIC = b"\x04\x22\x4d\x18"
 
@@ -25,6 +26,25 @@ def check_magic(key: str, head: bytes) -> None:
         raise CorruptObject(key, "object is empty (0 bytes), expected an LZ4 frame")
     if len(head) < 4 or not head.startswith(LZ4_MAGIC):
         raise CorruptObject(key, f"not an LZ4 frame (starts with {head[:4].hex()})")
+
+
+def decompress_pieces(key: str, chunks: Iterator[bytes], limit: int, ring: int = 1) -> Iterator[bytes | memoryview]:
+    """``decompress_chunks``, with the same checks and errors, but each piece may be a view
+    into a buffer reused once ``ring - 1`` more pieces have been yielded (the caller copies
+    what it keeps longer): Litestream's frames decode without fresh memory this way
+    (``lib.litestream.lz4_blocks``); other frames go through ``decompress_chunks``."""
+    chunks = iter(chunks)
+    first = next(chunks, b"")
+    rest = _chain(first, chunks)
+    layout = lz4_blocks.fast_layout(first[: lz4_blocks.HEADER_SIZE])
+    if layout is None:
+        return decompress_chunks(key, rest, limit)
+    return lz4_blocks.decompress_views(key, rest, layout, limit, ring)
+
+
+def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield first
+    yield from rest
 
 
 def decompress_chunks(key: str, chunks: Iterator[bytes], limit: int) -> Iterator[bytes]:

@@ -50,26 +50,44 @@ class FrameReader:
     def feed(self, piece: bytes | memoryview) -> Iterator[tuple[memoryview, wal.FrameScan]]:
         """Yield each run of whole frames completed by ``piece`` with its scan.
 
-        The caller advances ``frame_offset`` by the frames it took, after each run.
+        The caller advances ``frame_offset`` by the frames it took, after each run. The
+        runs may be views into ``piece``: they are valid as long as it is. Only a frame
+        split between pieces is copied (``piece`` may be a large reused buffer).
         """
         if not self.is_judging:
             return
-        buf = memoryview(bytes(self.pending) + bytes(piece)) if self.pending else memoryview(piece)
-        self.pending = bytearray()
-        pos = 0
+        view = memoryview(piece)
         if self.header is None:
-            if len(buf) < wal.WAL_HEADER_SIZE:
-                self.pending = bytearray(buf)
+            view = self._take_header(view)
+            if view is None or not self.has_frames:
                 return
-            self._read_header(bytes(buf[: wal.WAL_HEADER_SIZE]))
-            if not self.has_frames:
+        if self.pending:
+            take = min(self.frame_size - len(self.pending), len(view))
+            self.pending += view[:take]
+            view = view[take:]
+            if len(self.pending) < self.frame_size:
                 return
-            pos = self.frame_offset = wal.WAL_HEADER_SIZE
-        whole = (len(buf) - pos) // self.frame_size * self.frame_size
-        self.pending = bytearray(buf[pos + whole :])
+            frame = memoryview(bytes(self.pending))
+            self.pending = bytearray()
+            yield frame, self._scan(frame)
+        whole = len(view) // self.frame_size * self.frame_size
+        self.pending = bytearray(view[whole:])
         if whole:
-            frames = buf[pos : pos + whole]
+            frames = view[:whole]
             yield frames, self._scan(frames)
+
+    def _take_header(self, view: memoryview) -> memoryview | None:
+        """Read the WAL header once its 32 bytes are in; return the rest of ``view`` (None: not yet)."""
+        if len(self.pending) + len(view) < wal.WAL_HEADER_SIZE:
+            self.pending += view
+            return None
+        take = wal.WAL_HEADER_SIZE - len(self.pending)
+        head = bytes(self.pending) + bytes(view[:take])
+        self.pending = bytearray()
+        self._read_header(head)
+        if self.has_frames:
+            self.frame_offset = wal.WAL_HEADER_SIZE
+        return view[take:]
 
     def _read_header(self, head: bytes) -> None:
         try:

@@ -87,7 +87,7 @@ class IndexScan:
         self.short = False
         limit = min(max(seg.info.size * LZ4_MAX_RATIO, 1 << 20), self.replay.max_bytes)
         try:
-            for piece in lz4stream.decompress_chunks(key, age.plain_chunks(key, chunks, self.replay.age_keys), limit):
+            for piece in lz4stream.decompress_pieces(key, age.plain_chunks(key, chunks, self.replay.age_keys), limit):
                 self.length += len(piece)
                 self._feed(piece)
         except CorruptObject as exc:

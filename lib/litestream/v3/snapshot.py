@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,26 +66,34 @@ def _stream_into(store: ObjectStore, snapshot: Snapshot, out, limit: int, on_hea
     written = 0
     page_size = 0
     expected_size = None
-    with out, store.open(key) as reader:
+    head = b""
+    with out, store.open(key) as reader, _Writer(out) as writer:
         counted = _CountingChunks(reader)
         # A damaged object raises here: an open file or a GET always yields one whole
         # object, so a replacement by Litestream can't look damaged (and verify.py re-lists
         # before believing the finding); a replaced, sound one is caught by its size below.
-        for piece in lz4stream.decompress_chunks(key, age.plain_chunks(key, iter(counted), age.keys_of(store)), limit):
+        plain = age.plain_chunks(key, iter(counted), age.keys_of(store))
+        for piece in lz4stream.decompress_pieces(key, plain, limit, ring=_Writer.AHEAD + 2):
             if cancelled is not None and cancelled.is_set():
                 raise _Cancelled()
-            if written == 0:
-                head = bytes(piece[:sqlite.HEADER_SIZE])
-                page_size, expected_size = _validate_db_header(key, head)
-                _check_room(key, out, expected_size, limit)
-                if on_header is not None:
-                    on_header(SnapshotHeader(page_size, sqlite.change_counter_of(head), sqlite.declared_pages(head)))
+            if page_size == 0 and len(head) < sqlite.HEADER_SIZE:
+                head += bytes(piece[: sqlite.HEADER_SIZE - len(head)])
+                if len(head) == sqlite.HEADER_SIZE:
+                    page_size, expected_size = _validate_db_header(key, head)
+                    _check_room(key, out, expected_size, limit)
+                    if on_header is not None:
+                        on_header(SnapshotHeader(page_size, sqlite.change_counter_of(head), sqlite.declared_pages(head)))
             if expected_size and written + len(piece) > expected_size + max(expected_size, SNAPSHOT_SURPLUS_BYTES):
                 raise CorruptObject(key, f"snapshot inflates past {written + len(piece)} bytes but its header "
                                     f"declares {expected_size // page_size} pages ({expected_size} bytes)")
-            out.write(piece)
+            writer.write(piece)
             written += len(piece)
+        writer.finish()
         _check_unchanged(snapshot.info, counted.count)
+    if written and not page_size:
+        _validate_db_header(key, head)  # fewer bytes than a header: raises
+    if written < 100:
+        raise CorruptObject(key, f"snapshot is {written} bytes, too short for a SQLite database")
     if written < 100:
         raise CorruptObject(key, f"snapshot is {written} bytes, too short for a SQLite database")
     if written % page_size:
@@ -185,8 +194,8 @@ class Output:
         self._pages: int | None = None  # the size last set, in pages
         self._checkpointed: int | None = None  # the size set at the end of the last WAL index, in pages
 
-    def write_page(self, pgno: int, page: memoryview) -> None:
-        self._stage.put(pgno, bytes(page))  # a copy: a view would keep its whole WAL segment alive
+    def write_page(self, pgno: int, page: bytes | memoryview) -> None:
+        self._stage.put(pgno, bytes(page))  # a view would keep its whole buffer alive (bytes of bytes is no copy)
         if self._stage.is_full():
             self.flush()
 
@@ -245,6 +254,55 @@ class Output:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class _Writer:
+    """Writes the snapshot's pieces to ``out`` on a thread of its own, at most ``AHEAD``
+    pieces behind the caller, so the next block decompresses while one is written (both
+    release the GIL). A piece must stay valid until ``AHEAD + 1`` more have been handed over.
+    """
+
+    AHEAD = 1
+
+    def __init__(self, out):
+        self._out = out
+        self._queue: queue.Queue = queue.Queue(maxsize=self.AHEAD)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="snapshot-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (piece := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._out.write(piece)
+                except BaseException as exc:  # raised on the caller's thread
+                    self._error = exc
+
+    def write(self, piece) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(piece)
+
+    def finish(self) -> None:
+        """Wait until every piece is written; raise what writing raised."""
+        self._stop()
+        if self._error is not None:
+            raise self._error
+
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def __enter__(self) -> "_Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """On an error, drop what is queued (the file is abandoned) and wait for the write under way."""
+        if self._error is None:
+            self._error = _Cancelled()
+        self._stop()
 
 
 class _CountingChunks:

@@ -34,7 +34,9 @@ class Transaction:
 
     def __init__(self, output: Output):
         self.output = output
-        self.held: dict[int, memoryview] = {}  # pages of the open transaction, by page number
+        # pages of the open transaction, by page number: copies, as the frames are views into
+        # a decompression buffer that is reused for the next piece
+        self.held: dict[int, bytes] = {}
         self.held_bytes = 0
         self.commit_pages = 0  # database size after the last applied commit of this index
 
@@ -51,7 +53,7 @@ class Transaction:
             if done.problem:
                 self.drop()
                 return done
-            self.held[pgno] = frames[i * size + wal.FRAME_HEADER_SIZE : (i + 1) * size]
+            self.held[pgno] = bytes(frames[i * size + wal.FRAME_HEADER_SIZE : (i + 1) * size])
             self.held_bytes += page_size
             if commit:
                 self._write_held()
