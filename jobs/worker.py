@@ -1,11 +1,13 @@
 """Run the distributed verifier's worker: ``python -m jobs.worker`` (RQ on ``$REDIS_URL``).
 
 Takes jobs from the ``restorable`` queue that ``python -m jobs.verify --enqueue`` fills;
-each job verifies one (database, replica) target in its own process, with the hard time
+each job verifies a batch of (database, replica) targets in its own process, with the hard time
 limit the enqueuing run set (its ``--max-runtime``). Needs the same configuration as the
 enqueuing service (LITESTREAM_CONFIG or RESTORABLE_REPLICAS, credentials, settings).
 Before its first job the worker imports what a job needs and loads botocore's S3 models
-(``lib.fleet.preload``), so each forked work horse starts warm.
+(``lib.fleet.preload``), so each forked work horse starts warm. A job whose work horse
+grows past ``RESTORABLE_JOB_MEMORY`` (default 512 MiB) stops itself and reports the
+target it was verifying as could-not-check (``lib.fleet.memory``).
 SIGTERM finishes the current job and stops (RQ's warm shutdown); a second one stops now.
 With ``SENTRY_DSN`` a worker that stops on an error sends one event (a job's own problems
 reach Sentry through the waiting run, one event per failing database). Exit 0 when stopped (``--burst``: when the queue is empty), 2 when Redis is unreachable,
@@ -13,12 +15,14 @@ reach Sentry through the waiting run, one event per failing database). Exit 0 wh
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Mapping
 
 from rq import Queue, Worker
 
 from lib import cli
+from lib.fleet import memory
 from lib.fleet import rq as fleet_rq
 from lib.fleet.preload import preload
 from lib.fleet.serve import WorkerEndpoints
@@ -27,6 +31,9 @@ from lib.report.scrub import Scrubber
 from lib.report.sentry import SentrySettings, problem_event
 from lib.report.sentry_run import SentryRun
 from lib.scratch import Scratch
+
+
+log = logging.getLogger("jobs.worker")
 
 
 class RestorableWorker(Worker):
@@ -64,6 +71,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         setup_logging(environ, secrets=[])
         settings = SentrySettings.from_environ(environ, job="worker")
         sentry = SentryRun(settings, Scrubber.from_environ(environ), "worker") if settings else None
+        ceiling = memory.ceiling_bytes(environ)  # a bad RESTORABLE_JOB_MEMORY is exit 3 here, not in every job
         conn = fleet_rq.connect(environ)
         worker = RestorableWorker([Queue(fleet_rq.QUEUE_NAME, connection=conn)], connection=conn, name=args.name,
                                   job_monitoring_interval=fleet_rq.MONITOR_SECONDS)
@@ -71,6 +79,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         if endpoints is not None:
             endpoints.start()
         preload()  # before the work loop: every job's forked work horse inherits the imports
+        log.info("each job's memory ceiling: %s (%s)", f"{ceiling >> 20} MiB" if ceiling else "off",
+                 memory.ENV_JOB_MEMORY)
         try:
             worker.work(burst=args.burst, logging_level=environ.get("LOG_LEVEL", "INFO").upper())
         finally:

@@ -290,3 +290,24 @@ def test_a_batch_cut_short_keeps_the_targets_it_verified(fleet, tmp_path, redis_
     assert _statuses(report) == {"alpha.db": "ok", "team-a/beta.db": "ok",
                                  "team-b/deep/gamma.db": "inconclusive"}, stderr
     assert code == 2
+
+
+def test_a_job_over_its_memory_ceiling_is_inconclusive_not_failed(fleet, tmp_path, redis_server):  # noqa: F811
+    """RESTORABLE_JOB_MEMORY below what a work horse needs: each target of the batch is
+    inconclusive, naming the ceiling and the variable; the worker survives. A bad value is exit 3."""
+    config = _config(tmp_path, fleet["data"], {"type": "file", "path": str(fleet["file_root"])})
+    env = restorable_env({"REDIS_URL": redis_server.url, "RESTORABLE_HISTORY": "off", "RESTORABLE_JOB_BATCH": "3",
+                          "RESTORABLE_JOB_MEMORY": "20MiB"})
+    bad = run_job("jobs.worker", "--burst", env={**env, "RESTORABLE_JOB_MEMORY": "lots"})
+    assert bad.returncode == 3 and "RESTORABLE_JOB_MEMORY" in bad.stderr and "Traceback" not in bad.stderr
+    workers = Workers(env, tmp_path)
+    try:
+        workers.start("small")
+        code, report, stderr = _verify(config, env, "--enqueue", "--wait", "--max-runtime", "120s")
+        assert code == 2, stderr
+        assert set(_statuses(report).values()) == {"inconclusive"}
+        messages = [f["message"] for r in report["databases"] for f in r["findings"] if f["severity"] == "error"]
+        assert len(messages) == len(TENANTS) and all("RESTORABLE_JOB_MEMORY" in m for m in messages), messages
+        assert workers.procs["small"][0].poll() is None  # the worker itself goes on
+    finally:
+        workers.stop_all()

@@ -42,6 +42,7 @@ from rq.registry import StartedJobRegistry
 from lib.config.model import DbConfig, ReplicaConfig
 from lib.config.urls import redact_url
 from lib.errors import ConfigError, StorageError
+from lib.fleet import memory
 from lib.fleet.budget import not_verified
 from lib.report.model import DbResult, could_not_check
 
@@ -277,6 +278,9 @@ def _settle(members: list[tuple[int, int]], targets, results: dict[int, DbResult
 
 
 def _failure(job: Job, status) -> str:
+    over = (job.meta or {}).get("memory")
+    if over:
+        return memory.over_ceiling_message(*over)
     text = ""
     try:
         latest = job.latest_result()

@@ -31,6 +31,7 @@ from lib.config.settings import load_settings
 from lib.errors import ConfigError
 from lib.crosscheck.binary import candidates
 from lib.crosscheck.run import CrossCheckOptions
+from lib.fleet import memory
 from lib.fleet import settings as fleet_settings
 from lib.fleet.tenants import tenant_of
 from lib.litestream.outcome import RestoreTarget
@@ -85,13 +86,28 @@ def verify_batch(payload: dict[str, Any]) -> list[DbResult]:
         context = _Context(base, os.environ)
     except Exception as exc:  # a config the worker cannot read: every target inconclusive, named
         return [done.get(i) or _internal({**base, **t}, exc) for i, t in enumerate(targets)]
-    for position, target in enumerate(targets):
-        if position in done:
-            continue
-        started.append(position)
+    ceiling = memory.ceiling_bytes(os.environ)  # jobs.worker refused a bad value at start-up
+    current: list[int] = []
+
+    def over_ceiling(rss: int) -> None:  # in the guard's thread, just before the horse exits
+        for position in current:
+            target = {**base, **targets[position]}
+            done[position] = DbResult(db=target.get("db", "?"), replica=target.get("replica", "?"), findings=[
+                could_not_check("memory", memory.over_ceiling_message(rss, ceiling) + "; not a verdict on the backup")])
+        if job is not None:
+            job.meta["memory"] = (rss, ceiling)
         _record(job, done, started)
-        done[position] = _verify_target(context, {**base, **target})
-        _record(job, done, started)
+
+    with memory.Guard(ceiling, over_ceiling):
+        for position, target in enumerate(targets):
+            if position in done:
+                continue
+            started.append(position)
+            current[:] = [position]
+            _record(job, done, started)
+            done[position] = _verify_target(context, {**base, **target})
+            current.clear()
+            _record(job, done, started)
     return [done[i] for i in range(len(targets))]
 
 
