@@ -8,6 +8,8 @@ ones arrive during its apply. An object streams chunk by chunk, and a failed bod
 the read (the caller's attempt is retried as a whole); when asked (``whole_max_bytes``),
 one no larger than that is read whole and re-read when its body fails or comes back
 short (:func:`fetch_whole`), which saves many small WAL segments a whole new attempt.
+Small objects (``SMALL_OBJECT_BYTES``) get a wider window on threads of their own: their
+GETs are mostly waiting for the bucket, so throughput is the number in flight per round trip.
 
 Every wait is sliced (``SIGNAL_POLL_SECONDS``), so a signal handler (SIGTERM raising
 ``Interrupted``) runs at once on the waiting thread; downloads run on daemon threads that
@@ -17,24 +19,25 @@ from __future__ import annotations
 
 import queue
 import random
-import threading
 import time
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FuturesTimeout
-from typing import BinaryIO, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import BinaryIO, Iterable, Iterator, Sequence, TypeVar
 
 from lib.errors import ObjectNotFound, StorageError, StorageUnavailable
 from lib.storage.base import ObjectInfo, ObjectStore
+# The sliced waits and daemon threads live in lib.storage.waits; re-exported for the callers that import them from here.
+from lib.storage.waits import (SIGNAL_POLL_SECONDS, Downloads, in_background, map_sliced, sliced_result,
+                               sliced_wait)
+
+__all__ = ["CHUNK_BYTES", "Downloads", "ObjectChanged", "PIPE_BYTES", "PREFETCH_OBJECTS", "Pipe", "Prefetcher",
+           "RETRY_ATTEMPTS", "SIGNAL_POLL_SECONDS", "SMALL_OBJECT_BYTES", "SMALL_WORKERS", "fetch_whole",
+           "in_background", "map_sliced", "sliced_result", "sliced_wait", "stream"]
 
 T = TypeVar("T")
-
-A = TypeVar("A")
 
 RETRY_ATTEMPTS = 4  # reads of one whole (small) object before giving up
 
 RETRY_BASE_DELAY = 0.2
-
-SIGNAL_POLL_SECONDS = 0.5  # how often a waiting thread looks up, to run signal handlers (every sliced wait)
 
 CHUNK_BYTES = 1 << 20  # bytes per read from the store; an object up to this size is read whole
 
@@ -43,6 +46,12 @@ PIPE_CHUNKS = 4  # chunks buffered per object
 PIPE_BYTES = PIPE_CHUNKS * CHUNK_BYTES  # the most one object holds in memory while it waits for its reader
 
 PREFETCH_OBJECTS = 4  # objects downloading at once by default (the one being read included)
+
+# An object up to this size costs a round trip more than a transfer: on a distant bucket a
+# window of a few such GETs leaves the connection idle, so they get a wider window of their own.
+SMALL_OBJECT_BYTES = 128 << 10
+
+SMALL_WORKERS = 32  # small objects downloading at once (each S3 client pools at least this many connections)
 
 
 class ObjectChanged(ObjectNotFound):
@@ -102,100 +111,6 @@ def _read_at_most(reader: BinaryIO, limit: int) -> bytes:
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
-
-
-# --------------------------------------------------------------------------- sliced waits
-
-
-def sliced_result(future: Future[T]) -> T:
-    """``future.result()``, waiting in short slices so that signal handlers run meanwhile."""
-    while True:
-        try:
-            return future.result(timeout=SIGNAL_POLL_SECONDS)
-        except FuturesTimeout:
-            if future.done():  # finished just now, or the call itself raised TimeoutError
-                return future.result()
-
-
-def sliced_wait(wait: Callable[[float], bool]) -> None:
-    """Call ``wait(timeout)`` (an ``Event.wait``, a join that says whether it ended) until it returns True."""
-    while not wait(SIGNAL_POLL_SECONDS):
-        pass
-
-
-def in_background(fn: Callable[..., T], *args, name: str = "background") -> Future[T]:
-    """Run ``fn(*args)`` on a daemon thread; wait for the returned Future with ``sliced_result``."""
-    future: Future[T] = Future()
-    threading.Thread(target=_run, args=(future, fn, args), name=name, daemon=True).start()
-    return future
-
-
-def map_sliced(fn: Callable[[A], T], items: Iterable[A], workers: int = 8) -> list[T]:
-    """``[fn(item) for item in items]``, ``workers`` at a time on daemon threads.
-
-    Waited for in short slices (signal handlers run meanwhile). When a call raises or a
-    signal stops the caller, calls not yet started are cancelled and running ones are not
-    waited for: ``fn`` must not write files.
-    """
-    pool = Downloads(max(1, workers))
-    futures = [pool.submit(fn, item) for item in items]
-    finished = False
-    try:
-        results = [sliced_result(future) for future in futures]
-        finished = True
-        return results
-    finally:
-        for future in futures:
-            future.cancel()
-        pool.shutdown(wait=finished)
-
-
-class Downloads:
-    """A minimal pool of daemon threads.
-
-    ``ThreadPoolExecutor`` would not do: its threads are joined on shutdown and again at
-    interpreter exit, so a download hanging on the server keeps an interrupted process
-    alive. These threads only download into memory; abandoned, they end with their
-    current request (bounded by the store's timeouts) and are never waited for.
-    """
-
-    def __init__(self, workers: int):
-        self._workers = workers
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-
-    def submit(self, fn: Callable[..., T], *args) -> Future[T]:
-        future: Future[T] = Future()
-        self._queue.put((future, fn, args))
-        if len(self._threads) < self._workers:
-            thread = threading.Thread(target=self._work, name=f"fetch_{len(self._threads)}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return future
-
-    def shutdown(self, wait: bool) -> None:
-        """Let every thread end once the queue is drained; ``wait`` joins them (all idle then)."""
-        for _ in self._threads:
-            self._queue.put(None)
-        if wait:
-            for thread in self._threads:
-                thread.join()
-
-    def _work(self) -> None:
-        while (task := self._queue.get()) is not None:
-            _run(*task)
-            task = None  # an idle thread keeps no downloaded body alive
-
-
-def _run(future: Future[T], fn: Callable[..., T], args: tuple) -> None:
-    if not future.set_running_or_notify_cancel():
-        return  # cancelled while queued
-    try:
-        result = fn(*args)
-    except BaseException as exc:
-        future.set_exception(exc)
-    else:
-        future.set_result(result)
 
 
 # --------------------------------------------------------------------------- streams
@@ -279,25 +194,34 @@ class Pipe:
 class Prefetcher:
     """Download ``infos`` in order, a bounded window ahead of the reader (see the module docstring).
 
-    At most ``ahead`` objects are downloading or waiting to be read, on ``workers``
-    threads (default ``ahead``), and no more than ``max_buffered_bytes`` of them, each
-    counted at most ``PIPE_BYTES`` (the object being read is always started). Objects up
-    to ``whole_max_bytes`` (at most ``CHUNK_BYTES``) are read whole, with retries. Take
-    the readers in order with :meth:`reader`; use it as a context manager.
+    At most ``ahead`` objects larger than ``SMALL_OBJECT_BYTES`` are downloading or waiting
+    to be read, on ``workers`` threads (default ``ahead``); besides them, up to twice
+    ``small_workers`` small objects, on ``small_workers`` threads of their own (None: small
+    objects share the big ones' window and threads). All of them hold no more than
+    ``max_buffered_bytes``, each counted at most ``PIPE_BYTES`` (the object being read is
+    always started). Objects up to ``whole_max_bytes`` (at most ``CHUNK_BYTES``) are read
+    whole, with retries. Take the readers in order with :meth:`reader`; use it as a context
+    manager.
     """
 
     def __init__(self, store: ObjectStore, infos: Sequence[ObjectInfo], ahead: int = PREFETCH_OBJECTS,
-                 workers: int | None = None, max_buffered_bytes: int | None = None, whole_max_bytes: int = 0):
+                 workers: int | None = None, max_buffered_bytes: int | None = None, whole_max_bytes: int = 0,
+                 small_workers: int | None = None):
         self._store = store
         self._infos = list(infos)
         self._ahead = max(1, ahead)
         self._budget = max_buffered_bytes
         self._whole_max = min(whole_max_bytes, CHUNK_BYTES)
         self._pool = Downloads(max(1, workers or self._ahead))
+        self._small_pool = Downloads(max(1, small_workers)) if small_workers is not None else None
+        self._small_ahead = 2 * max(1, small_workers or 0)
         self._futures: list[Future | None] = []
         self._pipes: list[Pipe | None] = []
         self._released = 0  # pipes before this index are forgotten (see _release_before)
         self._released_bytes = 0
+        # the window: objects started from _window_start on, big and small, and their bytes as the budget counts them
+        self._window_start = 0
+        self._big = self._small = self._counted = 0
         self.objects_read = 0
 
     def __enter__(self) -> "Prefetcher":
@@ -315,7 +239,9 @@ class Prefetcher:
             for future in live[1]:
                 if not future.cancelled():
                     sliced_result(future)
-        self._pool.shutdown(wait=exc_type is None)
+        for pool in (self._pool, self._small_pool):
+            if pool is not None:
+                pool.shutdown(wait=exc_type is None)
 
     @property
     def bytes_downloaded(self) -> int:
@@ -324,10 +250,9 @@ class Prefetcher:
     def reader(self, index: int) -> Pipe:
         """The reader for ``infos[index]`` (take them in order); starts the next downloads."""
         self._release_before(index)
+        self._advance(index)
         while len(self._pipes) < len(self._infos) and self._may_start(index, len(self._pipes)):
-            pipe = Pipe()
-            self._futures.append(self._pool.submit(self._download, self._infos[len(self._pipes)], pipe))
-            self._pipes.append(pipe)
+            self._start(self._infos[len(self._pipes)])
         self.objects_read = max(self.objects_read, index + 1)
         return self._pipes[index]
 
@@ -346,15 +271,36 @@ class Prefetcher:
             self._pipes[self._released] = self._futures[self._released] = None
             self._released += 1
 
+    def _is_small(self, info: ObjectInfo) -> bool:
+        return self._small_pool is not None and info.size <= SMALL_OBJECT_BYTES
+
+    def _count(self, info: ObjectInfo, sign: int) -> None:
+        if self._is_small(info):
+            self._small += sign
+        else:
+            self._big += sign
+        self._counted += sign * min(info.size, PIPE_BYTES)
+
+    def _advance(self, index: int) -> None:
+        """Take the objects before ``index`` (the reader is past them) out of the window."""
+        while self._window_start < min(index, len(self._pipes)):
+            self._count(self._infos[self._window_start], -1)
+            self._window_start += 1
+
     def _may_start(self, index: int, n: int) -> bool:
         if n <= index:
             return True
-        if n >= index + self._ahead:
+        info = self._infos[n]
+        if self._small >= self._small_ahead if self._is_small(info) else self._big >= self._ahead:
             return False
-        if self._budget is None:
-            return True
-        waiting = sum(min(info.size, PIPE_BYTES) for info in self._infos[index:n + 1])
-        return waiting <= self._budget
+        return self._budget is None or self._counted + min(info.size, PIPE_BYTES) <= self._budget
+
+    def _start(self, info: ObjectInfo) -> None:
+        pipe = Pipe()
+        pool = self._small_pool if self._is_small(info) else self._pool
+        self._futures.append(pool.submit(self._download, info, pipe))
+        self._pipes.append(pipe)
+        self._count(info, 1)
 
     def _download(self, info: ObjectInfo, pipe: Pipe) -> None:
         try:
@@ -382,19 +328,21 @@ class Prefetcher:
             raise ObjectChanged(info.key, f"read {count} bytes, the listing said {info.size}")
 
 
-def stream(store: ObjectStore, items: Iterable[T], workers: int = 8,
-           max_buffered_bytes: int = 64 << 20) -> Iterator[tuple[T, Pipe]]:
-    """Yield ``(item, reader)`` for each item in order, downloading up to ``2 * workers`` ahead.
+def stream(store: ObjectStore, items: Iterable[T], workers: int = 8, max_buffered_bytes: int = 64 << 20,
+           small_workers: int | None = SMALL_WORKERS) -> Iterator[tuple[T, Pipe]]:
+    """Yield ``(item, reader)`` for each item in order, downloading ahead of the reader.
 
-    An item is an ``ObjectInfo`` or anything with an ``info`` attribute holding one. Read
-    each reader before taking the next. Objects up to one chunk are read whole, with
-    retries. When the generator is closed early or an exception propagates, queued
-    downloads are cancelled and running ones are not waited for.
+    Up to ``2 * workers`` objects larger than ``SMALL_OBJECT_BYTES`` are in the window on
+    ``workers`` threads, and up to ``2 * small_workers`` small ones on threads of their own
+    (see :class:`Prefetcher`). An item is an ``ObjectInfo`` or anything with an ``info``
+    attribute holding one. Read each reader before taking the next. Objects up to one chunk
+    are read whole, with retries. When the generator is closed early or an exception
+    propagates, queued downloads are cancelled and running ones are not waited for.
     """
     items = list(items)
     infos = [item if isinstance(item, ObjectInfo) else item.info for item in items]
     with Prefetcher(store, infos, ahead=2 * workers, workers=workers, max_buffered_bytes=max_buffered_bytes,
-                    whole_max_bytes=CHUNK_BYTES) as fetch:
+                    whole_max_bytes=CHUNK_BYTES, small_workers=small_workers) as fetch:
         for index, item in enumerate(items):
             with fetch.reader(index) as reader:
                 yield item, reader

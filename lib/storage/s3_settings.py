@@ -19,7 +19,9 @@ class S3Settings:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_attempts: int = 5
-    max_pool_connections: int = 16
+    # At least a restore's download threads (lib.storage.pool: 8 + SMALL_WORKERS): urllib3 closes the extra
+    # connections of a full pool, so every later request would open a new one (a TLS handshake).
+    max_pool_connections: int = 64
     # SSE-C (Litestream's sse-customer-key): every GET must send the key, or S3 refuses it.
     sse_customer_algorithm: str | None = None
     sse_customer_key: bytes | None = None  # the 32 raw key bytes; botocore sends them base64 with the MD5
