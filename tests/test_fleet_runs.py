@@ -128,10 +128,8 @@ def test_archive_after_per_tenant_block_over_the_runs(fleet, tmp_path):  # noqa:
         for ltx in (root / rel).rglob("*.ltx"):
             os.utime(ltx, (old, old))
     settings = tmp_path / "restorable.yml"
-    settings.write_text(yaml.safe_dump({"dbs": {
-        "team-a/*.db": {"archive-after": "1d"},
-        "team-b/deep/gamma.db": {"archive-after": "off"},
-    }}))
+    settings.write_text('dbs:\n  "team-a/*.db": {archive-after: 1d}\n'
+                        '  team-b/deep/gamma.db: {archive-after: off}\n')  # YAML's bare off is false
     for flags in ((), ("--archive-after", "1s")):
         code, report = _verify(config, "--settings", settings, "--max-age", "1h", *flags)
         assert _statuses(report) == {"alpha.db": "ok", "team-a/beta.db": "warning",

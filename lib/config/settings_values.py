@@ -103,8 +103,9 @@ def _read_vault_keep(value: Any, key: str) -> str:
 
 
 def _read_archive_after(value: Any, key: str) -> float:
-    """A duration, or ``off`` (0: never archive these tenants, whatever the run's --archive-after)."""
-    if isinstance(value, str) and value.strip().lower() in ("off", "never"):
+    """A duration, or ``off`` (0: never archive these tenants, whatever the run's --archive-after).
+    YAML reads a bare ``off`` as false."""
+    if value is False or (isinstance(value, str) and value.strip().lower() in ("off", "never")):
         return 0.0
     return _read_duration(value, key)
 
