@@ -46,6 +46,15 @@ def test_help_imports_no_heavy_library(job):
     assert top_level(modules) & set(HEAVY) == set()
 
 
+def test_verify_help_loads_no_config_reader():
+    """`--help` parses no config: the YAML reader, the config sources and the scratch space
+    (which brings both restorers' planners) wait for a run."""
+    result, modules = imported_modules("-m", "jobs.verify", "--help")
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert modules & {"yaml", "lib.config.sources", "lib.config.litestream_yml", "lib.scratch"} == set()
+
+
 def test_v5_file_restore_imports_neither_numpy_nor_boto3_nor_sqlite_utils(v5_file_replica, tmp_path):
     out = tmp_path / "restored.db"
 

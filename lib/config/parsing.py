@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import yaml
-
 from lib.errors import ConfigError
 
 # Three boolean vocabularies, because three different readers define them:
@@ -64,6 +62,8 @@ def load_yaml(text: str, source: str, loader: type, purpose: str) -> Any:
     :param source: the file named in messages.
     :param purpose: what the file holds, for the nesting message ("a Litestream config").
     """
+    import yaml  # deferred: its callers' loaders import it anyway, and `--help` (which imports this module) never does
+
     try:
         return yaml.load(text, Loader=loader)
     except yaml.MarkedYAMLError as exc:
