@@ -225,6 +225,7 @@ def wait(conn: Redis, enqueued: Enqueued, targets: Sequence[tuple[DbConfig, Repl
                     "unreachable", f"Redis ({ENV_REDIS_URL}) became unreachable while waiting for the worker's "
                     f"result for {replica.describe()}: {type(exc).__name__}; not a verdict on the backup")])
         pending = {}
+    seen.update(_refetch(conn, list(pending)))  # what the horses recorded up to the deadline
     for jid, members in pending.items():  # the deadline passed
         _cancel(conn, jid)
         recorded, started = _recorded(seen.get(jid))
@@ -238,6 +239,13 @@ def wait(conn: Redis, enqueued: Enqueued, targets: Sequence[tuple[DbConfig, Repl
                 "(RESTORABLE_MAX_RUNTIME); are enough workers running (python -m jobs.worker)?")
             results[i] = DbResult(db=db.path, replica=replica.name, findings=[finding])
     return [results[i] for i in range(len(targets))]
+
+
+def _refetch(conn: Redis, jids: list[str]) -> dict[str, Job]:
+    try:
+        return {jid: job for jid, job in zip(jids, Job.fetch_many(jids, connection=conn)) if job is not None}
+    except RedisError:  # the last poll's copies will do
+        return {}
 
 
 def _recorded(job: Job | None) -> tuple[dict[int, DbResult], set[int]]:
