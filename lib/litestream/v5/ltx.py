@@ -29,6 +29,7 @@ import lz4.frame
 from lib.errors import CorruptObject
 from lib.litestream.sqlite import lock_pgno
 from lib.litestream.v5.header import _U32, CHECKSUM_FLAG, HEADER_SIZE, crc64, page_checksum, parse_header
+from lib.litestream.v5.index import PageIndexReader
 from lib.litestream.v5.stream import FrameLog, Stream
 
 PAGE_HEADER_SIZE = 6  # pgno u32, flags u16 (format version 3)
@@ -56,10 +57,6 @@ _U64 = struct.Struct(">Q")
 _TRAILER = struct.Struct(">QQ")
 
 _END_OF_PAGES = bytes(PAGE_HEADER_SIZE)
-
-_INDEX_CHUNK = 64 << 10  # page index bytes decoded at a time
-
-_MAX_UVARINT_BYTES = 10  # Go's binary.MaxVarintLen64
 
 CRC64_CHECK = 0xB90956C775A41001  # crc(b"123456789")
 
@@ -297,71 +294,14 @@ class LtxDecoder:
 
     def _read_index(self, frames: FrameLog) -> None:
         """Parse the page index and require it to describe exactly the frames read."""
-        length = self._check_index(frames)
+        index = PageIndexReader(self._stream, self.key, self._crc)
+        length = index.read(frames)
+        self._crc = index.crc
         raw = self._stream.read_exact(INDEX_SIZE_FIELD, "page index size")
         (stored,) = _U64.unpack(raw)
         if stored != length:
             raise self._fail(f"page index size field says {stored} bytes, the index has {length}")
         self._crc = crc64(raw, self._crc)
-
-    def _check_index(self, frames: FrameLog) -> int:
-        """Read the index (Go uvarints: pgno, offset, size per page, up to a 0 terminator),
-        comparing each entry with the frame read, in order; return the bytes it took.
-
-        The index is read in ``_INDEX_CHUNK`` pieces and each entry compared as it is
-        decoded: no copy of the index (a few MB at 1 GB) is held. The first entry that
-        differs is reported only once the whole index has decoded, so a broken varint still
-        reads as the structural problem it causes (as when the index was decoded first).
-        """
-        entries = len(frames)
-        mismatch: CorruptObject | None = None
-        limit = 3 * entries * _MAX_UVARINT_BYTES + 1  # the longest an index of that many entries can be
-        expected = frames.entries()
-        entry: list[int] = []
-        decoded = length = 0
-        value = shift = 0
-        while length < limit:
-            chunk = self._stream.peek(min(_INDEX_CHUNK, limit - length))
-            if not chunk:
-                break
-            for at, byte in enumerate(chunk):
-                value |= (byte & 0x7F) << shift
-                if byte & 0x80:
-                    shift += 7
-                    if shift >= 7 * _MAX_UVARINT_BYTES:
-                        raise self._fail(f"page index has an overlong varint at offset {self._stream.offset + at}")
-                    continue
-                if value == 0 and not entry:
-                    if mismatch is not None:
-                        raise mismatch
-                    if decoded < 3 * entries:
-                        raise self._fail(f"page index lists {decoded // 3} pages, the file has {entries}")
-                    self._crc = crc64(chunk[:at + 1], self._crc)
-                    self._stream.skip(at + 1)
-                    return length + at + 1
-                if value >> 64:
-                    raise self._fail(f"page index has an overlong varint at offset {self._stream.offset + at}")
-                entry.append(value)
-                decoded += 1
-                value = shift = 0
-                if decoded > 3 * entries:
-                    raise self._fail(f"page index lists more than the {entries} pages in the file")
-                if len(entry) == 3:
-                    mismatch = mismatch or self._entry_mismatch(decoded // 3, tuple(entry), next(expected))
-                    entry = []
-            self._crc = crc64(chunk, self._crc)
-            self._stream.skip(len(chunk))
-            length += len(chunk)
-        if length < limit:
-            raise self._fail(f"truncated after {self._stream.offset} bytes (in page index)")
-        raise self._fail(f"page index is not terminated within {length} bytes")
-
-    def _entry_mismatch(self, number: int, got: tuple[int, int, int],
-                        want: tuple[int, int, int]) -> CorruptObject | None:
-        if got == want:
-            return None
-        return self._fail(f"page index entry {number} (page {got[0]}, offset {got[1]}, size {got[2]}) "
-                          f"does not match the frame (page {want[0]}, offset {want[1]}, size {want[2]})")
 
     def _read_trailer(self) -> None:
         raw = self._stream.read_exact(TRAILER_SIZE, "trailer")

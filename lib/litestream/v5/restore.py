@@ -7,6 +7,7 @@ whose file is byte-identical to ``litestream restore`` (0.5.17) of the same targ
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from dataclasses import dataclass
@@ -15,11 +16,12 @@ from pathlib import Path
 from lib.errors import CorruptObject
 from lib.litestream.layout import FORMAT_V5
 from lib.litestream.outcome import DEFAULT_MAX_RESTORE_BYTES, RestoreOutcome, RestoreTarget, file_sha256
-from lib.litestream.pages import WRITE_RUN_PAGES, PageStage, create_private
+from lib.litestream.pages import STAGE_LIMIT_BYTES, WRITE_RUN_PAGES, PageStage, create_private
 from lib.litestream.sqlite import lock_pgno
 from lib.litestream.v5.layout import LtxFile, V5State, with_header_times
 from lib.litestream.v5.ltx import LtxDecoder, verify_file
 from lib.litestream.v5.plan import plan_v5
+from lib.litestream.v5.writeback import WriteBehind
 from lib.report.model import Finding, error
 from lib.storage.base import ObjectStore
 from lib.storage.pool import PREFETCH_OBJECTS, Prefetcher
@@ -40,13 +42,16 @@ class _PageWriter:
 
     Consecutive pages are gathered into runs of up to ``WRITE_RUN_PAGES`` and written
     with one ``pwritev``; scattered pages are staged and written in page order; writes
-    keep arrival order, so the last writer of a page wins. The bitmap holds one bit per
+    keep arrival order, so the last writer of a page wins. The writes run on a thread of
+    their own (:class:`WriteBehind`), overlapping the decoding of the next pages; a write's
+    error is raised by a later call, at the latest by :meth:`finish`. The bitmap holds one bit per
     page written (32 MiB per TiB of 4 KiB pages), grown as pages arrive; the lock page is
     never written and stays a hole of zeros.
     """
 
     def __init__(self, path: Path):
         self.fd = create_private(path)
+        self._writes = WriteBehind()
         self._stage = PageStage()
         self._bitmap = bytearray()
         self._run: list[bytes] = []
@@ -76,18 +81,24 @@ class _PageWriter:
         """A long run goes straight to disk; short runs (scattered pages of L0 files) are
         staged and written later in page order, ~4x cheaper than random 4 KiB writes."""
         if len(self._run) >= STAGE_MIN_RUN:
-            self._stage.write(self.fd)
-            os.pwritev(self.fd, self._run, (self._run_start - 1) * self.page_size)
+            self._write_stage()
+            run, offset = self._run, (self._run_start - 1) * self.page_size
+            self._writes.submit(lambda: _pwritev_all(self.fd, run, offset), len(run) * self.page_size)
         else:
             for i, page in enumerate(self._run):
                 self._stage.put(self._run_start + i, page)
             if self._stage.is_full():
-                self._stage.write(self.fd)
+                self._write_stage()
         self._run = []
+
+    def _write_stage(self) -> None:
+        """Hand the staged pages to the writer thread and stage anew."""
+        stage, self._stage = self._stage, PageStage(self.page_size)
+        self._writes.submit(lambda: stage.write(self.fd), STAGE_LIMIT_BYTES)
 
     def flush(self) -> None:
         self._end_run()
-        self._stage.write(self.fd)
+        self._write_stage()
 
     def _mark_range(self, start: int, count: int) -> None:
         """Set the bits of pages ``start`` .. ``start + count - 1``: whole bytes at once."""
@@ -137,10 +148,23 @@ class _PageWriter:
         """Write what is gathered and cut the file to the final commit: pages above it
         are gone (VACUUM, shrink)."""
         self.flush()
+        self._writes.drain()
         os.ftruncate(self.fd, commit * self.page_size)
 
     def close(self) -> None:
-        os.close(self.fd)
+        """Stop the writer thread (a write under way ends first), then close the file."""
+        try:
+            self._writes.close()
+        finally:
+            os.close(self.fd)
+
+
+def _pwritev_all(fd: int, pages: list[bytes], offset: int) -> None:
+    """``pwritev`` that treats a short write as the error it is (a hole would read as zeros)."""
+    written = os.pwritev(fd, pages, offset)
+    expected = sum(map(len, pages))
+    if written != expected:
+        raise OSError(errno.EIO, f"short write: {written} of {expected} bytes at offset {offset}")
 
 
 @dataclass

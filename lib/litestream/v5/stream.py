@@ -99,8 +99,39 @@ class FrameLog:
     def __len__(self) -> int:
         return len(self._pgnos)
 
+    def encoded(self, batch: int) -> Iterator[tuple[int, bytes]]:
+        """The page index Litestream writes for these frames (Go uvarints of pgno, offset,
+        size per frame; the 0 terminator not included), ``batch`` entries a piece:
+        ``(entries, bytes)``."""
+        offset = self._first_offset
+        for at in range(0, len(self._pgnos), batch):
+            parts: list[bytes] = []
+            for pgno, size in zip(self._pgnos[at:at + batch], self._sizes[at:at + batch]):
+                parts += (uvarint(pgno), uvarint(offset), uvarint(size))
+                offset += size
+            yield len(parts) // 3, b"".join(parts)
+
     def entries(self) -> Iterator[tuple[int, int, int]]:
         offset = self._first_offset
         for pgno, size in zip(self._pgnos, self._sizes):
             yield pgno, offset, size
             offset += size
+
+
+_ONE_BYTE = [bytes((v,)) for v in range(0x80)]
+
+
+def uvarint(value: int) -> bytes:
+    """Go's ``binary.AppendUvarint`` of a non-negative integer: 7 bits a byte, low first."""
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    if value < 1 << 14:
+        return bytes((value & 0x7F | 0x80, value >> 7))
+    if value < 1 << 21:
+        return bytes((value & 0x7F | 0x80, value >> 7 & 0x7F | 0x80, value >> 14))
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)

@@ -1,0 +1,92 @@
+"""Page writes done on a thread of their own, in order, while the caller decodes the next pages.
+
+``pwritev`` into the page cache releases the GIL, so on a second core the copies of a
+restore's pages into the output file overlap the decoding (LZ4, checksums) of the next
+ones instead of following it. :class:`WriteBehind` runs the writes it is given one after
+another, in the order given (so the last write of a page wins, as when written inline),
+holding at most ``limit`` bytes of pages queued.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Callable
+
+WRITE_AHEAD_BYTES = 4 << 20  # pages queued for the writer at most (RSS: +4 MiB, and a staged batch)
+
+POLL_SECONDS = 0.5  # waits are sliced so that a signal handler runs on the waiting thread
+
+
+class WriteBehind:
+    """One daemon thread running queued writes in order.
+
+    :meth:`submit` queues ``fn()`` weighing ``size`` bytes, waiting (in slices, so SIGTERM
+    still interrupts) while more than ``limit`` bytes are queued. The first error a write
+    raises stops the thread and is raised again by the next :meth:`submit` or by
+    :meth:`drain`. :meth:`close` must be called before the file's descriptor is closed:
+    it drops what is queued and waits for the write under way, so no write ever reaches a
+    descriptor number that has been closed (and perhaps reused).
+    """
+
+    def __init__(self, limit: int = WRITE_AHEAD_BYTES):
+        self._limit = limit
+        self._jobs: collections.deque[tuple[Callable[[], object], int]] = collections.deque()
+        self._queued = 0
+        self._error: BaseException | None = None
+        self._closed = False
+        self._busy = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._work, name="page_writes", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], object], size: int) -> None:
+        with self._cond:
+            while self._queued > self._limit and self._error is None:
+                self._cond.wait(POLL_SECONDS)
+            self._raise_error()
+            self._jobs.append((fn, size))
+            self._queued += size
+            self._cond.notify_all()
+
+    def drain(self) -> None:
+        """Wait until every queued write is done; raise the first error one met."""
+        with self._cond:
+            while (self._jobs or self._busy) and self._error is None:
+                self._cond.wait(POLL_SECONDS)
+            self._raise_error()
+
+    def close(self) -> None:
+        """Stop: queued writes are dropped, the one under way is waited for."""
+        with self._cond:
+            self._closed = True
+            self._jobs.clear()
+            self._cond.notify_all()
+        while self._thread.is_alive():
+            self._thread.join(POLL_SECONDS)
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closed:
+                    self._cond.wait()
+                if self._closed or self._error is not None:
+                    return
+                fn, size = self._jobs.popleft()
+                self._busy = True
+            try:
+                fn()
+            except BaseException as exc:  # handed to the submitting thread
+                error: BaseException | None = exc
+            else:
+                error = None
+            with self._cond:
+                self._busy = False
+                self._queued -= size
+                self._error = self._error or error
+                self._cond.notify_all()
+                if error is not None:
+                    return
