@@ -54,6 +54,8 @@ def parse_args(argv):
     parser.add_argument("--timeout", type=float, default=7200, help="seconds one measured run may take")
     parser.add_argument("--json", type=Path, help="also write the measurements to this file")
     parser.add_argument("--modes", default=",".join(MODES), help=f"runs to measure, of {', '.join(MODES)}")
+    parser.add_argument("--direct", action="store_true", help="talk to the S3 server without the counting proxy "
+                        "(no request counts; the proxy is a Python process on the same cores)")
     parser.add_argument("--shard", metavar="I/N", help="verify only this shard of the tenants (quicker iterations)")
     return parser.parse_args(argv)
 
@@ -139,7 +141,8 @@ def main(argv=None) -> int:
         with FaultProxy(server.endpoint) as proxy:
             config = cache / "verify.yml"
             config.write_text(yaml.safe_dump({"dbs": [{"dir": str(data), "pattern": "*.db", "recursive": True,
-                                                       "replica": replica(proxy.endpoint)}]}))
+                                                       "replica": replica(server.endpoint if args.direct
+                                                                          else proxy.endpoint)}]}))
             verify = [sys.executable, "-m", "jobs.verify", "--config", config, "--json", "--max-age", "3650d",
                       "--max-runtime", f"{int(args.timeout)}s", *(["--shard", args.shard] if args.shard else [])]
             env = harness.base_env({"RESTORABLE_HISTORY": "off", "LOG_LEVEL": "warning"})
