@@ -16,6 +16,7 @@ LZ4F decoder judges it.
 from __future__ import annotations
 
 import ctypes
+import queue
 import struct
 import threading
 from dataclasses import dataclass
@@ -112,23 +113,24 @@ def _ring(size: int, count: int) -> _Ring:
 
 
 def decompress_views(key: str, chunks: Iterator[bytes], layout: FrameLayout, limit: int,
-                     ring: int = 1) -> Iterator[memoryview]:
+                     ring: int = 1, hash_aside: bool = False) -> Iterator[memoryview]:
     """Decompress one frame (``chunks`` start with its header) whose ``layout`` is known; yield each block.
 
-    A yielded view is valid until ``ring - 1`` more have been yielded: its buffer is then
-    reused (the caller copies what it keeps longer). Raises CorruptObject, with the
-    messages of ``lib.litestream.lz4.decompress_chunks``, when a block does not decode or
-    exceeds the frame's block size, the content checksum fails, the frame ends early,
-    bytes follow it, or it inflates past ``limit`` bytes.
+    A yielded view is valid until the caller asks for the ``ring``-th piece after it: its
+    buffer is then reused (the caller copies what it keeps longer). With ``hash_aside``
+    (and ``ring`` >= 2) the content checksum of big blocks is computed on a thread of its
+    own while the caller works on the block. Raises CorruptObject, with the messages of
+    ``lib.litestream.lz4.decompress_chunks``, when a block does not decode or exceeds the
+    frame's block size, the content checksum fails, the frame ends early, bytes follow it,
+    or it inflates past ``limit`` bytes.
     """
     out = _ring(layout.block_max, ring)
     source = _Source(chunks)
     if not source.fill(HEADER_SIZE):
         raise _truncated(key)
     source.skip(HEADER_SIZE)
-    state = _xxh32_create()
+    content = _ContentHash(hash_aside and ring >= 2) if layout.content_checksum else None
     try:
-        _xxh32_reset(state, 0)
         produced = 0
         while True:
             size = source.u32()
@@ -137,23 +139,96 @@ def decompress_views(key: str, chunks: Iterator[bytes], layout: FrameLayout, lim
             if size == 0:
                 break
             buf, address = out.take()
+            if content is not None:
+                content.before_reuse(address)
             n = _block(key, source, size, layout.block_max, buf, address)
             produced += n
             if produced > limit:
                 raise CorruptObject(key, f"decompresses to more than {limit} bytes, beyond what its headers allow")
-            if layout.content_checksum:
-                _xxh32_update(state, address, n)
+            if content is not None:
+                content.add(address, n)
             yield memoryview(buf)[:n]
-        if layout.content_checksum:
+        if content is not None:
             stored = source.u32()
             if stored is None:
                 raise _truncated(key)
-            if stored != _xxh32_digest(state):
+            if stored != content.digest():
                 raise CorruptObject(key, "invalid LZ4 data (content checksum mismatch)")
     finally:
-        _xxh32_free(state)
+        if content is not None:
+            content.free()
     if source.has_more():
         raise CorruptObject(key, "extra bytes after the end of the LZ4 frame")
+
+
+class _ContentHash:
+    """The XXH32 of a frame's content, block by block in order: inline, or for blocks of at
+    least ``ASIDE_MIN_BYTES`` (when ``aside``) on the hash thread, which keeps the order."""
+
+    ASIDE_MIN_BYTES = 256 << 10  # below this a thread handoff costs about what hashing does
+
+    def __init__(self, aside: bool):
+        self.state = _xxh32_create()
+        _xxh32_reset(self.state, 0)
+        self.aside = aside
+        self.pending: dict[int, threading.Event] = {}  # buffer address -> its hash is done
+
+    def add(self, address: int, n: int) -> None:
+        if self.aside and n >= self.ASIDE_MIN_BYTES:
+            self.pending[address] = _hash_thread().submit(self.state, address, n)
+        else:
+            self.settle()
+            _xxh32_update(self.state, address, n)
+
+    def before_reuse(self, address: int) -> None:
+        """Wait until the buffer at ``address`` is hashed (it is about to be overwritten)."""
+        done = self.pending.pop(address, None)
+        if done is not None:
+            done.wait()
+
+    def settle(self) -> None:
+        for done in self.pending.values():
+            done.wait()
+        self.pending.clear()
+
+    def digest(self) -> int:
+        self.settle()
+        return _xxh32_digest(self.state)
+
+    def free(self) -> None:
+        self.settle()  # the hash thread may still use the state and the buffers
+        _xxh32_free(self.state)
+
+
+class _HashThread:
+    """One daemon thread running XXH32 updates in the order they are submitted."""
+
+    def __init__(self):
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="lz4-hash", daemon=True).start()
+
+    def submit(self, state: int, address: int, n: int) -> threading.Event:
+        done = threading.Event()
+        self._tasks.put((state, address, n, done))
+        return done
+
+    def _run(self) -> None:
+        while True:
+            state, address, n, done = self._tasks.get()
+            _xxh32_update(state, address, n)
+            done.set()
+
+
+_hash_lock = threading.Lock()
+_hasher: _HashThread | None = None
+
+
+def _hash_thread() -> _HashThread:
+    global _hasher
+    with _hash_lock:
+        if _hasher is None:
+            _hasher = _HashThread()
+        return _hasher
 
 
 def _block(key: str, source: _Source, size: int, block_max: int, buf: bytearray, address: int) -> int:

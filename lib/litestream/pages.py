@@ -37,7 +37,8 @@ class PageStage:
     """Scattered pages waiting to be written: the last version staged of a page wins.
 
     The owner decides when to write (:meth:`is_full` says when it holds
-    ``STAGE_LIMIT_BYTES``); :meth:`write` puts every staged page at its offset in page order.
+    ``STAGE_LIMIT_BYTES``); :meth:`write` puts every staged page at its offset in page order,
+    :meth:`write_oldest` only the pages staged least recently.
     """
 
     def __init__(self, page_size: int = 0):
@@ -45,6 +46,7 @@ class PageStage:
         self._pages: dict[int, bytes] = {}
 
     def put(self, pgno: int, page: bytes) -> None:
+        self._pages.pop(pgno, None)  # a page staged again moves to the end: the dict is in recency order
         self._pages[pgno] = page
 
     def get(self, pgno: int) -> bytes | None:
@@ -62,6 +64,26 @@ class PageStage:
         """Write everything staged, in page order, and forget it."""
         write_sorted(fd, self._pages, self.page_size)
         self._pages = {}
+
+    def write_oldest(self, fd: int, count: int) -> None:
+        """Write the ``count`` pages staged least recently, in page order, and forget them.
+
+        The pages staged recently (a b-tree's inner pages, the leaf being filled) are the
+        likeliest to be staged again: kept, they are written once instead of once per
+        flush. Every staged page is the newest version of its page, so writing some of
+        them earlier than others leaves the same file in the end.
+        """
+        oldest = {}
+        for pgno in self._pages:
+            if len(oldest) >= count:
+                break
+            oldest[pgno] = self._pages[pgno]
+        for pgno in oldest:
+            del self._pages[pgno]
+        write_sorted(fd, oldest, self.page_size)
+
+    def __len__(self) -> int:
+        return len(self._pages)
 
     def clear(self) -> None:
         self._pages = {}

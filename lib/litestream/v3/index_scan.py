@@ -87,7 +87,9 @@ class IndexScan:
         self.short = False
         limit = min(max(seg.info.size * LZ4_MAX_RATIO, 1 << 20), self.replay.max_bytes)
         try:
-            for piece in lz4stream.decompress_pieces(key, age.plain_chunks(key, chunks, self.replay.age_keys), limit):
+            plain = age.plain_chunks(key, chunks, self.replay.age_keys)
+            # a piece is done with when the next is asked for: two buffers let one be hashed meanwhile
+            for piece in lz4stream.decompress_pieces(key, plain, limit, ring=2, hash_aside=True):
                 self.length += len(piece)
                 self._feed(piece)
         except CorruptObject as exc:
