@@ -118,8 +118,8 @@ def decompress_views(key: str, chunks: Iterator[bytes], layout: FrameLayout, lim
 
     A yielded view is valid until the caller asks for the ``ring``-th piece after it: its
     buffer is then reused (the caller copies what it keeps longer). With ``hash_aside``
-    (and ``ring`` >= 2) the content checksum of big blocks is computed on a thread of its
-    own while the caller works on the block. Raises CorruptObject, with the messages of
+    the content checksum of big blocks is computed on a thread of its own while the
+    caller works on the block. Raises CorruptObject, with the messages of
     ``lib.litestream.lz4.decompress_chunks``, when a block does not decode or exceeds the
     frame's block size, the content checksum fails, the frame ends early, bytes follow it,
     or it inflates past ``limit`` bytes.
@@ -129,7 +129,7 @@ def decompress_views(key: str, chunks: Iterator[bytes], layout: FrameLayout, lim
     if not source.fill(HEADER_SIZE):
         raise _truncated(key)
     source.skip(HEADER_SIZE)
-    content = _ContentHash(hash_aside and ring >= 2) if layout.content_checksum else None
+    content = _ContentHash(hash_aside) if layout.content_checksum else None
     try:
         produced = 0
         while True:

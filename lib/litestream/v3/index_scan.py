@@ -88,8 +88,8 @@ class IndexScan:
         limit = min(max(seg.info.size * LZ4_MAX_RATIO, 1 << 20), self.replay.max_bytes)
         try:
             plain = age.plain_chunks(key, chunks, self.replay.age_keys)
-            # a piece is done with when the next is asked for: two buffers let one be hashed meanwhile
-            for piece in lz4stream.decompress_pieces(key, plain, limit, ring=2, hash_aside=True):
+            # a piece is done with when the next is asked for (one buffer); it is hashed meanwhile
+            for piece in lz4stream.decompress_pieces(key, plain, limit, hash_aside=True):
                 self.length += len(piece)
                 self._feed(piece)
         except CorruptObject as exc:

@@ -79,7 +79,7 @@ def _stream_into(store: ObjectStore, snapshot: Snapshot, out, limit: int, on_hea
         # object, so a replacement by Litestream can't look damaged (and verify.py re-lists
         # before believing the finding); a replaced, sound one is caught by its size below.
         plain = age.plain_chunks(key, iter(counted), age.keys_of(store))
-        for piece in lz4stream.decompress_pieces(key, plain, limit, ring=_Writer.AHEAD + 2, hash_aside=True):
+        for piece in lz4stream.decompress_pieces(key, plain, limit, ring=_Writer.BEHIND + 1, hash_aside=True):
             if cancelled is not None and cancelled.is_set():
                 raise _Cancelled()
             if page_size == 0 and len(head) < sqlite.HEADER_SIZE:
@@ -271,16 +271,20 @@ class Output:
 
 
 class _Writer:
-    """Writes the snapshot's pieces to ``out`` on a thread of its own, at most ``AHEAD``
-    pieces behind the caller, so the next block decompresses while one is written (both
-    release the GIL). A piece must stay valid until ``AHEAD + 1`` more have been handed over.
+    """Writes the snapshot's pieces to ``out`` on a thread of its own, so the next block
+    decompresses while one is written (both release the GIL).
+
+    ``write`` returns once at most ``BEHIND`` pieces (this one included) are unwritten: a
+    piece from a ring of ``BEHIND + 1`` reused buffers is written before its buffer is
+    decoded into again.
     """
 
-    AHEAD = 1
+    BEHIND = 1
 
     def __init__(self, out):
         self._out = out
-        self._queue: queue.Queue = queue.Queue(maxsize=self.AHEAD)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._unwritten = threading.Semaphore(self.BEHIND)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="snapshot-write", daemon=True)
         self._thread.start()
@@ -292,9 +296,12 @@ class _Writer:
                     self._out.write(piece)
                 except BaseException as exc:  # raised on the caller's thread
                     self._error = exc
+            self._unwritten.release()
 
     def write(self, piece) -> None:
+        self._unwritten.acquire()
         if self._error is not None:
+            self._unwritten.release()
             raise self._error
         self._queue.put(piece)
 
