@@ -9,8 +9,10 @@ from email.utils import parsedate_to_datetime
 from typing import BinaryIO, Iterable, Sequence
 
 import boto3.session
+import botocore.session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError, NoCredentialsError
+from botocore.utils import parse_timestamp
 
 from lib.errors import ObjectNotFound, StorageUnavailable
 from lib.storage.base import DELETE_BATCH_LIMIT, DeleteFailure, ObjectInfo
@@ -64,7 +66,7 @@ def _new_s3_client(settings: S3Settings):
     )
     global _SESSION
     if _SESSION is None:
-        _SESSION = boto3.session.Session()
+        _SESSION = _new_session()
     endpoint = settings.endpoint
     if endpoint and "://" not in endpoint:
         endpoint = "https://" + endpoint
@@ -84,6 +86,33 @@ def warm_up() -> None:
     """
     _new_s3_client(S3Settings(bucket="", endpoint="http://127.0.0.1:1", region="us-east-1",
                               access_key_id="warm-up", secret_access_key="warm-up"))
+
+
+def _new_session() -> boto3.session.Session:
+    """boto3's session over a botocore session whose responses parse S3's timestamps with the
+    standard library (:func:`parse_s3_timestamp`)."""
+    core = botocore.session.get_session()
+    core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=parse_s3_timestamp)
+    return boto3.session.Session(botocore_session=core)
+
+
+def parse_s3_timestamp(value) -> datetime:
+    """A response timestamp as a UTC datetime, as botocore's own parser gives it.
+
+    S3 sends two forms: ISO 8601 in XML bodies (a listing's ``LastModified``) and the HTTP
+    date in headers (every GET's ``Last-Modified``). botocore hands both to dateutil's
+    general parser, 30-40 us each, once per GET and once per listed object; the standard
+    library reads them in 0.1-2.5 us. Anything else goes to botocore's parser.
+    """
+    if isinstance(value, str):
+        try:
+            if value.endswith("Z") and "T" in value:
+                return datetime.fromisoformat(value)
+            if value.endswith(" GMT"):
+                return parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            pass
+    return parse_timestamp(value)
 
 
 _READ_ALL_CHUNK = 1 << 20
