@@ -50,6 +50,8 @@ BLOCK_PAGE_HEADER_SIZE = _BLOCK_PAGE_HEADER.size
 
 MAX_RUN_PAGES = 256  # pages per run yielded by LtxDecoder.runs
 
+_BATCH_BYTES = 1 << 20  # stored bytes decoded by one batch at most
+
 _decompress = lz4.block.decompress
 
 _U64 = struct.Struct(">Q")
@@ -156,7 +158,7 @@ class LtxDecoder:
         track = h.has_checksums and snapshot
         bound = lz4_block_bound(page_size)
         buf, begin = self._stream.window()
-        end = len(buf)
+        end = min(len(buf), begin + _BATCH_BYTES)  # bounds the pages held by one batch
         pos, prev, rolling = begin, self._prev, 0
         hashed: list[bytes] = []
         pgnos: list[int] = []

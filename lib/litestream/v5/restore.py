@@ -21,13 +21,15 @@ from lib.litestream.sqlite import lock_pgno
 from lib.litestream.v5.layout import LtxFile, V5State, with_header_times
 from lib.litestream.v5.ltx import LtxDecoder, verify_file
 from lib.litestream.v5.plan import plan_v5
-from lib.litestream.v5.writeback import WriteBehind
+from lib.litestream.v5.writeback import WriteBehind, start_writeback
 from lib.report.model import Finding, error
 from lib.storage.base import ObjectStore
 from lib.storage.pool import PREFETCH_OBJECTS, Prefetcher
 
 log = logging.getLogger(__name__)
 
+
+WRITEBACK_BYTES = 32 << 20  # the kernel is asked to start writing pages out after each this many
 
 STAGE_MIN_RUN = 64  # shorter runs of consecutive pages are staged and written sorted
 
@@ -52,6 +54,7 @@ class _PageWriter:
     def __init__(self, path: Path):
         self.fd = create_private(path)
         self._writes = WriteBehind()
+        self._unsynced = 0  # bytes queued since the last writeback was started
         self._stage = PageStage()
         self._bitmap = bytearray()
         self._run: list[bytes] = []
@@ -83,7 +86,7 @@ class _PageWriter:
         if len(self._run) >= STAGE_MIN_RUN:
             self._write_stage()
             run, offset = self._run, (self._run_start - 1) * self.page_size
-            self._writes.submit(lambda: _pwritev_all(self.fd, run, offset), len(run) * self.page_size)
+            self._submit(lambda: _pwritev_all(self.fd, run, offset), len(run) * self.page_size)
         else:
             for i, page in enumerate(self._run):
                 self._stage.put(self._run_start + i, page)
@@ -94,7 +97,15 @@ class _PageWriter:
     def _write_stage(self) -> None:
         """Hand the staged pages to the writer thread and stage anew."""
         stage, self._stage = self._stage, PageStage(self.page_size)
-        self._writes.submit(lambda: stage.write(self.fd), STAGE_LIMIT_BYTES)
+        self._submit(lambda: stage.write(self.fd), STAGE_LIMIT_BYTES)
+
+    def _submit(self, write, size: int) -> None:
+        """Queue a write; after every ``WRITEBACK_BYTES`` queued, the start of their writeback."""
+        self._writes.submit(write, size)
+        self._unsynced += size
+        if self._unsynced >= WRITEBACK_BYTES:
+            self._unsynced = 0
+            self._writes.submit(lambda: start_writeback(self.fd), 0)
 
     def flush(self) -> None:
         self._end_run()
