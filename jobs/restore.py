@@ -17,7 +17,6 @@ from lib.litestream.discover import discover
 from lib.litestream.pages import publish
 from lib.litestream.outcome import RestoreTarget
 from lib.report.logs import setup_logging
-from lib.vault.restore import restore_to as vault_restore_to
 from lib.verify import LISTING_ATTEMPTS, restore_state
 
 
@@ -116,6 +115,9 @@ def restore_from_vault(db, args, out: Path, environ: Mapping[str, str]) -> int:
     if args.timestamp or args.generation or args.txid:
         raise ConfigError("--from-vault restores a kept copy; it takes no --timestamp, --generation or --txid")
     try:
+        # Deferred: the vault (its store, manifests and cross-check) is ~0.03 s of imports a replica restore never needs.
+        from lib.vault.restore import restore_to as vault_restore_to
+
         entry = vault_restore_to(db, args.from_vault, out, environ)
     except CorruptObject as exc:
         cli.say(f"restorable: error: [vault] the vault copy is damaged: {exc}; nothing written to {out}", environ)

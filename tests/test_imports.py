@@ -75,6 +75,13 @@ def test_v3_file_restore_imports_neither_boto3_nor_sqlite_utils(v3_file_replica,
     assert top_level(modules) & {"boto3", "botocore", "sqlite_utils"} == set()
 
 
+def test_a_replica_restore_imports_no_vault(v5_file_replica, tmp_path):
+    result, modules = imported_modules("-m", "jobs.restore", v5_file_replica.url(), "-o", str(tmp_path / "r.db"))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {m for m in modules if m.startswith("lib.vault")} == set()  # --from-vault only
+
+
 def test_restore_with_check_imports_no_storage_library(v5_file_replica, tmp_path):
     # --check is PRAGMA integrity_check alone: no row counts (sqlite-utils, which imports numpy), no cloud library
     result, modules = imported_modules("-m", "jobs.restore", v5_file_replica.url(), "-o", str(tmp_path / "r.db"),
