@@ -18,7 +18,7 @@ __all__ = ["MID_TRANSACTION", "Replay", "WAL_PREFETCH_BYTES", "is_older_counter"
 
 # Compressed WAL downloaded ahead of the replay: it runs while the snapshot streams, so
 # this, the staged pages and the snapshot's buffers are what a restore holds in memory.
-WAL_PREFETCH_BYTES = 8 << 20
+WAL_PREFETCH_BYTES = 4 << 20
 
 
 class Replay:
