@@ -1,9 +1,10 @@
 """The v0.3 snapshot, streamed into the scratch file, and the file the WAL is replayed into.
 
-``SnapshotStream`` downloads, decompresses and writes the snapshot on its own thread, so
-the WAL segments are downloaded, decoded and validated meanwhile on the caller's thread
-(both mostly run C code that releases the GIL: two cores overlap them). ``Output`` stages
-the replayed pages and writes nothing until the snapshot is complete.
+``SnapshotStream`` downloads and decompresses the snapshot on its own thread and writes it
+on another (``_Writer``), so the WAL segments are downloaded, decoded and validated
+meanwhile on the caller's thread (all of them mostly run C code that releases the GIL: two
+cores overlap them). ``Output`` stages the replayed pages and writes nothing until the
+snapshot is complete.
 """
 from __future__ import annotations
 
