@@ -27,26 +27,41 @@ import lz4.frame._frame as _frame_ext
 
 from lib.errors import CorruptObject
 
-_LZ4 = ctypes.CDLL(_block_ext.__file__)
-_decompress_safe = _LZ4.LZ4_decompress_safe
-_decompress_safe.restype = ctypes.c_int
-_decompress_safe.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+# Two bindings of each function: ctypes.CDLL releases the GIL around a call, PyDLL keeps it.
+# Releasing it lets other threads run meanwhile, but getting it back can take a whole
+# switch interval (5 ms) while download threads are busy: worth it for a block of
+# megabytes, ruinous for the ~4 KiB segments of a replica synced every second (a third
+# of a millisecond per call, measured). Calls on less than ``GIL_FREE_BYTES`` keep it.
+GIL_FREE_BYTES = 256 << 10
 
-_XXH = ctypes.CDLL(_frame_ext.__file__)
-_xxh32 = _XXH.XXH32
-_xxh32.restype = ctypes.c_uint
-_xxh32.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint]
-_xxh32_create = _XXH.XXH32_createState
-_xxh32_create.restype = ctypes.c_void_p
-_xxh32_free = _XXH.XXH32_freeState
-_xxh32_free.argtypes = [ctypes.c_void_p]
-_xxh32_reset = _XXH.XXH32_reset
-_xxh32_reset.argtypes = [ctypes.c_void_p, ctypes.c_uint]
-_xxh32_update = _XXH.XXH32_update
-_xxh32_update.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
-_xxh32_digest = _XXH.XXH32_digest
-_xxh32_digest.restype = ctypes.c_uint
-_xxh32_digest.argtypes = [ctypes.c_void_p]
+
+def _bind(library, name: str, restype, argtypes):
+    function = getattr(library, name)
+    function.restype, function.argtypes = restype, argtypes
+    return function
+
+
+_VOID, _SIZE, _UINT, _INT = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int
+_decompress_free, _decompress_held = (
+    _bind(lib(_block_ext.__file__), "LZ4_decompress_safe", _INT, [_VOID, _VOID, _INT, _INT])
+    for lib in (ctypes.CDLL, ctypes.PyDLL))
+_xxh32_update_free, _xxh32_update_held = (
+    _bind(lib(_frame_ext.__file__), "XXH32_update", _INT, [_VOID, _VOID, _SIZE]) for lib in (ctypes.CDLL, ctypes.PyDLL))
+_XXH_HELD = ctypes.PyDLL(_frame_ext.__file__)
+_xxh32 = _bind(_XXH_HELD, "XXH32", _UINT, [_VOID, _SIZE, _UINT])
+_xxh32_create = _bind(_XXH_HELD, "XXH32_createState", _VOID, [])
+_xxh32_free = _bind(_XXH_HELD, "XXH32_freeState", _INT, [_VOID])
+_xxh32_reset = _bind(_XXH_HELD, "XXH32_reset", _INT, [_VOID, _UINT])
+_xxh32_digest = _bind(_XXH_HELD, "XXH32_digest", _UINT, [_VOID])
+
+
+def _xxh32_update(state: int, address: int, n: int) -> None:
+    (_xxh32_update_free if n >= GIL_FREE_BYTES else _xxh32_update_held)(state, address, n)
+
+
+def _decompress_safe(source: int, dest: int, size: int, capacity: int) -> int:
+    return (_decompress_free if size >= GIL_FREE_BYTES // 4 else _decompress_held)(source, dest, size, capacity)
+
 
 MAGIC = b"\x04\x22\x4d\x18"
 
