@@ -28,7 +28,7 @@ import lz4.frame
 
 from lib.errors import CorruptObject
 from lib.litestream.sqlite import lock_pgno
-from lib.litestream.v5.header import _U32, CHECKSUM_FLAG, HEADER_SIZE, crc64, page_checksum, parse_header
+from lib.litestream.v5.header import _U32, CHECKSUM_FLAG, CRC64, HEADER_SIZE, crc64, page_checksum, parse_header
 from lib.litestream.v5.index import PageIndexReader
 from lib.litestream.v5.stream import FrameLog, Stream
 
@@ -53,6 +53,8 @@ MAX_RUN_PAGES = 256  # pages per run yielded by LtxDecoder.runs
 _BATCH_BYTES = 1 << 20  # stored bytes decoded by one batch at most
 
 _decompress = lz4.block.decompress
+
+_crc64 = CRC64.calc  # crc64() without the wrapper's call, for the batch loop
 
 _U64 = struct.Struct(">Q")
 
@@ -150,8 +152,7 @@ class LtxDecoder:
 
         The checks are :meth:`_check_pgno`'s, the size bound and the decompressed size of
         :meth:`_read_block_page`; it stops before the first page that fails one (or is not
-        wholly buffered), leaving it to :meth:`_careful_page`. The file checksum takes the
-        page headers and pages of the whole batch in one pass.
+        wholly buffered), leaving it to :meth:`_careful_page`.
         """
         h = self.header
         page_size, commit, snapshot = h.page_size, h.commit, h.is_snapshot
@@ -160,7 +161,7 @@ class LtxDecoder:
         buf, begin = self._stream.window()
         end = min(len(buf), begin + _BATCH_BYTES)  # bounds the pages held by one batch
         pos, prev, rolling = begin, self._prev, 0
-        hashed: list[bytes] = []
+        crc = self._crc
         pgnos: list[int] = []
         sizes: list[int] = []
         runs: list[tuple[int, list[bytes]]] = []
@@ -179,7 +180,7 @@ class LtxDecoder:
                 break
             if len(page) != page_size:
                 break
-            hashed += (buf[pos:data], page)
+            crc = _crc64(page, _crc64(buf[pos:data], crc))
             if track:
                 rolling ^= crc64(page, crc64(_U32.pack(pgno)))
             if pgno == prev + 1 and 0 < len(run) < max_run:
@@ -193,7 +194,7 @@ class LtxDecoder:
         if pgnos:
             frames.add_many(self._stream.offset, pgnos, sizes)
             self._stream.skip(pos - begin)
-            self._crc = crc64(b"".join(hashed), self._crc)
+            self._crc = crc
             self._rolling ^= rolling  # each term's CHECKSUM_FLAG is set on the total by _read_trailer
             self.page_count += len(pgnos)
             self._prev = prev
