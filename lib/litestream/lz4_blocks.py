@@ -42,18 +42,23 @@ def _bind(library, name: str, restype, argtypes):
 
 
 _VOID, _SIZE, _UINT, _INT = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int
-_decompress_free, _decompress_held = (
-    _bind(lib(_block_ext.__file__), "LZ4_decompress_safe", _INT, [_VOID, _VOID, _INT, _INT])
-    for lib in (ctypes.CDLL, ctypes.PyDLL))
-_xxh32_update_free, _xxh32_update_held = (
-    _bind(lib(_frame_ext.__file__), "XXH32_update", _INT, [_VOID, _VOID, _SIZE]) for lib in (ctypes.CDLL, ctypes.PyDLL))
-_XXH_HELD = ctypes.PyDLL(_frame_ext.__file__)
-_xxh32 = _bind(_XXH_HELD, "XXH32", _UINT, [_VOID, _SIZE, _UINT])
-_xxh32_create = _bind(_XXH_HELD, "XXH32_createState", _VOID, [])
-_xxh32_free = _bind(_XXH_HELD, "XXH32_freeState", _INT, [_VOID])
-_xxh32_reset = _bind(_XXH_HELD, "XXH32_reset", _INT, [_VOID, _UINT])
-_xxh32_digest = _bind(_XXH_HELD, "XXH32_digest", _UINT, [_VOID])
-
+# python-lz4 exports these today; should a release stop doing so, every frame goes to LZ4F.
+try:
+    _decompress_free, _decompress_held = (
+        _bind(lib(_block_ext.__file__), "LZ4_decompress_safe", _INT, [_VOID, _VOID, _INT, _INT])
+        for lib in (ctypes.CDLL, ctypes.PyDLL))
+    _xxh32_update_free, _xxh32_update_held = (
+        _bind(lib(_frame_ext.__file__), "XXH32_update", _INT, [_VOID, _VOID, _SIZE]) for lib in (ctypes.CDLL, ctypes.PyDLL))
+    _XXH_HELD = ctypes.PyDLL(_frame_ext.__file__)
+    _xxh32 = _bind(_XXH_HELD, "XXH32", _UINT, [_VOID, _SIZE, _UINT])
+    _xxh32_create = _bind(_XXH_HELD, "XXH32_createState", _VOID, [])
+    _xxh32_free = _bind(_XXH_HELD, "XXH32_freeState", _INT, [_VOID])
+    _xxh32_reset = _bind(_XXH_HELD, "XXH32_reset", _INT, [_VOID, _UINT])
+    _xxh32_digest = _bind(_XXH_HELD, "XXH32_digest", _UINT, [_VOID])
+except (OSError, AttributeError):
+    AVAILABLE = False
+else:
+    AVAILABLE = True
 
 def _xxh32_update(state: int, address: int, n: int) -> None:
     (_xxh32_update_free if n >= GIL_FREE_BYTES else _xxh32_update_held)(state, address, n)
@@ -90,7 +95,7 @@ def fast_layout(head: bytes | memoryview) -> FrameLayout | None:
     The header checksum is checked here too: a frame with a bad one goes to LZ4F, which
     names the problem.
     """
-    if len(head) < HEADER_SIZE or bytes(head[:4]) != MAGIC:
+    if not AVAILABLE or len(head) < HEADER_SIZE or bytes(head[:4]) != MAGIC:
         return None
     flg, bd, hc = head[4], head[5], head[6]
     if flg & ~_FLG_CONTENT_CHECKSUM & 0xFF != _FLG_VERSION_01 | _FLG_BLOCK_INDEPENDENT:
