@@ -141,28 +141,44 @@ class Run:
     output: str
 
 
+LAUNCHER = BENCH_DIR / "launch.py"
+
+
 def measure(cmd: Sequence[str | os.PathLike], env: Mapping[str, str], timeout: float, log_path: Path,
             cwd: Path = REPO_ROOT) -> Run:
-    """Run ``cmd`` in ``cwd``; its own peak RSS comes from ``wait4`` on its pid.
+    """Run ``cmd`` in ``cwd`` through ``bench/launch.py``; its wall time, CPU and peak RSS are its own.
 
-    ``wait4`` reports the rusage of exactly that child, so neither this script nor other
-    runs count. A run over ``timeout`` is killed and reported with exit code -9.
+    The launcher forks the command and reports ``wait4`` of exactly that child, so neither
+    this script's memory (see launch.py) nor other runs count. A run over ``timeout`` is
+    killed with its whole process group and reported with exit code -9.
     """
+    result = log_path.with_name(log_path.name + ".rusage")
+    result.unlink(missing_ok=True)
     with open(log_path, "wb") as log:
         start = time.perf_counter()
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=dict(env),
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        killer = threading.Timer(timeout, proc.kill)
+        proc = subprocess.Popen([sys.executable, "-S", "-E", str(LAUNCHER), str(result), *[str(c) for c in cmd]],
+                                cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        killer = threading.Timer(timeout, _kill_group, (proc.pid,))
         killer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         finally:
             killer.cancel()
         seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     output = log_path.read_text(errors="replace")[-2000:]
-    cpu = usage.ru_utime + usage.ru_stime
-    return Run(seconds, cpu, usage.ru_maxrss / 1024, proc.returncode, output)  # ru_maxrss is KiB on Linux
+    if not result.exists():  # killed: only the launcher's own figures are left
+        return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
+                   os.waitstatus_to_exitcode(status) or -9, output)
+    wall, cpu, maxrss_kib, code = result.read_text().split()
+    return Run(float(wall), float(cpu), int(maxrss_kib) / 1024, int(code), output)  # ru_maxrss is KiB on Linux
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, 9)
+    except ProcessLookupError:
+        pass
 
 
 class DelayProxy:
