@@ -225,10 +225,11 @@ def tune_process() -> None:
       1 MiB chunks leave memory parked in their own (a v0.5 restore peaked at 96 MB at 1 GB
       instead of 86 MB), so they are capped at 2, with no measurable change in speed.
 
-    Settings the operator made in the environment win; other C libraries are left alone.
+    Settings the operator made in the environment win (an empty ``MALLOC_ARENA_MAX`` is no
+    setting: glibc ignores it too); other C libraries are left alone.
     """
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    if "MALLOC_ARENA_MAX" not in os.environ:
+    if not os.environ.get("MALLOC_ARENA_MAX", "").strip():
         try:
             ctypes.CDLL(None).mallopt(-8, 2)  # M_ARENA_MAX
         except (OSError, AttributeError):
