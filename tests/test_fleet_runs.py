@@ -23,6 +23,13 @@ def _file_copy(fleet, tmp_path: Path) -> Path:  # noqa: F811
     return _config(tmp_path, fleet["data"], {"type": "file", "path": str(root)})
 
 
+def _age(root: Path, rels, when: float | None) -> None:
+    """Set the mtime of every LTX file of the tenants ``rels`` to ``when`` (None: now)."""
+    for rel in rels:
+        for ltx in (root / rel).rglob("*.ltx"):
+            os.utime(ltx, None if when is None else (when, when))
+
+
 def test_shard_partition_is_stable_and_complete():
     names = [(f"tenant-{i}.db", "s3") for i in range(1000)]
     for count in (1, 2, 3, 7):
@@ -99,19 +106,15 @@ def test_long_idle_tenants_are_archived_but_not_a_quiet_folder(fleet, tmp_path):
     config = _file_copy(fleet, tmp_path)
     root = tmp_path / "replica"
     old = time.time() - 2 * 86400
-    for rel in ("team-a/beta.db", "team-b/deep/gamma.db"):
-        for ltx in (root / rel).rglob("*.ltx"):
-            os.utime(ltx, (old, old))
-    for ltx in (root / "alpha.db").rglob("*.ltx"):
-        os.utime(ltx, None)
+    _age(root, ("team-a/beta.db", "team-b/deep/gamma.db"), old)
+    _age(root, ("alpha.db",), None)
     code, report = _verify(config, "--max-age", "1h")
     assert _statuses(report)["team-a/beta.db"] == "failed" and code == 1
     code, report = _verify(config, "--max-age", "1h", "--archive-after", "1s")
     assert _statuses(report) == {"alpha.db": "ok", "team-a/beta.db": "warning", "team-b/deep/gamma.db": "warning"}
     kinds = {f["kind"] for r in report["databases"] for f in r["findings"]}
     assert "archived" in kinds and code == 0
-    for ltx in (root / "alpha.db").rglob("*.ltx"):
-        os.utime(ltx, (old, old))
+    _age(root, ("alpha.db",), old)
     code, report = _verify(config, "--max-age", "1h", "--archive-after", "1s")
     assert set(_statuses(report).values()) == {"failed"} and code == 1  # every tenant idle: Litestream is down
 
@@ -124,9 +127,7 @@ def test_archive_after_per_tenant_block_over_the_runs(fleet, tmp_path):  # noqa:
     config = _file_copy(fleet, tmp_path)
     root = tmp_path / "replica"
     old = time.time() - 2 * 86400
-    for rel in ("team-a/beta.db", "team-b/deep/gamma.db"):
-        for ltx in (root / rel).rglob("*.ltx"):
-            os.utime(ltx, (old, old))
+    _age(root, ("team-a/beta.db", "team-b/deep/gamma.db"), old)
     settings = tmp_path / "restorable.yml"
     settings.write_text('dbs:\n  "team-a/*.db": {archive-after: 1d}\n'
                         '  team-b/deep/gamma.db: {archive-after: off}\n')  # YAML's bare off is false

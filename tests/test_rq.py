@@ -124,6 +124,13 @@ def _verify(config: Path, env: dict, *args: str) -> tuple[int, dict, str]:
         raise AssertionError(f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}")
 
 
+def _start_enqueue_wait(config: Path, env: dict, max_runtime: str) -> subprocess.Popen:
+    """``jobs.verify --enqueue --wait`` started in the background (its JSON report on stdout)."""
+    return subprocess.Popen([sys.executable, "-m", "jobs.verify", "--config", str(config), "--json", "--enqueue",
+                             "--wait", "--max-runtime", max_runtime], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def _damaged_copy(fleet, tmp_path: Path) -> Path:  # noqa: F811
     root = tmp_path / "replica"
     shutil.copytree(fleet["file_root"], root)
@@ -184,9 +191,7 @@ def test_redis_unreachable_is_exit_2(fleet, tmp_path):  # noqa: F811
 def test_redis_stopped_mid_run_leaves_every_target_inconclusive(fleet, tmp_path, redis_server):  # noqa: F811
     config = _config(tmp_path, fleet["data"], {"type": "file", "path": str(fleet["file_root"])})
     env = restorable_env({"REDIS_URL": redis_server.url, "RESTORABLE_HISTORY": "off"})
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.verify", "--config", str(config), "--json", "--enqueue",
-                             "--wait", "--max-runtime", "120s"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = _start_enqueue_wait(config, env, "120s")
     client = redis_server.client()
     deadline = time.monotonic() + READY_TIMEOUT
     while client.llen("rq:queue:restorable") < len(TENANTS):  # no worker: the jobs wait in the queue
@@ -205,9 +210,7 @@ def test_a_worker_killed_mid_job_is_retried_elsewhere(fleet, tmp_path, redis_ser
     env = restorable_env({"REDIS_URL": redis_server.url, "RESTORABLE_HISTORY": "off"})
     proxy.set_rules([delay(300, method="GET", key=r"/alpha\.db/.*\.ltx$")])
     workers.start("doomed")
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.verify", "--config", str(config), "--json", "--enqueue",
-                             "--wait", "--max-runtime", "150s"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = _start_enqueue_wait(config, env, "150s")
     assert proxy.wait_for(lambda p: p.matched("delay"), timeout=60), workers.log("doomed")
     workers.kill("doomed")  # worker and work horse, mid-job
     proxy.clear()
@@ -273,9 +276,7 @@ def test_a_batch_cut_short_keeps_the_targets_it_verified(fleet, tmp_path, redis_
     workers.env = {**workers.env, "RESTORABLE_HISTORY": "off"}
     proxy.set_rules([delay(300, method="GET", key=r"/team-b/deep/gamma\.db/.*\.ltx$")])
     workers.start("doomed")
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.verify", "--config", str(config), "--json", "--enqueue",
-                             "--wait", "--max-runtime", "150s"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = _start_enqueue_wait(config, env, "150s")
     assert proxy.wait_for(lambda p: p.matched("delay"), timeout=60), workers.log("doomed")
     workers.kill("doomed")
     proxy.clear()
