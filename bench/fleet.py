@@ -133,6 +133,7 @@ def _report(output: str) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    harness.compile_bytecode()
     cache = harness.BENCH_DIR / ".cache" / f"fleet-{args.tenants}-{args.size_mb:g}"
     cache.mkdir(parents=True, exist_ok=True)
     with harness.S3Server(cache / "s3", cache / "rclone.log") as server:

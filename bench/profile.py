@@ -66,6 +66,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 3
     repo = args.repo.resolve()
+    harness.compile_bytecode(repo)
     out_dir = cache.work / "profile"
     out_dir.mkdir(parents=True, exist_ok=True)
     with harness.S3Server(cache.s3_root, cache.logs / "rclone-profile.log") as server:

@@ -75,6 +75,8 @@ def main(argv=None) -> int:
             print(f"bench: {module} is missing; run with .venv/bin/python after `bash scripts/setup_venv.sh`",
                   file=sys.stderr)
             return 3
+    for repo in filter(None, (args.repo, args.baseline_repo)):
+        harness.compile_bytecode(repo.resolve())
     cache = replicas.Cache(args.cache_dir.resolve())
     specs = bench_cases.specs_for(args.cases, args)
     started = time.monotonic()

@@ -56,13 +56,22 @@ stamp_input() {
         cat "$(dirname "$f")/$inc"
     done
 }
+# The project's own bytecode: with PYTHONDONTWRITEBYTECODE set (Railway's Python images and
+# many Dockerfiles set it) nothing else writes it, and every run of a job would compile
+# every module it imports again (about a tenth of a second). Up-to-date files are skipped.
+compile_project() {
+    "$VENV/bin/python" -m compileall -q -j 0 "$ROOT/lib" "$ROOT/jobs" >/dev/null
+}
+
 STAMP="$VENV/.installed-$(basename "$REQ")"
 WANT="$(stamp_input "$REQ" | sha256sum | cut -d' ' -f1)"
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
     echo "setup_venv: $(basename "$REQ") already installed in $VENV"
+    compile_project
     exit 0
 fi
 
 echo "setup_venv: installing $(basename "$REQ") into $VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
 echo "$WANT" > "$STAMP"
+compile_project
