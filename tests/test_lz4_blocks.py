@@ -2,7 +2,7 @@
 
 Every frame, sound or damaged, must give the same bytes or the same finding through
 ``decompress_pieces`` as through ``decompress_chunks``, whichever way the stored bytes are
-cut into chunks, however many buffers are reused, with the checksum hashed inline or aside.
+cut into chunks, however many buffers are reused.
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def _outcome(pieces) -> bytes | str:
         return exc.problem
 
 
-def _both(data: bytes, chunk: int = 1 << 20, limit: int = 1 << 40, ring: int = 1, aside: bool = False):
-    fast = _outcome(lz4stream.decompress_pieces("k", iter(_cut(data, chunk)), limit, ring, aside))
+def _both(data: bytes, chunk: int = 1 << 20, limit: int = 1 << 40, ring: int = 1):
+    fast = _outcome(lz4stream.decompress_pieces("k", iter(_cut(data, chunk)), limit, ring))
     reference = _outcome(lz4stream.decompress_chunks("k", iter(_cut(data, chunk)), limit))
     return fast, reference
 
@@ -82,32 +82,31 @@ def test_a_bad_header_checksum_goes_to_lz4f_and_is_a_finding():
     assert fast == reference and "LZ4" in fast
 
 
-@pytest.mark.parametrize("ring,aside", [(1, False), (1, True), (2, True), (3, False)])
+@pytest.mark.parametrize("ring", [1, 2, 3])
 @pytest.mark.parametrize("chunk", [5, 4099, 1 << 20])
 @pytest.mark.parametrize("checksum", [True, False])
-def test_sound_frames_decode_to_the_same_bytes(ring, aside, chunk, checksum):
+def test_sound_frames_decode_to_the_same_bytes(ring, chunk, checksum):
     frame = _litestream_like(checksum)
-    fast, reference = _both(frame, chunk=chunk, ring=ring, aside=aside)
+    fast, reference = _both(frame, chunk=chunk, ring=ring)
     assert fast == reference == CONTENT
 
 
-@pytest.mark.parametrize("aside", [False, True])
 @pytest.mark.parametrize("block_size", [lz4.frame.BLOCKSIZE_MAX4MB, lz4.frame.BLOCKSIZE_MAX64KB])
 @pytest.mark.parametrize("checksum", [True, False])
-def test_damaged_frames_give_the_same_finding(aside, block_size, checksum):
+def test_damaged_frames_give_the_same_finding(block_size, checksum):
     for name, data in _damaged(_litestream_like(checksum, block_size)).items():
-        fast, reference = _both(data, ring=2, aside=aside)
+        fast, reference = _both(data, ring=2)
         assert fast == reference, name
         assert isinstance(fast, str) or not checksum, name  # without a checksum a flipped byte may decode
 
 
 def test_a_frame_inflating_past_the_limit_is_a_finding():
-    fast, reference = _both(_litestream_like(), limit=5 << 20, aside=True)
+    fast, reference = _both(_litestream_like(), limit=5 << 20)
     assert fast == reference == f"decompresses to more than {5 << 20} bytes, beyond what its headers allow"
 
 
 def test_an_abandoned_frame_leaves_the_decoder_usable():
-    pieces = lz4stream.decompress_pieces("k", iter(_cut(_litestream_like(), 1 << 20)), 1 << 40, 2, True)
+    pieces = lz4stream.decompress_pieces("k", iter(_cut(_litestream_like(), 1 << 20)), 1 << 40, 2)
     next(pieces)
-    pieces.close()  # the consumer stops early (an error elsewhere): the pending hash is waited for
-    assert _both(_litestream_like(), ring=2, aside=True)[0] == CONTENT
+    pieces.close()  # the consumer stops early (an error elsewhere)
+    assert _both(_litestream_like(), ring=2)[0] == CONTENT

@@ -28,20 +28,18 @@ def check_magic(key: str, head: bytes) -> None:
         raise CorruptObject(key, f"not an LZ4 frame (starts with {head[:4].hex()})")
 
 
-def decompress_pieces(key: str, chunks: Iterator[bytes], limit: int, ring: int = 1,
-                      hash_aside: bool = False) -> Iterator[bytes | memoryview]:
+def decompress_pieces(key: str, chunks: Iterator[bytes], limit: int, ring: int = 1) -> Iterator[bytes | memoryview]:
     """``decompress_chunks``, with the same checks and errors, but each piece may be a view
     into a buffer reused when the caller asks for the ``ring``-th piece after it (the caller
     copies what it keeps longer): Litestream's frames decode without fresh memory this way
-    (``lib.litestream.lz4_blocks``, which also explains ``hash_aside``); other frames go
-    through ``decompress_chunks``."""
+    (``lib.litestream.lz4_blocks``); other frames go through ``decompress_chunks``."""
     chunks = iter(chunks)
     first = next(chunks, b"")
     rest = _chain(first, chunks)
     layout = lz4_blocks.fast_layout(first[: lz4_blocks.HEADER_SIZE])
     if layout is None:
         return decompress_chunks(key, rest, limit)
-    return lz4_blocks.decompress_views(key, rest, layout, limit, ring, hash_aside)
+    return lz4_blocks.decompress_views(key, rest, layout, limit, ring)
 
 
 def _chain(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -4,9 +4,10 @@ Litestream's writer (pierrec/lz4) makes frames of independent blocks of at most 
 a content checksum (XXH32) and no block checksums. python-lz4's frame decompressor returns
 a fresh ``bytes`` per call, and on this kind of VM the page faults of fresh memory cost as
 much as the decompression itself. Here each block is decompressed with ``LZ4_decompress_safe``
-into one of a few buffers reused by the calling thread, and the content is hashed with
-``XXH32_update``: both are exported by python-lz4's own extension modules (the pinned
-``lz4`` package, no other library), and ctypes releases the GIL around each call.
+into one of a few buffers reused by the calling thread (exported by python-lz4's own
+extension module, the pinned ``lz4`` package; ctypes releases the GIL around big calls),
+and the content is hashed with the ``xxhash`` package, about five times faster than the
+XXH32 python-lz4 carries.
 
 Only frames this module fully understands take this path (see :func:`fast_layout`): any
 other frame (dependent blocks, block checksums, a content size, a dictionary id, reserved
@@ -16,20 +17,19 @@ LZ4F decoder judges it.
 from __future__ import annotations
 
 import ctypes
-import queue
 import struct
 import threading
 from dataclasses import dataclass
 from typing import Iterator
 
 import lz4.block._block as _block_ext
-import lz4.frame._frame as _frame_ext
+import xxhash
 
 from lib.errors import CorruptObject
 
-# Two bindings of each function: ctypes.CDLL releases the GIL around a call, PyDLL keeps it.
-# Releasing it lets other threads run meanwhile, but getting it back can take a whole
-# switch interval (5 ms) while download threads are busy: worth it for a block of
+# Two bindings of LZ4_decompress_safe: ctypes.CDLL releases the GIL around a call, PyDLL
+# keeps it. Releasing it lets other threads run meanwhile, but getting it back can take a
+# whole switch interval (5 ms) while download threads are busy: worth it for a block of
 # megabytes, ruinous for the ~4 KiB segments of a replica synced every second (a third
 # of a millisecond per call, measured). Calls on less than ``GIL_FREE_BYTES`` keep it.
 GIL_FREE_BYTES = 256 << 10
@@ -41,27 +41,16 @@ def _bind(library, name: str, restype, argtypes):
     return function
 
 
-_VOID, _SIZE, _UINT, _INT = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int
-# python-lz4 exports these today; should a release stop doing so, every frame goes to LZ4F.
+_VOID, _INT = ctypes.c_void_p, ctypes.c_int
+# python-lz4 exports it today; should a release stop doing so, every frame goes to LZ4F.
 try:
     _decompress_free, _decompress_held = (
         _bind(lib(_block_ext.__file__), "LZ4_decompress_safe", _INT, [_VOID, _VOID, _INT, _INT])
         for lib in (ctypes.CDLL, ctypes.PyDLL))
-    _xxh32_update_free, _xxh32_update_held = (
-        _bind(lib(_frame_ext.__file__), "XXH32_update", _INT, [_VOID, _VOID, _SIZE]) for lib in (ctypes.CDLL, ctypes.PyDLL))
-    _XXH_HELD = ctypes.PyDLL(_frame_ext.__file__)
-    _xxh32 = _bind(_XXH_HELD, "XXH32", _UINT, [_VOID, _SIZE, _UINT])
-    _xxh32_create = _bind(_XXH_HELD, "XXH32_createState", _VOID, [])
-    _xxh32_free = _bind(_XXH_HELD, "XXH32_freeState", _INT, [_VOID])
-    _xxh32_reset = _bind(_XXH_HELD, "XXH32_reset", _INT, [_VOID, _UINT])
-    _xxh32_digest = _bind(_XXH_HELD, "XXH32_digest", _UINT, [_VOID])
 except (OSError, AttributeError):
     AVAILABLE = False
 else:
     AVAILABLE = True
-
-def _xxh32_update(state: int, address: int, n: int) -> None:
-    (_xxh32_update_free if n >= GIL_FREE_BYTES else _xxh32_update_held)(state, address, n)
 
 
 def _decompress_safe(source: int, dest: int, size: int, capacity: int) -> int:
@@ -102,7 +91,7 @@ def fast_layout(head: bytes | memoryview) -> FrameLayout | None:
         return None
     if bd & 0x8F or (bd >> 4) not in _BLOCK_MAX:
         return None
-    if (_xxh32(bytes(head[4:6]), 2, 0) >> 8) & 0xFF != hc:
+    if (xxhash.xxh32_intdigest(bytes(head[4:6])) >> 8) & 0xFF != hc:
         return None
     return FrameLayout(_BLOCK_MAX[bd >> 4], bool(flg & _FLG_CONTENT_CHECKSUM))
 
@@ -133,122 +122,45 @@ def _ring(size: int, count: int) -> _Ring:
 
 
 def decompress_views(key: str, chunks: Iterator[bytes], layout: FrameLayout, limit: int,
-                     ring: int = 1, hash_aside: bool = False) -> Iterator[memoryview]:
+                     ring: int = 1) -> Iterator[memoryview]:
     """Decompress one frame (``chunks`` start with its header) whose ``layout`` is known; yield each block.
 
     A yielded view is valid until the caller asks for the ``ring``-th piece after it: its
-    buffer is then reused (the caller copies what it keeps longer). With ``hash_aside``
-    the content checksum of big blocks is computed on a thread of its own while the
-    caller works on the block. Raises CorruptObject, with the messages of
-    ``lib.litestream.lz4.decompress_chunks``, when a block does not decode or exceeds the
-    frame's block size, the content checksum fails, the frame ends early, bytes follow it,
-    or it inflates past ``limit`` bytes.
+    buffer is then reused (the caller copies what it keeps longer). Raises CorruptObject,
+    with the messages of ``lib.litestream.lz4.decompress_chunks``, when a block does not
+    decode or exceeds the frame's block size, the content checksum fails, the frame ends
+    early, bytes follow it, or it inflates past ``limit`` bytes.
     """
     out = _ring(layout.block_max, ring)
     source = _Source(chunks)
     if not source.fill(HEADER_SIZE):
         raise _truncated(key)
     source.skip(HEADER_SIZE)
-    content = _ContentHash(hash_aside) if layout.content_checksum else None
-    try:
-        produced = 0
-        while True:
-            size = source.u32()
-            if size is None:
-                raise _truncated(key)
-            if size == 0:
-                break
-            buf, address = out.take()
-            if content is not None:
-                content.before_reuse(address)
-            n = _block(key, source, size, layout.block_max, buf, address)
-            produced += n
-            if produced > limit:
-                raise CorruptObject(key, f"decompresses to more than {limit} bytes, beyond what its headers allow")
-            if content is not None:
-                content.add(address, n)
-            yield memoryview(buf)[:n]
+    content = xxhash.xxh32() if layout.content_checksum else None
+    produced = 0
+    while True:
+        size = source.u32()
+        if size is None:
+            raise _truncated(key)
+        if size == 0:
+            break
+        buf, address = out.take()
+        n = _block(key, source, size, layout.block_max, buf, address)
+        produced += n
+        if produced > limit:
+            raise CorruptObject(key, f"decompresses to more than {limit} bytes, beyond what its headers allow")
+        block = memoryview(buf)[:n]
         if content is not None:
-            stored = source.u32()
-            if stored is None:
-                raise _truncated(key)
-            if stored != content.digest():
-                raise CorruptObject(key, "invalid LZ4 data (content checksum mismatch)")
-    finally:
-        if content is not None:
-            content.free()
+            content.update(block)
+        yield block
+    if content is not None:
+        stored = source.u32()
+        if stored is None:
+            raise _truncated(key)
+        if stored != content.intdigest():
+            raise CorruptObject(key, "invalid LZ4 data (content checksum mismatch)")
     if source.has_more():
         raise CorruptObject(key, "extra bytes after the end of the LZ4 frame")
-
-
-class _ContentHash:
-    """The XXH32 of a frame's content, block by block in order: inline, or for blocks of at
-    least ``ASIDE_MIN_BYTES`` (when ``aside``) on the hash thread, which keeps the order."""
-
-    ASIDE_MIN_BYTES = 256 << 10  # below this a thread handoff costs about what hashing does
-
-    def __init__(self, aside: bool):
-        self.state = _xxh32_create()
-        _xxh32_reset(self.state, 0)
-        self.aside = aside
-        self.pending: dict[int, threading.Event] = {}  # buffer address -> its hash is done
-
-    def add(self, address: int, n: int) -> None:
-        if self.aside and n >= self.ASIDE_MIN_BYTES:
-            self.pending[address] = _hash_thread().submit(self.state, address, n)
-        else:
-            self.settle()
-            _xxh32_update(self.state, address, n)
-
-    def before_reuse(self, address: int) -> None:
-        """Wait until the buffer at ``address`` is hashed (it is about to be overwritten)."""
-        done = self.pending.pop(address, None)
-        if done is not None:
-            done.wait()
-
-    def settle(self) -> None:
-        for done in self.pending.values():
-            done.wait()
-        self.pending.clear()
-
-    def digest(self) -> int:
-        self.settle()
-        return _xxh32_digest(self.state)
-
-    def free(self) -> None:
-        self.settle()  # the hash thread may still use the state and the buffers
-        _xxh32_free(self.state)
-
-
-class _HashThread:
-    """One daemon thread running XXH32 updates in the order they are submitted."""
-
-    def __init__(self):
-        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
-        threading.Thread(target=self._run, name="lz4-hash", daemon=True).start()
-
-    def submit(self, state: int, address: int, n: int) -> threading.Event:
-        done = threading.Event()
-        self._tasks.put((state, address, n, done))
-        return done
-
-    def _run(self) -> None:
-        while True:
-            state, address, n, done = self._tasks.get()
-            _xxh32_update(state, address, n)
-            done.set()
-
-
-_hash_lock = threading.Lock()
-_hasher: _HashThread | None = None
-
-
-def _hash_thread() -> _HashThread:
-    global _hasher
-    with _hash_lock:
-        if _hasher is None:
-            _hasher = _HashThread()
-        return _hasher
 
 
 def _block(key: str, source: _Source, size: int, block_max: int, buf: bytearray, address: int) -> int:

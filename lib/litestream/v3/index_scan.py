@@ -89,7 +89,7 @@ class IndexScan:
         try:
             plain = age.plain_chunks(key, chunks, self.replay.age_keys)
             # a piece is done with when the next is asked for (one buffer); it is hashed meanwhile
-            for piece in lz4stream.decompress_pieces(key, plain, limit, hash_aside=True):
+            for piece in lz4stream.decompress_pieces(key, plain, limit):
                 self.length += len(piece)
                 self._feed(piece)
         except CorruptObject as exc:

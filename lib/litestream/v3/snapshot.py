@@ -18,7 +18,7 @@ from pathlib import Path
 from lib.errors import CorruptObject
 from lib.litestream import lz4 as lz4stream
 from lib.litestream import sqlite
-from lib.litestream.pages import PageStage, create_private
+from lib.litestream.pages import PageFile, PageStage
 from lib.litestream.v3 import age
 from lib.litestream.v3.layout import Snapshot
 from lib.storage.base import ObjectInfo, ObjectStore
@@ -61,12 +61,12 @@ def restore_snapshot(store: ObjectStore, snapshot: Snapshot, out_path: Path, lim
     Raises CorruptObject when the snapshot is damaged, and ``ObjectChanged`` when the
     object read is not the one listed (Litestream rewrote it meanwhile).
     """
-    return _stream_into(store, snapshot, open(create_private(out_path), "wb", buffering=0), limit)
+    return _stream_into(store, snapshot, PageFile.create(out_path), limit)
 
 
-def _stream_into(store: ObjectStore, snapshot: Snapshot, out, limit: int, on_header=None,
+def _stream_into(store: ObjectStore, snapshot: Snapshot, out: PageFile, limit: int, on_header=None,
                  cancelled: threading.Event | None = None) -> tuple[int, int]:
-    """``restore_snapshot`` into ``out``, an open file this closes. ``on_header(SnapshotHeader)``
+    """``restore_snapshot`` into ``out``, a new file this closes. ``on_header(SnapshotHeader)``
     is called once the header is validated, before the rest is written; ``cancelled`` is
     looked at before each piece."""
     key = snapshot.info.key
@@ -80,7 +80,7 @@ def _stream_into(store: ObjectStore, snapshot: Snapshot, out, limit: int, on_hea
         # object, so a replacement by Litestream can't look damaged (and verify.py re-lists
         # before believing the finding); a replaced, sound one is caught by its size below.
         plain = age.plain_chunks(key, iter(counted), age.keys_of(store))
-        for piece in lz4stream.decompress_pieces(key, plain, limit, ring=_Writer.BEHIND + 1, hash_aside=True):
+        for piece in lz4stream.decompress_pieces(key, plain, limit, ring=_Writer.BEHIND + 1):
             if cancelled is not None and cancelled.is_set():
                 raise _Cancelled()
             if page_size == 0 and len(head) < sqlite.HEADER_SIZE:
@@ -99,8 +99,6 @@ def _stream_into(store: ObjectStore, snapshot: Snapshot, out, limit: int, on_hea
         _check_unchanged(snapshot.info, counted.count)
     if written and not page_size:
         _validate_db_header(key, head)  # fewer bytes than a header: raises
-    if written < 100:
-        raise CorruptObject(key, f"snapshot is {written} bytes, too short for a SQLite database")
     if written < 100:
         raise CorruptObject(key, f"snapshot is {written} bytes, too short for a SQLite database")
     if written % page_size:
@@ -127,7 +125,7 @@ class SnapshotStream:
         self._cancel = threading.Event()
         # The file is created here, on the caller's thread: a stream cancelled before its GET
         # answered can't create it after the caller has cleaned up.
-        out = open(create_private(out_path), "wb", buffering=0)
+        out = PageFile.create(out_path)
         self._thread = threading.Thread(target=self._run, args=(store, snapshot, out, limit),
                                         name="snapshot", daemon=True)
         self._thread.start()
@@ -192,7 +190,8 @@ class Output:
         self.path = path
         self.page_size = header.page_size
         self.limit = limit
-        self.fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        self.file = PageFile.open(path)
+        self.fd = self.file.fd
         self._declared_pages = header.pages or 0
         self._snapshot_done = snapshot_done
         self._snapshot_bytes: int | None = None
@@ -249,9 +248,9 @@ class Output:
                 os.ftruncate(self.fd, self._pages * self.page_size)
             self._shortest = self._pages = None
         if keep:
-            self._stage.write_oldest(self.fd, len(self._stage) - int(len(self._stage) * keep))
+            self._stage.write_oldest(self.file.pwritev, len(self._stage) - int(len(self._stage) * keep))
         else:
-            self._stage.write(self.fd)
+            self._stage.write(self.file.pwritev)
 
     def _snapshot_complete(self) -> None:
         if self._snapshot_bytes is None:
@@ -266,14 +265,13 @@ class Output:
     def abandon(self) -> None:
         """Close without writing what is staged (the restore failed); idempotent."""
         self._stage.clear()
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        self.file.close()
+        self.fd = -1
 
 
 class _Writer:
-    """Writes the snapshot's pieces to ``out`` on a thread of its own, so the next block
-    decompresses while one is written (both release the GIL).
+    """Writes the snapshot's pieces one after another into ``out`` on a thread of its own,
+    so the next block decompresses while one is written (both release the GIL).
 
     ``write`` returns once at most ``BEHIND`` pieces (this one included) are unwritten: a
     piece from a ring of ``BEHIND + 1`` reused buffers is written before its buffer is
@@ -282,8 +280,9 @@ class _Writer:
 
     BEHIND = 1
 
-    def __init__(self, out):
+    def __init__(self, out: PageFile):
         self._out = out
+        self._offset = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._unwritten = threading.Semaphore(self.BEHIND)
         self._error: BaseException | None = None
@@ -294,7 +293,8 @@ class _Writer:
         while (piece := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    self._out.write(piece)
+                    self._out.pwritev([piece], self._offset)
+                    self._offset += len(piece)
                 except BaseException as exc:  # raised on the caller's thread
                     self._error = exc
             self._unwritten.release()
@@ -363,14 +363,14 @@ def _validate_db_header(key: str, head: bytes) -> tuple[int, int | None]:
     return page_size, pages * page_size if pages else None
 
 
-def _check_room(key: str, out, expected_size: int | None, limit: int) -> None:
+def _check_room(key: str, out: PageFile, expected_size: int | None, limit: int) -> None:
     """Refuse, before writing, a snapshot whose header declares more than the ceiling or the free space."""
     if expected_size is None:
         return
     if expected_size > limit:
         raise CorruptObject(key, f"snapshot header declares {expected_size} bytes, beyond the restore size "
                                  f"ceiling of {limit} bytes")
-    fs = os.fstatvfs(out.fileno())
+    fs = os.fstatvfs(out.fd)
     free = fs.f_bavail * fs.f_frsize
     if expected_size > free:
         raise OSError(errno.ENOSPC, f"snapshot {key} declares a {expected_size}-byte database but the scratch "

@@ -7,7 +7,6 @@ whose file is byte-identical to ``litestream restore`` (0.5.17) of the same targ
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from pathlib import Path
 from lib.errors import CorruptObject
 from lib.litestream.layout import FORMAT_V5
 from lib.litestream.outcome import DEFAULT_MAX_RESTORE_BYTES, RestoreOutcome, RestoreTarget, file_sha256
-from lib.litestream.pages import STAGE_LIMIT_BYTES, WRITE_RUN_PAGES, PageStage, create_private
+from lib.litestream.pages import STAGE_LIMIT_BYTES, WRITE_RUN_PAGES, PageFile, PageStage
 from lib.litestream.sqlite import lock_pgno
 from lib.litestream.v5.layout import LtxFile, V5State, with_header_times
 from lib.litestream.v5.ltx import LtxDecoder, verify_file
@@ -52,7 +51,8 @@ class _PageWriter:
     """
 
     def __init__(self, path: Path):
-        self.fd = create_private(path)
+        self.file = PageFile.create(path)
+        self.fd = self.file.fd
         self._writes = WriteBehind()
         self._unsynced = 0  # bytes queued since the last writeback was started
         self._stage = PageStage()
@@ -86,7 +86,7 @@ class _PageWriter:
         if len(self._run) >= STAGE_MIN_RUN:
             self._write_stage()
             run, offset = self._run, (self._run_start - 1) * self.page_size
-            self._submit(lambda: _pwritev_all(self.fd, run, offset), len(run) * self.page_size)
+            self._submit(lambda: self.file.pwritev(run, offset), len(run) * self.page_size)
         else:
             for i, page in enumerate(self._run):
                 self._stage.put(self._run_start + i, page)
@@ -97,7 +97,7 @@ class _PageWriter:
     def _write_stage(self) -> None:
         """Hand the staged pages to the writer thread and stage anew."""
         stage, self._stage = self._stage, PageStage(self.page_size)
-        self._submit(lambda: stage.write(self.fd), STAGE_LIMIT_BYTES)
+        self._submit(lambda: stage.write(self.file.pwritev), STAGE_LIMIT_BYTES)
 
     def _submit(self, write, size: int) -> None:
         """Queue a write; after every ``WRITEBACK_BYTES`` queued, the start of their writeback."""
@@ -167,15 +167,7 @@ class _PageWriter:
         try:
             self._writes.close()
         finally:
-            os.close(self.fd)
-
-
-def _pwritev_all(fd: int, pages: list[bytes], offset: int) -> None:
-    """``pwritev`` that treats a short write as the error it is (a hole would read as zeros)."""
-    written = os.pwritev(fd, pages, offset)
-    expected = sum(map(len, pages))
-    if written != expected:
-        raise OSError(errno.EIO, f"short write: {written} of {expected} bytes at offset {offset}")
+            self.file.close()
 
 
 @dataclass
