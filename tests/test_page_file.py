@@ -12,6 +12,7 @@ import random
 
 import pytest
 
+from lib.litestream import pages
 from lib.litestream.pages import DIRECT_ALIGN, DIRECT_CHUNK_BYTES, DIRECT_MIN_BYTES, PageFile
 
 PAGE = 4096
@@ -63,7 +64,7 @@ def test_memoryviews_into_reused_buffers_are_written_as_they_were(tmp_path):
     """The snapshot writer hands views into a decoder's buffer: the bytes at call time count."""
     buffer = bytearray(os.urandom(2 * DIRECT_MIN_BYTES))
     path = tmp_path / "out.db"
-    with PageFile.create(path) as f:
+    with PageFile.create(path, direct=True) as f:
         f.pwritev([memoryview(buffer)[:DIRECT_MIN_BYTES]], 0)
         first = bytes(buffer[:DIRECT_MIN_BYTES])
         buffer[:] = os.urandom(len(buffer))
@@ -78,7 +79,7 @@ def test_a_file_swapped_in_at_the_path_is_never_written_through(tmp_path):
     created = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     path.rename(tmp_path / "moved.db")
     path.write_bytes(b"not yours")
-    f = PageFile(created, path)
+    f = PageFile(created, path, direct=True)
     try:
         assert not f.direct
         f.pwritev([bytes(range(256)) * (DIRECT_MIN_BYTES // 256)], 0)
@@ -88,10 +89,72 @@ def test_a_file_swapped_in_at_the_path_is_never_written_through(tmp_path):
     assert (tmp_path / "moved.db").read_bytes() == bytes(range(256)) * (DIRECT_MIN_BYTES // 256)
 
 
+def test_the_process_choice_applies_unless_a_file_says_otherwise(tmp_path):
+    def direct(name: str, **kwargs) -> bool:
+        with PageFile.create(tmp_path / name, **kwargs) as f:
+            return f.direct
+
+    assert not direct("a.db")  # off by default: jobs.verify reads the file back
+    pages.bypass_page_cache(True)
+    try:
+        assert direct("b.db")
+        assert not direct("c.db", direct=False)
+    finally:
+        pages.bypass_page_cache(False)
+
+
 def test_close_is_idempotent_and_releases_both_descriptors(tmp_path):
     before = len(os.listdir("/proc/self/fd"))
-    f = PageFile.create(tmp_path / "out.db")
+    f = PageFile.create(tmp_path / "out.db", direct=True)
     f.pwritev([bytes(DIRECT_ALIGN * 64)], 0)
     f.close()
     f.close()
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def _resident_pages(path) -> int:
+    """How many of the file's pages the page cache holds (``mincore`` of a private map)."""
+    import ctypes
+    import mmap
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY) as m:
+        pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+        vec = (ctypes.c_ubyte * pages)()
+        libc = ctypes.CDLL(None, use_errno=True)
+        address = ctypes.addressof(ctypes.c_char.from_buffer(m))
+        try:
+            if libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), vec) != 0:
+                raise OSError(ctypes.get_errno(), "mincore")
+        finally:
+            del address  # the export of ``m`` ends with the ctypes object
+        return sum(v & 1 for v in vec)
+
+
+@pytest.fixture(scope="module", params=["0.3.13", "0.5.17"])
+def megabytes_replica(request, tmp_path_factory, s3_server):
+    """A replica of a ~3 MB database (the session's are ~100 KB: too small for a direct write)."""
+    from tests.support.replicas import build_replica
+
+    return build_replica(request.param, "s3", tmp_path_factory.mktemp("pagefile"), s3=s3_server,
+                         rows=960, blob_bytes=3000)
+
+
+@pytest.mark.slow
+def test_jobs_restore_writes_around_the_page_cache_unless_it_reads_the_file_back(megabytes_replica, tmp_path):
+    """``jobs.restore`` leaves (most of) the database out of the page cache; with ``--sha256``
+    it reads the file back, so it writes through the cache. Same bytes either way."""
+    from tests.support import run_job
+    from tests.support.replicas import sha256_file
+
+    replica = megabytes_replica
+    resident = {}
+    for name, extra in (("direct", ()), ("cached", ("--sha256",))):
+        out = tmp_path / f"{name}.db"
+        proc = run_job("jobs.restore", "--config", replica.config_path, "-o", out, *extra)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        resident[name] = _resident_pages(out)  # before reading it here
+        assert sha256_file(out) == replica.reference_sha256
+    total = (os.path.getsize(tmp_path / "direct.db") + 4095) // 4096
+    assert resident["cached"] == total
+    assert resident["direct"] < total // 2, resident

@@ -30,6 +30,18 @@ DIRECT_MIN_BYTES = 256 << 10
 
 Pwritev = Callable[[Sequence[bytes], int], None]
 
+_bypass_cache = False  # see bypass_page_cache
+
+
+def bypass_page_cache(enabled: bool) -> None:
+    """Choose, for this process, whether new :class:`PageFile` s write long runs with
+    ``O_DIRECT``. The entry point decides: ``jobs.restore`` hands the file to the user and
+    reads nothing back (direct: no page cache to fill, nothing left to write back at
+    ``fsync``); ``jobs.verify`` reads the whole file right back (the sha256, then
+    ``integrity_check``'s scattered page reads), which the page cache then serves."""
+    global _bypass_cache
+    _bypass_cache = enabled
+
 
 def write_sorted(pwritev: Pwritev, pages: Mapping[int, bytes], page_size: int) -> None:
     """Write ``pages`` (page number -> page bytes) at their offsets, in ascending page order,
@@ -58,7 +70,8 @@ def pwritev_all(fd: int, buffers: Sequence[bytes], offset: int) -> None:
 
 class PageFile:
     """A restore's output file, created private (:func:`create_private`), whose aligned
-    writes bypass the page cache (``O_DIRECT``) where the file system allows it.
+    writes bypass the page cache (``O_DIRECT``) where the file system allows it, when
+    ``direct`` (None: as :func:`bypass_page_cache` chose; off unless chosen).
 
     Why: a restore writes every page of the database once or more, and into the page cache
     each write first costs a fresh page of memory (in a small VM or container, the most
@@ -72,19 +85,19 @@ class PageFile:
     closes it and the direct one.
     """
 
-    def __init__(self, fd: int, path: Path, direct: bool = True):
+    def __init__(self, fd: int, path: Path, direct: bool | None = None):
         self.fd = fd
-        self._direct_fd = _open_direct(path, fd) if direct else -1
+        self._direct_fd = _open_direct(path, fd) if (_bypass_cache if direct is None else direct) else -1
         self._buffer: mmap.mmap | None = None
         self._lock = threading.Lock()
 
     @classmethod
-    def create(cls, path: Path, direct: bool = True) -> "PageFile":
+    def create(cls, path: Path, direct: bool | None = None) -> "PageFile":
         """A new file at ``path`` (see :func:`create_private`)."""
         return cls(create_private(path), path, direct)
 
     @classmethod
-    def open(cls, path: Path, direct: bool = True) -> "PageFile":
+    def open(cls, path: Path, direct: bool | None = None) -> "PageFile":
         """The existing file at ``path``, never through a symlink."""
         return cls(os.open(path, os.O_RDWR | os.O_NOFOLLOW), path, direct)
 
