@@ -45,8 +45,11 @@ class RecordingStore:
         self._lock = threading.Lock()
         self.description = inner.description
 
-    def list(self, prefix: str) -> list[ObjectInfo]:
-        objects = self._inner.list(prefix)
+    list_page_size = 0  # each discover listing recorded whole, as one list call
+
+    def list(self, prefix: str, start_after: str | None = None, stop_after: str | None = None,
+             limit: int | None = None) -> list[ObjectInfo]:
+        objects = self._inner.list(prefix, start_after, stop_after, limit)
         with self._lock:
             self._rec.listings.append({"prefix": prefix, "objects": [_info_json(o) for o in objects]})
             self._rec.infos.update({o.key: o for o in objects})

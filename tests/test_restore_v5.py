@@ -504,8 +504,8 @@ class _Watched:
         self.read_sizes: list[int] = []
         self.lock = threading.Lock()
 
-    def list(self, prefix):
-        return self.inner.list(prefix)
+    def list(self, prefix, start_after=None, stop_after=None, limit=None):
+        return self.inner.list(prefix, start_after, stop_after, limit)
 
     def open(self, key):
         if key == self.fail_key:

@@ -70,7 +70,13 @@ class PrelistedStore:
         self._real = False  # True once it listed for real: its clock is the store's again
         self.description = store.description
 
-    def list(self, prefix: str) -> list[ObjectInfo]:
+    list_page_size = 0  # answered whole from the prelisting: discover asks for no key ranges
+
+    def list(self, prefix: str, start_after: str | None = None, stop_after: str | None = None,
+             limit: int | None = None) -> list[ObjectInfo]:
+        if (start_after, stop_after, limit) != (None, None, None):  # a key range: always the real store's
+            self._real = True
+            return self._store.list(prefix, start_after, stop_after, limit)
         if not self._real and prefix not in self._served and self._prelisting.claim(prefix):
             self._served.add(prefix)
             self._cached = True

@@ -13,8 +13,13 @@ from typing import Protocol
 
 from lib.litestream.layout import FORMAT_V3, FORMAT_V5
 from lib.litestream.v3.layout import V3State, parse_v3_listing, v3_generations_prefix
-from lib.litestream.v5.layout import V5State, parse_v5_listing, v5_prefix
-from lib.storage.base import ObjectInfo, ObjectStore
+from lib.litestream.v5.layout import V5State, level0_boundaries, level0_end, parse_v5_listing, v5_prefix
+from lib.storage.base import ObjectInfo, ObjectStore, list_page_size
+from lib.storage.ranges import list_ranges, split
+
+# Key ranges of a big level 0 listed at once: enough to hide most round trips to a remote
+# bucket, few enough that a bucket served from this machine is not outrun by its own client.
+MOST_RANGES = 4
 
 
 @dataclass
@@ -48,7 +53,7 @@ class ReplicaState:
         return frozenset((o.key, o.size, o.last_modified) for o in self.objects())
 
 
-def _list_prefixes(store: ObjectStore, prefixes: list[str]) -> list[ObjectInfo]:
+def _list_prefixes(store: ObjectStore, prefixes: list[str], level0_root: str | None) -> list[ObjectInfo]:
     """List the fewest prefixes that cover all of ``prefixes``; deduplicate keys."""
     roots: list[str] = []
     for prefix in sorted(set(prefixes), key=len):
@@ -56,9 +61,28 @@ def _list_prefixes(store: ObjectStore, prefixes: list[str]) -> list[ObjectInfo]:
             roots.append(prefix)
     seen: dict[str, ObjectInfo] = {}
     for root in roots:
-        for obj in store.list(root):
+        for obj in _list_root(store, root, level0_root == root):
             seen[obj.key] = obj
     return sorted(seen.values(), key=lambda o: o.key)
+
+
+def _list_root(store: ObjectStore, root: str, v5_root: bool) -> list[ObjectInfo]:
+    """Every object under ``root``: one request when the first page holds them all; else the
+    rest in key ranges at once (an S3 v0.5 replica's level 0 split by TXID, ``v5_root``)."""
+    page = list_page_size(store)
+    if not page:
+        return store.list(root)
+    first = store.list(root, limit=page)
+    if len(first) < page:
+        return first
+    after, end = first[-1].key, level0_end(root)
+    if not v5_root or after >= end:  # no level 0 left to split
+        return first + list_ranges(store, root, [(after, None)])
+    higher = store.list(root, start_after=end, limit=page)  # levels 1-9 bound level 0's TXIDs
+    ranges = split(after, level0_boundaries(root, first, higher, page, MOST_RANGES), end)
+    if len(higher) == page:
+        ranges.append((higher[-1].key, None))
+    return first + list_ranges(store, root, ranges) + higher
 
 
 class Replica(Protocol):
@@ -77,7 +101,7 @@ def list_replica(store: ObjectStore, replica_type: str, path: str) -> ReplicaSta
     """``discover`` for a replica given by its type and path (as Litestream builds keys from them)."""
     v3_prefix = v3_generations_prefix(replica_type, path)
     v5_root = v5_prefix(replica_type, path)
-    objects = _list_prefixes(store, [v3_prefix, v5_root])
+    objects = _list_prefixes(store, [v3_prefix, v5_root], v5_root if replica_type != "file" else None)
     v3 = parse_v3_listing([o for o in objects if o.key.startswith(v3_prefix)], v3_prefix)
     v5 = parse_v5_listing([o for o in objects if o.key.startswith(v5_root)], v5_root, replica_type)
     newest_v3 = max((g.updated_at for g in v3.generations), default=None)

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Iterator, Sequence
 
 from lib.errors import ObjectNotFound, StorageUnavailable
-from lib.storage.base import DeleteFailure, ObjectInfo
+from lib.storage.base import DeleteFailure, ObjectInfo, select
 
 class LocalStore:
     """A ``type: file`` replica: objects are files below ``root``.
@@ -33,7 +33,11 @@ class LocalStore:
             raise StorageUnavailable(f"refusing object key {key!r}: it leads outside replica root {self.root}")
         return path
 
-    def list(self, prefix: str) -> list[ObjectInfo]:
+    list_page_size = 0  # a folder is walked whole: listing key ranges apart would walk it again
+
+    def list(self, prefix: str, start_after: str | None = None, stop_after: str | None = None,
+             limit: int | None = None) -> list[ObjectInfo]:
+        """See ``ObjectStore.list``: the folder is walked whole, then the range selected."""
         if not self.root.exists():
             return []
         if not self.root.is_dir():
@@ -45,8 +49,7 @@ class LocalStore:
         except OSError as exc:  # not a scratch problem, whatever the errno: the replica could not be listed
             raise StorageUnavailable(f"cannot list replica directory {self.root}: {exc.strerror}") from exc
         self._last_seen = datetime.now(timezone.utc)
-        found.sort(key=lambda o: o.key)
-        return found
+        return select(found, start_after, stop_after, limit)
 
     def _walk(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every regular file below the root whose key starts with ``prefix``.

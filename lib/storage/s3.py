@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError, NoCredentialsError
 from botocore.utils import parse_timestamp
 
 from lib.errors import ObjectNotFound, StorageUnavailable
-from lib.storage.base import DELETE_BATCH_LIMIT, DeleteFailure, ObjectInfo
+from lib.storage.base import DELETE_BATCH_LIMIT, DeleteFailure, ObjectInfo, empty_range
 from lib.storage.s3_settings import S3Settings
 
 __all__ = ["S3Settings", "S3Store", "make_s3_client"]  # S3Settings re-exported: it lives in s3_settings (no boto3)
@@ -28,6 +28,9 @@ _SESSION = None
 _CLIENTS: dict[S3Settings, object] = {}  # boto3 clients by settings (bucket blanked)
 
 _CLIENTS_LOCK = threading.Lock()
+
+# S3 ListObjectsV2 returns at most 1,000 keys per request (AWS S3 API reference, MaxKeys).
+LIST_PAGE_SIZE = 1000
 
 
 def make_s3_client(settings: S3Settings):
@@ -159,6 +162,8 @@ class _S3Reader(io.RawIOBase):
 class S3Store:
     """A bucket on an S3-compatible endpoint."""
 
+    list_page_size = LIST_PAGE_SIZE
+
     def __init__(self, settings: S3Settings, client=None):
         self.settings = settings
         self.bucket = settings.bucket
@@ -229,23 +234,48 @@ class S3Store:
             except (TypeError, ValueError):
                 pass
 
-    def list(self, prefix: str) -> list[ObjectInfo]:
+    def list(self, prefix: str, start_after: str | None = None, stop_after: str | None = None,
+             limit: int | None = None) -> list[ObjectInfo]:
+        """See ``ObjectStore.list``: ``StartAfter`` opens the range on the server; paging stops
+        at the first key past ``stop_after`` (dropped) or once ``limit`` objects are in."""
+        if empty_range(start_after, stop_after) or limit == 0:
+            return []
         found: list[ObjectInfo] = []
         kwargs = {"Bucket": self.bucket, "Prefix": prefix}
+        if start_after is not None:
+            kwargs["StartAfter"] = start_after
         try:
             while True:
+                if limit is not None:
+                    kwargs["MaxKeys"] = min(LIST_PAGE_SIZE, limit - len(found))
                 resp = self.client.list_objects_v2(**kwargs)
                 self._note_date(resp)
-                for item in resp.get("Contents", []):
-                    modified = item["LastModified"].astimezone(timezone.utc)
-                    found.append(ObjectInfo(item["Key"], int(item["Size"]), modified, item.get("StorageClass")))
-                if not resp.get("IsTruncated"):
+                if not self._take(resp.get("Contents", []), start_after, stop_after, found) \
+                        or not resp.get("IsTruncated"):
+                    break
+                if limit is not None and len(found) >= limit:
                     break
                 kwargs["ContinuationToken"] = resp["NextContinuationToken"]
         except Exception as exc:
             raise self._translate(exc, f"list {prefix or '/'}") from exc
         found.sort(key=lambda o: o.key)
-        return found
+        return found if limit is None else found[:limit]
+
+    @staticmethod
+    def _take(contents: list[dict], start_after: str | None, stop_after: str | None,
+              found: list[ObjectInfo]) -> bool:
+        """Append one page's objects up to ``stop_after``; False once a key past it was seen.
+
+        Keys up to ``start_after`` are dropped too: a server that ignored ``StartAfter``
+        then costs more requests, never a key twice."""
+        for item in contents:
+            if stop_after is not None and item["Key"] > stop_after:
+                return False
+            if start_after is not None and item["Key"] <= start_after:
+                continue
+            modified = item["LastModified"].astimezone(timezone.utc)
+            found.append(ObjectInfo(item["Key"], int(item["Size"]), modified, item.get("StorageClass")))
+        return True
 
     def open(self, key: str) -> BinaryIO:
         try:

@@ -5,7 +5,7 @@ import logging
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from lib.errors import CorruptObject
 from lib.litestream.v5.header import HEADER_SIZE, parse_header
@@ -147,6 +147,36 @@ def _parse_key(key: str, prefix: str, replica_type: str | None) -> tuple[int, in
     if level is None or txids is None:
         return None
     return level, txids[0], txids[1]
+
+
+def level0_end(prefix: str) -> str:
+    """The key range bound just past every S3 level-0 key: ``prefix + "0000/..."`` all sort
+    below ``prefix + "00000"`` ("/" sorts just below "0"); nothing else of the layout does."""
+    return prefix + "0000" + chr(ord("/") + 1)
+
+
+def level0_boundaries(prefix: str, first: Sequence[ObjectInfo], higher: Sequence[ObjectInfo],
+                      page: int, most: int) -> list[str]:
+    """Keys that split the rest of an S3 replica's level 0 into ranges of about ``page``
+    files each (``most`` ranges at most), for :func:`lib.storage.ranges.split`.
+
+    ``first`` is the listing's first page (it ends inside level 0) and ``higher`` keys past
+    level 0: levels 1-9 end near the newest TXID (each compaction reads level 0 up to its
+    newest file), and level-0 TXIDs run about as densely as in the first page. A guess only:
+    any boundaries give the exact listing. [] when there is nothing to go by.
+    """
+    level0 = prefix + "0000/"
+    mins = [t[0] for o in first if o.key.startswith(level0) and (t := parse_ltx_name(o.key[len(level0):]))]
+    parsed = (_parse_key(o.key, prefix, "s3") for o in higher)
+    top = max((p[2] for p in parsed if p is not None and p[0] > 0), default=None)
+    if len(mins) < 2 or top is None:
+        return []
+    low, last = min(mins), max(mins)
+    if top <= last:
+        return []
+    expected = (top - last) * len(mins) / (last - low + 1)
+    count = min(most, -(-int(expected) // page))
+    return [f"{level0}{last + (top - last) * k // count:016x}" for k in range(1, count)]
 
 
 def with_header_times(store: ObjectStore, state: V5State, workers: int = 8) -> V5State:
