@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import queue
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from pathlib import Path
 from lib.errors import CorruptObject
 from lib.litestream import lz4 as lz4stream
 from lib.litestream import sqlite
-from lib.litestream.pages import PageFile, PageStage
+from lib.litestream.pages import STAGE_LIMIT_BYTES, PageFile, PageStage
 from lib.litestream.v3 import age
 from lib.litestream.v3.layout import Snapshot
 from lib.storage.base import ObjectInfo, ObjectStore
@@ -205,6 +206,25 @@ class Output:
         if self._stage.is_full():
             self.flush(keep=STAGE_KEEP)
 
+    def make_room(self, held: int) -> int:
+        """Write out the oldest staged pages so that they and ``held`` bytes of a transaction
+        not committed yet fit in the stage's budget (``STAGE_LIMIT_BYTES``) together; return
+        how many bytes the transaction may hold before it asks again.
+
+        Why one budget for both: the stage is most of what a replay holds, and a transaction's
+        pages join it at its commit anyway; held beside a full stage, a WAL of big transactions
+        took up to 1.5 times the budget.
+        """
+        if len(self._stage) * self.page_size + held >= STAGE_LIMIT_BYTES and len(self._stage):
+            keep = int(max(STAGE_LIMIT_BYTES - held, 0) * STAGE_KEEP) // self.page_size
+            self._flush(len(self._stage) - keep)
+        return self.room()
+
+    def room(self) -> int:
+        """How many bytes a transaction may hold before it asks :meth:`make_room`."""
+        staged = len(self._stage) * self.page_size
+        return STAGE_LIMIT_BYTES - staged if staged else sys.maxsize
+
     def set_pages(self, pages: int) -> None:
         """Resize the database to ``pages`` pages at the end of a WAL index (staged: applied in order at the next flush)."""
         self._stage.drop_above(pages)
@@ -240,6 +260,10 @@ class Output:
         Resizes first: every staged page is within the size last set (``set_pages`` drops
         the others), so a page kept and written later still lands inside the file.
         """
+        self._flush(len(self._stage) - int(len(self._stage) * keep))
+
+    def _flush(self, count: int) -> None:
+        """``flush``, writing the ``count`` pages staged least recently."""
         self._snapshot_complete()
         if self._shortest is not None:
             # Cutting to the shortest size first zeroes what a shrink dropped before a later growth.
@@ -247,8 +271,8 @@ class Output:
             if self._pages != self._shortest:
                 os.ftruncate(self.fd, self._pages * self.page_size)
             self._shortest = self._pages = None
-        if keep:
-            self._stage.write_oldest(self.file.pwritev, len(self._stage) - int(len(self._stage) * keep))
+        if count < len(self._stage):
+            self._stage.write_oldest(self.file.pwritev, count)
         else:
             self._stage.write(self.file.pwritev)
 

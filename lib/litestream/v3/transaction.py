@@ -39,6 +39,7 @@ class Transaction:
         self.held: dict[int, bytes] = {}
         self.held_bytes = 0
         self.commit_pages = 0  # database size after the last applied commit of this index
+        self.room = output.room()  # bytes that may be held before the output must make room
 
     def apply(self, frames: memoryview, scan: wal.FrameScan, count: int, frame_offset: int) -> Applied:
         """Apply the first ``count`` (sound) frames of ``frames``, which start at ``frame_offset`` in the index."""
@@ -61,6 +62,8 @@ class Transaction:
                 done.commit_end = offset + size
             elif self.held_bytes > HOLD_LIMIT_BYTES:
                 self._write_held()  # a huge transaction: written through, see HOLD_LIMIT_BYTES
+            elif self.held_bytes >= self.room:
+                self.room = self.output.make_room(self.held_bytes)
         return done
 
     def _beyond_ceiling(self, pgno: int, commit: int, offset: int) -> str | None:
@@ -87,6 +90,7 @@ class Transaction:
         for pgno, page in self.held.items():
             self.output.write_page(pgno, page)
         self.drop()
+        self.room = self.output.room()
 
     def drop(self) -> None:
         """Forget the open transaction (it is not applied)."""

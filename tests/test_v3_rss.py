@@ -1,0 +1,129 @@
+"""Memory of the v0.3 WAL replay: an open transaction's pages and the staged ones share one budget.
+
+The WAL here is SQLite's own (a real database in WAL mode, checkpoints off), replayed onto
+a copy of the database as it was before it, and must give exactly SQLite's checkpoint.
+"""
+from __future__ import annotations
+
+import random
+import sqlite3
+import tracemalloc
+from datetime import datetime, timezone
+from pathlib import Path
+
+import lz4.frame
+import pytest
+
+from lib.litestream import sqlite as sqlite_facts
+from lib.litestream.lz4 import iter_bytes
+from lib.litestream.pages import STAGE_LIMIT_BYTES
+from lib.litestream.v3.layout import WalSegment
+from lib.litestream.v3.replay import Replay
+from lib.litestream.v3.snapshot import Output, SnapshotHeader
+from lib.storage.base import ObjectInfo
+
+PAGE = 4096
+MiB = 1 << 20
+GENERATION = "0123456789abcdef"
+
+
+class SqliteWal:
+    """A database, a copy of it as the "snapshot", and the WAL SQLite wrote after it."""
+
+    def __init__(self, tmp_path: Path, transactions: list[int], seed: int = 5):
+        self.db = tmp_path / "src.db"
+        con = sqlite3.connect(self.db, isolation_level=None)
+        con.execute(f"PRAGMA page_size={PAGE}")
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA wal_autocheckpoint=0")
+        con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+        rng = random.Random(seed)
+        self._insert(con, rng, 2 * MiB)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.snapshot = self.db.read_bytes()
+        for size in transactions:
+            self._insert(con, rng, size)
+        self.wal = (tmp_path / "src.db-wal").read_bytes()
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.close()
+        self.checkpointed = self.db.read_bytes()  # what the replay must give
+
+    @staticmethod
+    def _insert(con: sqlite3.Connection, rng: random.Random, size: int) -> None:
+        """One transaction of ``size`` bytes of new rows, plus updates scattered over older ones."""
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO t (v) VALUES (?)", [(rng.randbytes(1000),) for _ in range(size // 1000)])
+        (top,) = con.execute("SELECT max(id) FROM t").fetchone()
+        con.executemany("UPDATE t SET v = ? WHERE id = ?",
+                        [(rng.randbytes(1000), rng.randint(1, top)) for _ in range(size // 20000)])
+        con.execute("COMMIT")
+
+
+def segments(source: SqliteWal, frames: int = 1000) -> list[tuple[WalSegment, bytes]]:
+    """The WAL as Litestream segments of ``frames`` frames each, stored as Litestream stores
+    them (LZ4 frames of independent 4 MiB blocks with a content checksum)."""
+    size = 24 + PAGE
+    cuts = [0, *range(32 + frames * size, len(source.wal), frames * size), len(source.wal)]
+    stamp = datetime(2026, 12, 3, tzinfo=timezone.utc)
+    out = []
+    for offset, end in zip(cuts, cuts[1:]):
+        stored = lz4.frame.compress(source.wal[offset:end], block_linked=False,
+                                    block_size=lz4.frame.BLOCKSIZE_MAX4MB, content_checksum=True)
+        key = f"db/generations/{GENERATION}/wal/00000000_{offset:08x}.wal.lz4"
+        out.append((WalSegment(GENERATION, 0, offset, ObjectInfo(key, len(stored), stamp)), stored))
+    return out
+
+
+def replay(source: SqliteWal, stored: list[tuple[WalSegment, bytes]], out: Path) -> list:
+    """Replay the ``stored`` segments onto a copy of the snapshot at ``out``; return the findings."""
+    out.write_bytes(source.snapshot)
+    head = source.snapshot[: sqlite_facts.HEADER_SIZE]
+    header = SnapshotHeader(PAGE, sqlite_facts.change_counter_of(head), sqlite_facts.declared_pages(head))
+    output = Output(out, header, limit=1 << 40)
+    findings: list = []
+    rep = Replay(GENERATION, "db/", 0, output, findings, max_bytes=1 << 40)
+    for seg, data in stored:
+        rep.segment(seg, iter_bytes(data, MiB))
+    rep.finish()
+    output.close()
+    return findings
+
+
+@pytest.fixture(scope="module")
+def big_transactions(tmp_path_factory) -> SqliteWal:
+    # Transactions of about half the stage's budget: before, each was held whole beside a full stage.
+    return SqliteWal(tmp_path_factory.mktemp("wal"), [STAGE_LIMIT_BYTES // 2] * 6)
+
+
+def test_replay_gives_sqlites_own_checkpoint(big_transactions, tmp_path):
+    out = tmp_path / "out.db"
+    assert replay(big_transactions, segments(big_transactions), out) == []
+    assert out.read_bytes() == big_transactions.checkpointed
+
+
+def test_open_transaction_and_staged_pages_never_exceed_the_stage_budget(big_transactions, tmp_path):
+    """The pages a replay keeps (staged, and those of the transaction not committed yet)
+    stay within ``STAGE_LIMIT_BYTES``; besides them it holds the stored bytes of the LZ4 block
+    being decoded (up to 4 MiB) and a few frames (the 4 MiB buffer blocks are decoded into is
+    reused from an earlier replay on the same thread)."""
+    stored = segments(big_transactions)
+    replay(big_transactions, stored, tmp_path / "warm.db")  # this thread's LZ4 buffer, numpy's caches
+    out = tmp_path / "out.db"
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        findings = replay(big_transactions, stored, out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert findings == []
+    assert out.read_bytes() == big_transactions.checkpointed
+    # Transactions of half the budget held beside a full stage came to ~1.5x it (28.6 MiB).
+    assert peak - before < STAGE_LIMIT_BYTES + 5 * MiB, f"replay peaked at {(peak - before) / MiB:.1f} MiB"
+
+
+def test_a_segment_boundary_inside_a_transaction_changes_nothing(big_transactions, tmp_path):
+    """Segments cut anywhere (Litestream uploads the WAL while a transaction is appended)."""
+    out = tmp_path / "out.db"
+    assert replay(big_transactions, segments(big_transactions, frames=777), out) == []
+    assert out.read_bytes() == big_transactions.checkpointed
