@@ -176,8 +176,9 @@ def test_level0_boundaries_split_the_txids_after_the_first_page():
     first = [ObjectInfo(_ltx(0, t, t), 1, _now()) for t in range(1, 1001)]
     higher = [ObjectInfo(_ltx(1, 1, 4000), 1, _now()), ObjectInfo("db/0001/junk", 1, _now())]
     cuts = level0_boundaries(ROOT, first, higher, 1000, 4)
-    assert cuts == [_boundary(t) for t in (2000, 3000)]  # about a page each
-    assert level0_boundaries(ROOT, first, higher, 500, 4) == [_boundary(t) for t in (1750, 2500, 3250)]
+    assert cuts == [_boundary(t) for t in (1980, 2960)]  # a page each, cut a little short
+    # six pages in four ranges: two pages, two pages, one, one
+    assert level0_boundaries(ROOT, first, higher, 500, 4) == [_boundary(t) for t in (1980, 2960, 3450)]
     assert level0_boundaries(ROOT, first, [], 1000, 4) == []  # nothing to go by
     assert level0_boundaries(ROOT, first, [ObjectInfo(_ltx(1, 1, 1200), 1, _now())], 1000, 4) == []
     assert level0_end(ROOT) > _ltx(0, 2**64 - 1, 2**64 - 1) and level0_end(ROOT) < "db/0001/"

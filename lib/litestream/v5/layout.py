@@ -1,7 +1,9 @@
 """The v0.5 LTX layout: levels, file names, the listing of a replica, and header times."""
 from __future__ import annotations
 
+import itertools
 import logging
+import math
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -24,6 +26,8 @@ LTX_NAME_RE = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
 _S3_LEVEL_RE = re.compile(r"^[0-9a-f]{4}$")  # "%04x" (s3 and oss clients)
 
 _FILE_LEVEL_RE = re.compile(r"^[0-9]+$")  # "%d" (file, gs, abs, sftp, ... clients)
+
+_PAGE_FILL = 0.98  # how full level0_boundaries plans a range's pages: room for a wrong guess
 
 # --------------------------------------------------------------------------- layout
 
@@ -157,26 +161,29 @@ def level0_end(prefix: str) -> str:
 
 def level0_boundaries(prefix: str, first: Sequence[ObjectInfo], higher: Sequence[ObjectInfo],
                       page: int, most: int) -> list[str]:
-    """Keys that split the rest of an S3 replica's level 0 into ranges of about ``page``
-    files each (``most`` ranges at most), for :func:`lib.storage.ranges.split`.
+    """Keys that split the rest of an S3 replica's level 0 into at most ``most`` ranges of
+    whole pages (``page`` files), for :func:`lib.storage.ranges.split`.
 
     ``first`` is the listing's first page (it ends inside level 0) and ``higher`` keys past
     level 0: levels 1-9 end near the newest TXID (each compaction reads level 0 up to its
-    newest file), and level-0 TXIDs run about as densely as in the first page. A guess only:
-    any boundaries give the exact listing. [] when there is nothing to go by.
+    newest file), and level-0 files run about as densely by TXID as in the first page. Each
+    range but the last is cut a little short of its pages, so that a slightly wrong guess
+    does not cost a request for a handful of files. A guess only: any boundaries give the
+    exact listing. [] when there is nothing to go by.
     """
     level0 = prefix + "0000/"
     mins = [t[0] for o in first if o.key.startswith(level0) and (t := parse_ltx_name(o.key[len(level0):]))]
     parsed = (_parse_key(o.key, prefix, "s3") for o in higher)
     top = max((p[2] for p in parsed if p is not None and p[0] > 0), default=None)
-    if len(mins) < 2 or top is None:
+    if len(mins) < 2 or top is None or top <= max(mins):
         return []
-    low, last = min(mins), max(mins)
-    if top <= last:
-        return []
-    expected = (top - last) * len(mins) / (last - low + 1)
-    count = min(most, -(-int(expected) // page))
-    return [f"{level0}{last + (top - last) * k // count:016x}" for k in range(1, count)]
+    last = max(mins)
+    density = len(mins) / (last - min(mins) + 1)  # level-0 files per TXID
+    pages = math.ceil((top - last) * density / page)
+    count = min(most, pages)
+    shares = [pages // count + (i < pages % count) for i in range(count)]  # pages per range
+    cuts = itertools.accumulate(shares[:-1])
+    return [f"{level0}{last + round(done * page * _PAGE_FILL / density):016x}" for done in cuts]
 
 
 def with_header_times(store: ObjectStore, state: V5State, workers: int = 8) -> V5State:
