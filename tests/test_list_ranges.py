@@ -240,7 +240,10 @@ def test_a_signal_stops_a_parallel_listing_at_once(s3_server, bucket):
                 list_ranges(store, ROOT, split(None, [_boundary(t) for t in (0x200, 0x400)]))
             assert time.monotonic() - started < 60  # not the 120 s the held requests take
             killer.join()
-            proxy.release()
+            proxy.release()  # the held requests go on; their threads see the stop and end
+            for thread in _listing_threads():
+                thread.join(60)
+            assert _listing_threads() == []
     finally:
         signal.signal(signal.SIGTERM, previous)
 

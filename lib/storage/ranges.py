@@ -2,7 +2,8 @@
 
 A range is ``(start_after, stop_after]`` (None: that side open). Ranges that partition the
 key space (:func:`split`) give exactly the plain listing whatever their boundaries: a
-boundary guessed badly costs balance between the ranges, never a key. Each range is listed
+boundary guessed badly costs balance between the ranges, never a key. This rests on the
+store ordering keys as S3 specifies (UTF-8 binary order, which ``StartAfter`` is defined by). Each range is listed
 page by page on a daemon thread (one store, shared: botocore clients are thread-safe); the
 first error stops the others at their next page, is waited out (at most one request each)
 and raised as it came, so a failed listing reads as the sequential one's would. A signal
