@@ -161,6 +161,15 @@ def test_discover_lists_a_big_level0_in_ranges_and_exactly(s3_server, bucket, pa
         assert len(listings) > sequential_pages
 
 
+@pytest.mark.parametrize("prefixes, level0_root", [([ROOT], None), (["db/0000/"], "db/0000/"), (["db/0"], "db/0")])
+def test_discover_lists_any_other_big_root_exactly(s3_server, bucket, prefixes, level0_root):
+    """A root that is no v0.5 replica's (a v0.3 one), or whose first page ends past level 0:
+    the rest after the first page, one page a request."""
+    store = _store(s3_server, bucket)
+    store.list_page_size = 100
+    assert _rows(discover._list_prefixes(store, prefixes, level0_root)) == _plain(s3_server, bucket, prefixes[0])
+
+
 def test_a_replica_of_one_page_is_listed_with_one_request(s3_server):
     name = s3_server.make_bucket("small")
     client = s3_server.client()

@@ -54,21 +54,23 @@ class ReplicaState:
 
 
 def _list_prefixes(store: ObjectStore, prefixes: list[str], level0_root: str | None) -> list[ObjectInfo]:
-    """List the fewest prefixes that cover all of ``prefixes``; deduplicate keys."""
+    """List the fewest prefixes that cover all of ``prefixes``; deduplicate keys. A root equal
+    to ``level0_root`` (an S3 v0.5 replica's prefix) has its level 0 listed in ranges."""
     roots: list[str] = []
     for prefix in sorted(set(prefixes), key=len):
         if not any(prefix.startswith(r) for r in roots):
             roots.append(prefix)
     seen: dict[str, ObjectInfo] = {}
     for root in roots:
-        for obj in _list_root(store, root, level0_root == root):
+        for obj in _list_root(store, root, split_level0=level0_root == root):
             seen[obj.key] = obj
     return sorted(seen.values(), key=lambda o: o.key)
 
 
-def _list_root(store: ObjectStore, root: str, v5_root: bool) -> list[ObjectInfo]:
+def _list_root(store: ObjectStore, root: str, split_level0: bool) -> list[ObjectInfo]:
     """Every object under ``root``: one request when the first page holds them all; else the
-    rest in key ranges at once (an S3 v0.5 replica's level 0 split by TXID, ``v5_root``)."""
+    rest in key ranges at once (with ``split_level0``, ``root`` is an S3 v0.5 replica's and
+    its level 0 is split by TXID)."""
     page = list_page_size(store)
     if not page:
         return store.list(root)
@@ -76,7 +78,7 @@ def _list_root(store: ObjectStore, root: str, v5_root: bool) -> list[ObjectInfo]
     if len(first) < page:
         return first
     after, end = first[-1].key, level0_end(root)
-    if not v5_root or after >= end:  # no level 0 left to split
+    if not split_level0 or after >= end:  # no level 0 left to split
         return first + list_ranges(store, root, [(after, None)])
     higher = store.list(root, start_after=end, limit=page)  # levels 1-9 bound level 0's TXIDs
     ranges = split(after, level0_boundaries(root, first, higher, page, MOST_RANGES), end)
