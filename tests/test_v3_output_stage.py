@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 
 from lib.litestream.pages import STAGE_LIMIT_BYTES
-from lib.litestream.v3.snapshot import Output, SnapshotHeader
+from lib.litestream.v3.output import Output
+from lib.litestream.v3.snapshot import SnapshotHeader
 
 PAGE = 512
 

@@ -18,8 +18,9 @@ from lib.litestream import sqlite as sqlite_facts
 from lib.litestream.lz4 import iter_bytes
 from lib.litestream.pages import STAGE_LIMIT_BYTES
 from lib.litestream.v3.layout import WalSegment
-from lib.litestream.v3.replay import Replay
-from lib.litestream.v3.snapshot import Output, SnapshotHeader
+from lib.litestream.v3.replay import MID_TRANSACTION, Replay
+from lib.litestream.v3.output import Output
+from lib.litestream.v3.snapshot import SnapshotHeader
 from lib.storage.base import ObjectInfo
 
 PAGE = 4096
@@ -30,8 +31,9 @@ GENERATION = "0123456789abcdef"
 class SqliteWal:
     """A database, a copy of it as the "snapshot", and the WAL SQLite wrote after it."""
 
-    def __init__(self, tmp_path: Path, transactions: list[int], seed: int = 5):
+    def __init__(self, tmp_path: Path, transactions: list[int], seed: int = 5, compressible: bool = False):
         self.db = tmp_path / "src.db"
+        self.compressible = compressible  # rows that LZ4 shrinks tenfold (big WALs, little memory in the test)
         con = sqlite3.connect(self.db, isolation_level=None)
         con.execute(f"PRAGMA page_size={PAGE}")
         con.execute("PRAGMA journal_mode=WAL")
@@ -48,15 +50,17 @@ class SqliteWal:
         con.close()
         self.checkpointed = self.db.read_bytes()  # what the replay must give
 
-    @staticmethod
-    def _insert(con: sqlite3.Connection, rng: random.Random, size: int) -> None:
+    def _insert(self, con: sqlite3.Connection, rng: random.Random, size: int) -> None:
         """One transaction of ``size`` bytes of new rows, plus updates scattered over older ones."""
         con.execute("BEGIN")
-        con.executemany("INSERT INTO t (v) VALUES (?)", [(rng.randbytes(1000),) for _ in range(size // 1000)])
+        con.executemany("INSERT INTO t (v) VALUES (?)", [(self._row(rng),) for _ in range(size // 1000)])
         (top,) = con.execute("SELECT max(id) FROM t").fetchone()
         con.executemany("UPDATE t SET v = ? WHERE id = ?",
-                        [(rng.randbytes(1000), rng.randint(1, top)) for _ in range(size // 20000)])
+                        [(self._row(rng), rng.randint(1, top)) for _ in range(size // 20000)])
         con.execute("COMMIT")
+
+    def _row(self, rng: random.Random) -> bytes:
+        return rng.randbytes(100) * 10 if self.compressible else rng.randbytes(1000)
 
 
 def segments(source: SqliteWal, frames: int = 1000) -> list[tuple[WalSegment, bytes]]:
@@ -127,3 +131,47 @@ def test_a_segment_boundary_inside_a_transaction_changes_nothing(big_transaction
     out = tmp_path / "out.db"
     assert replay(big_transactions, segments(big_transactions, frames=777), out) == []
     assert out.read_bytes() == big_transactions.checkpointed
+
+
+# Beyond the 64 MiB a replay once held of a transaction before writing it through.
+HUGE = 72 * MiB
+
+
+@pytest.fixture(scope="module")
+def huge_transaction(tmp_path_factory) -> tuple[SqliteWal, bytes]:
+    """A WAL of a small transaction then a huge one, and the database after the small one alone."""
+    sizes = [MiB, HUGE]
+    source = SqliteWal(tmp_path_factory.mktemp("huge"), sizes, compressible=True)
+    return source, SqliteWal(tmp_path_factory.mktemp("small"), sizes[:1], compressible=True).checkpointed
+
+
+def test_a_huge_transaction_cut_short_is_not_applied(huge_transaction, tmp_path):
+    """The segment holding the end of a huge transaction never reached the bucket: the restore
+    is the database before that transaction, exactly, never part of it (SQLite's checkpoint
+    ignores frames after the last commit too)."""
+    source, before_huge = huge_transaction
+    stored = segments(source)
+    assert HUGE // (24 + PAGE) > 1000 * 2  # the transaction spans many segments
+    out = tmp_path / "out.db"
+    findings = replay(source, stored[:-1], out)
+    assert [(f.kind, MID_TRANSACTION in f.message, f.object) for f in findings] == [
+        ("wal_gap", True, stored[-2][0].info.key)]
+    assert out.read_bytes() == before_huge
+
+
+def test_a_huge_transaction_is_applied_whole_within_the_budget(huge_transaction, tmp_path):
+    """A transaction several times the stage's budget: SQLite's checkpoint, byte for byte, and
+    the replay's memory stays within the budget (the pages wait in a scratch file)."""
+    source, _ = huge_transaction
+    stored = segments(source)
+    replay(source, stored[:1], tmp_path / "warm.db")
+    out = tmp_path / "out.db"
+    tracemalloc.start()
+    try:
+        findings = replay(source, stored, out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert findings == []
+    assert out.read_bytes() == source.checkpointed
+    assert peak < STAGE_LIMIT_BYTES + 5 * MiB, f"replay peaked at {peak / MiB:.1f} MiB"

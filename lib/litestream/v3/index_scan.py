@@ -11,7 +11,7 @@ from lib.litestream.v3 import age, wal
 from lib.litestream.v3.age import AgeKeys
 from lib.litestream.v3.frames import FrameReader
 from lib.litestream.v3.layout import Position, WalSegment
-from lib.litestream.v3.snapshot import Output
+from lib.litestream.v3.output import Output
 from lib.litestream.v3.transaction import Transaction
 from lib.report.model import Finding, error
 

@@ -11,7 +11,7 @@ from typing import Iterator
 from lib.litestream.v3.age import AgeKeys
 from lib.litestream.v3.index_scan import MID_TRANSACTION, IndexScan
 from lib.litestream.v3.layout import Position, WalSegment, wal_key
-from lib.litestream.v3.snapshot import Output
+from lib.litestream.v3.output import Output
 from lib.report.model import Finding
 
 __all__ = ["MID_TRANSACTION", "Replay", "WAL_PREFETCH_BYTES", "is_older_counter"]

@@ -16,7 +16,8 @@ from lib.litestream.v3 import age
 from lib.litestream.v3.layout import V3State, generation_of, segment_order, wal_key
 from lib.litestream.v3.plan import V3Plan, fallback_generation, plan_v3
 from lib.litestream.v3.replay import WAL_PREFETCH_BYTES, Replay
-from lib.litestream.v3.snapshot import Output, SnapshotDamaged, SnapshotStream, restore_snapshot
+from lib.litestream.v3.output import Output
+from lib.litestream.v3.snapshot import SnapshotDamaged, SnapshotStream, restore_snapshot
 from lib.litestream.v3.unknown import unknown_objects
 from lib.report.model import Finding, error
 from lib.storage.base import ObjectStore

@@ -1,19 +1,19 @@
 """Applying one WAL index's sound frames to the output, a whole transaction at a time.
 
 A transaction's pages are held until its commit frame, so a transaction cut off by
-damage is never half applied. Each commit's database size is checked against SQLite's
-own rule before anything of it is written.
+damage is never half applied, however big: in memory while they fit beside the staged
+pages (``Output.make_room``), in a scratch file beyond (``lib.litestream.v3.spill``).
+Each commit's database size is checked against SQLite's own rule before anything of it
+is written.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from lib.litestream.v3 import wal
-from lib.litestream.v3.snapshot import Output
-
-# Pages of a transaction are held until its commit frame; a transaction bigger than this
-# is written through.
-HOLD_LIMIT_BYTES = 64 << 20
+from lib.litestream.v3.output import Output
+from lib.litestream.v3.spill import Spill
 
 # SQLite's checkpoint (wal.c, walCheckpoint) calls a WAL corrupt when the database size
 # its last commit declares exceeds the database file's size plus the frames of the WAL
@@ -38,6 +38,8 @@ class Transaction:
         # a decompression buffer that is reused for the next piece
         self.held: dict[int, bytes] = {}
         self.held_bytes = 0
+        self.shown = 0  # the first this many held pages were passed to ``output.make_room``
+        self.spilled = Spill(output.path.parent, output.page_size)  # older pages of the open transaction
         self.commit_pages = 0  # database size after the last applied commit of this index
         self.room = output.room()  # bytes that may be held before the output must make room
 
@@ -46,24 +48,26 @@ class Transaction:
         done = Applied()
         page_size = self.output.page_size
         size = wal.FRAME_HEADER_SIZE + page_size
-        for i, (pgno, commit) in enumerate(zip(scan.pgnos[:count].tolist(), scan.commits[:count].tolist())):
+        pgnos, commits = scan.pgnos[:count], scan.commits[:count]
+        # frame by frame only when some frame of the run goes beyond the ceiling
+        check_ceiling = count > 0 and max(int(pgnos.max()), int(commits.max())) * page_size > self.output.limit
+        for i, (pgno, commit) in enumerate(zip(pgnos.tolist(), commits.tolist())):
             offset = frame_offset + i * size
-            done.problem = self._beyond_ceiling(pgno, commit, offset)
+            done.problem = self._beyond_ceiling(pgno, commit, offset) if check_ceiling else None
             if commit and not done.problem:
                 done.problem = self._beyond_frames(commit, offset + size)
             if done.problem:
                 self.drop()
                 return done
-            self.held[pgno] = bytes(frames[i * size + wal.FRAME_HEADER_SIZE : (i + 1) * size])
+            start = i * size + wal.FRAME_HEADER_SIZE
+            self.held[pgno] = bytes(frames[start : start + page_size])
             self.held_bytes += page_size
             if commit:
                 self._write_held()
                 self.commit_pages = commit
                 done.commit_end = offset + size
-            elif self.held_bytes > HOLD_LIMIT_BYTES:
-                self._write_held()  # a huge transaction: written through, see HOLD_LIMIT_BYTES
             elif self.held_bytes >= self.room:
-                self.room = self.output.make_room(self.held_bytes)
+                self._make_room()
         return done
 
     def _beyond_ceiling(self, pgno: int, commit: int, offset: int) -> str | None:
@@ -86,13 +90,32 @@ class Transaction:
                 f"pages, more than the {base // page_size} pages before the index and its {frames} frames can "
                 "hold: the WAL is malformed (SQLite's checkpoint and litestream restore refuse it)")
 
+    def _make_room(self) -> None:
+        """Keep the held pages within what the staged ones leave of the budget: committed
+        pages are written out first; when the transaction alone fills it, its pages move to
+        the spill file."""
+        fresh = itertools.islice(self.held, self.shown, None)  # held pages the output has not been told of
+        self.room = self.output.make_room(self.held_bytes, fresh)
+        self.shown = len(self.held)
+        if self.held_bytes >= self.room:
+            self.spilled.add(self.held)
+            self.held = {}
+            self.held_bytes = self.shown = 0
+
     def _write_held(self) -> None:
-        for pgno, page in self.held.items():
-            self.output.write_page(pgno, page)
+        """Apply the committed transaction: the spilled pages, then the newer ones held (those
+        join the spill first when there is one: held beside a stage refilled from the spill,
+        they would take the budget twice)."""
+        if len(self.spilled):
+            self.spilled.add(self.held)
+            self.held, self.shown = {}, 0
+        self.output.write_pages(self.spilled.pages())
+        self.output.write_pages(self.held.items())
         self.drop()
-        self.room = self.output.room()
 
     def drop(self) -> None:
-        """Forget the open transaction (it is not applied)."""
+        """Forget the open transaction (not applied, or applied already)."""
         self.held = {}
-        self.held_bytes = 0
+        self.held_bytes = self.shown = 0
+        self.spilled.clear()
+        self.room = self.output.room()
