@@ -1,4 +1,4 @@
-"""The storage contract: ObjectInfo, the ObjectStore protocol (listing by key range), delete failures, whole-object reads."""
+"""The storage contract: ObjectInfo, the ObjectStore protocol (ranged listings), delete failures, whole reads."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
