@@ -48,10 +48,10 @@ class Transaction:
         done = Applied()
         page_size = self.output.page_size
         size = wal.FRAME_HEADER_SIZE + page_size
-        pgnos, commits = scan.pgnos[:count], scan.commits[:count]
+        pgnos, commits = scan.pgnos[:count].tolist(), scan.commits[:count].tolist()
         # frame by frame only when some frame of the run goes beyond the ceiling
-        check_ceiling = count > 0 and max(int(pgnos.max()), int(commits.max())) * page_size > self.output.limit
-        for i, (pgno, commit) in enumerate(zip(pgnos.tolist(), commits.tolist())):
+        check_ceiling = count > 0 and max(max(pgnos), max(commits)) * page_size > self.output.limit
+        for i, (pgno, commit) in enumerate(zip(pgnos, commits)):
             offset = frame_offset + i * size
             done.problem = self._beyond_ceiling(pgno, commit, offset) if check_ceiling else None
             if commit and not done.problem:
@@ -108,14 +108,16 @@ class Transaction:
         they would take the budget twice)."""
         if len(self.spilled):
             self.spilled.add(self.held)
-            self.held, self.shown = {}, 0
-        self.output.write_pages(self.spilled.pages())
-        self.output.write_pages(self.held.items())
+            self.held = {}
+            self.output.write_pages(self.spilled.pages())
+        else:
+            self.output.write_pages(self.held.items())
         self.drop()
 
     def drop(self) -> None:
         """Forget the open transaction (not applied, or applied already)."""
         self.held = {}
         self.held_bytes = self.shown = 0
-        self.spilled.clear()
+        if len(self.spilled):
+            self.spilled.clear()
         self.room = self.output.room()
