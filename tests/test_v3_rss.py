@@ -175,3 +175,4 @@ def test_a_huge_transaction_is_applied_whole_within_the_budget(huge_transaction,
     assert findings == []
     assert out.read_bytes() == source.checkpointed
     assert peak < STAGE_LIMIT_BYTES + 5 * MiB, f"replay peaked at {peak / MiB:.1f} MiB"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.db", "warm.db"]  # the spill left nothing
