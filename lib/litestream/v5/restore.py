@@ -100,10 +100,12 @@ class _PageWriter:
         self._submit(lambda: stage.write(self.file.pwritev), STAGE_LIMIT_BYTES)
 
     def _submit(self, write, size: int) -> None:
-        """Queue a write; after every ``WRITEBACK_BYTES`` queued, the start of their writeback."""
+        """Queue a write; after every ``WRITEBACK_BYTES`` queued, the start of their writeback
+        (not for a file written around the page cache: its long runs are on disk already, and
+        walking the file's cache for the few scattered pages costs more than it saves)."""
         self._writes.submit(write, size)
         self._unsynced += size
-        if self._unsynced >= WRITEBACK_BYTES:
+        if self._unsynced >= WRITEBACK_BYTES and not self.file.direct:
             self._unsynced = 0
             self._writes.submit(lambda: start_writeback(self.fd), 0)
 
