@@ -23,7 +23,7 @@ def test_partial_flushes_and_resizes_leave_the_last_version_of_every_page(tmp_pa
     for n in range(writes):
         pgno = rng.choice(hot) if n % 3 == 0 else rng.randint(1, pages + 50)
         page = rng.randbytes(PAGE)
-        output.write_page(pgno, page)
+        output.write_pages([(pgno, page)])
         expected[pgno] = page
         pages = max(pages, pgno)
         if n % 100000 == 99999:  # the end of a WAL index: a shrink, then later growth again

@@ -47,13 +47,9 @@ class Output:
         self._pages: int | None = None  # the size last set, in pages
         self._checkpointed: int | None = None  # the size set at the end of the last WAL index, in pages
 
-    def write_page(self, pgno: int, page: bytes | memoryview) -> None:
-        self._stage.put(pgno, bytes(page))  # a view would keep its whole buffer alive (bytes of bytes is no copy)
-        if self._stage.is_full():
-            self.flush(keep=STAGE_KEEP)
-
     def write_pages(self, pages: Iterable[tuple[int, bytes]]) -> None:
-        """``write_page`` for each (page number, page bytes) in turn."""
+        """Stage each (page number, page bytes) in turn (the last version of a page wins), writing out
+        the oldest staged pages whenever the stage is full."""
         stage = self._stage
         for pgno, page in pages:
             stage.put(pgno, page)
