@@ -14,7 +14,7 @@ from typing import Mapping
 from lib import cli
 from lib.errors import EXIT_FAILED, EXIT_OK, ConfigError, CorruptObject, ObjectNotFound
 from lib.litestream.discover import discover
-from lib.litestream.pages import bypass_page_cache, publish
+from lib.litestream.pages import page_cache_bypassed, publish
 from lib.litestream.outcome import RestoreTarget
 from lib.report.logs import setup_logging
 from lib.verify import LISTING_ATTEMPTS, restore_state
@@ -84,9 +84,9 @@ def restore_to(db, args, out: Path, environ: Mapping[str, str]) -> int:
     replica = next(r for r in db.replicas if args.replica in (None, r.name))
     tmp = out.with_name(f".{out.name}.restorable-tmp")
     target = RestoreTarget(timestamp=args.timestamp, generation=args.generation, txid=args.txid)
-    bypass_page_cache(not (args.check or args.sha256))  # unless the file is read back here
     try:
-        restored = restore_relisting(replica, tmp, target, digest=args.sha256)
+        with page_cache_bypassed(not (args.check or args.sha256)):  # unless the file is read back here
+            restored = restore_relisting(replica, tmp, target, digest=args.sha256)
         if restored is None:
             cli.say(f"restorable: no Litestream backups found at {replica.describe()}", environ)
             return EXIT_FAILED

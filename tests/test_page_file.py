@@ -95,12 +95,10 @@ def test_the_process_choice_applies_unless_a_file_says_otherwise(tmp_path):
             return f.direct
 
     assert not direct("a.db")  # off by default: jobs.verify reads the file back
-    pages.bypass_page_cache(True)
-    try:
+    with pages.page_cache_bypassed(True):
         assert direct("b.db")
         assert not direct("c.db", direct=False)
-    finally:
-        pages.bypass_page_cache(False)
+    assert not direct("d.db")  # the choice ends with the block
 
 
 def test_close_is_idempotent_and_releases_both_descriptors(tmp_path):

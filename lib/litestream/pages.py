@@ -12,8 +12,9 @@ import errno
 import mmap
 import os
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 WRITE_RUN_PAGES = 256  # consecutive pages per pwritev (IOV_MAX is 1024 on Linux)
 
@@ -30,17 +31,23 @@ DIRECT_MIN_BYTES = 256 << 10
 
 Pwritev = Callable[[Sequence[bytes], int], None]
 
-_bypass_cache = False  # see bypass_page_cache
+_bypass_cache = False  # see page_cache_bypassed
 
 
-def bypass_page_cache(enabled: bool) -> None:
-    """Choose, for this process, whether new :class:`PageFile` s write long runs with
-    ``O_DIRECT``. The entry point decides: ``jobs.restore`` hands the file to the user and
-    reads nothing back (direct: no page cache to fill, nothing left to write back at
-    ``fsync``); ``jobs.verify`` reads the whole file right back (the sha256, then
-    ``integrity_check``'s scattered page reads), which the page cache then serves."""
+@contextmanager
+def page_cache_bypassed(enabled: bool) -> Iterator[None]:
+    """Within the block, new :class:`PageFile` s write long runs with ``O_DIRECT`` (when
+    ``enabled``); the choice made before is back after it. The entry point decides:
+    ``jobs.restore`` hands the file to the user and reads nothing back (direct: no page cache
+    to fill, nothing left to write back at ``fsync``); ``jobs.verify`` reads the whole file
+    right back (the sha256, then ``integrity_check``'s scattered page reads), which the page
+    cache then serves."""
     global _bypass_cache
-    _bypass_cache = enabled
+    previous, _bypass_cache = _bypass_cache, enabled
+    try:
+        yield
+    finally:
+        _bypass_cache = previous
 
 
 def write_sorted(pwritev: Pwritev, pages: Mapping[int, bytes], page_size: int) -> None:
@@ -71,7 +78,7 @@ def pwritev_all(fd: int, buffers: Sequence[bytes], offset: int) -> None:
 class PageFile:
     """A restore's output file, created private (:func:`create_private`), whose aligned
     writes bypass the page cache (``O_DIRECT``) where the file system allows it, when
-    ``direct`` (None: as :func:`bypass_page_cache` chose; off unless chosen).
+    ``direct`` (None: as :func:`page_cache_bypassed` chose; off unless chosen).
 
     Why: a restore writes every page of the database once or more, and into the page cache
     each write first costs a fresh page of memory (in a small VM or container, the most
