@@ -38,7 +38,6 @@ class Output:
         self.page_size = header.page_size
         self.limit = limit
         self.file = PageFile.open(path)
-        self.fd = self.file.fd
         self._declared_pages = header.pages or 0
         self._snapshot_done = snapshot_done
         self._snapshot_bytes: int | None = None
@@ -46,6 +45,11 @@ class Output:
         self._shortest: int | None = None  # fewest pages the file was cut to since the last flush
         self._pages: int | None = None  # the size last set, in pages
         self._checkpointed: int | None = None  # the size set at the end of the last WAL index, in pages
+
+    @property
+    def fd(self) -> int:
+        """The file's read-write descriptor (-1 once closed)."""
+        return self.file.fd
 
     def write_pages(self, pages: Iterable[tuple[int, bytes]]) -> None:
         """Stage each (page number, page bytes) in turn (the last version of a page wins), writing out
@@ -145,4 +149,3 @@ class Output:
         """Close without writing what is staged (the restore failed); idempotent."""
         self._stage.clear()
         self.file.close()
-        self.fd = -1

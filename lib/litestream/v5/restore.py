@@ -52,7 +52,6 @@ class _PageWriter:
 
     def __init__(self, path: Path):
         self.file = PageFile.create(path)
-        self.fd = self.file.fd
         self._writes = WriteBehind()
         self._unsynced = 0  # bytes queued since the last writeback was started
         self._stage = PageStage()
@@ -107,7 +106,7 @@ class _PageWriter:
         self._unsynced += size
         if self._unsynced >= WRITEBACK_BYTES and not self.file.direct:
             self._unsynced = 0
-            self._writes.submit(lambda: start_writeback(self.fd), 0)
+            self._writes.submit(lambda: start_writeback(self.file.fd), 0)
 
     def flush(self) -> None:
         self._end_run()
@@ -162,7 +161,7 @@ class _PageWriter:
         are gone (VACUUM, shrink)."""
         self.flush()
         self._writes.drain()
-        os.ftruncate(self.fd, commit * self.page_size)
+        os.ftruncate(self.file.fd, commit * self.page_size)
 
     def close(self) -> None:
         """Stop the writer thread (a write under way ends first), then close the file."""
