@@ -99,6 +99,18 @@ def big_transactions(tmp_path_factory) -> SqliteWal:
     return SqliteWal(tmp_path_factory.mktemp("wal"), [STAGE_LIMIT_BYTES // 2] * 6)
 
 
+def traced_replay(source: SqliteWal, stored: list[tuple[WalSegment, bytes]], out: Path) -> tuple[list, int, int]:
+    """``replay`` under tracemalloc: its findings, the bytes traced when it started, and the peak."""
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        findings = replay(source, stored, out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return findings, before, peak
+
+
 def test_replay_gives_sqlites_own_checkpoint(big_transactions, tmp_path):
     out = tmp_path / "out.db"
     assert replay(big_transactions, segments(big_transactions), out) == []
@@ -113,13 +125,7 @@ def test_open_transaction_and_staged_pages_never_exceed_the_stage_budget(big_tra
     stored = segments(big_transactions)
     replay(big_transactions, stored, tmp_path / "warm.db")  # this thread's LZ4 buffer, numpy's caches
     out = tmp_path / "out.db"
-    tracemalloc.start()
-    try:
-        before, _ = tracemalloc.get_traced_memory()
-        findings = replay(big_transactions, stored, out)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    findings, before, peak = traced_replay(big_transactions, stored, out)
     assert findings == []
     assert out.read_bytes() == big_transactions.checkpointed
     # Transactions of half the budget held beside a full stage came to ~1.5x it (28.6 MiB).
@@ -166,12 +172,7 @@ def test_a_huge_transaction_is_applied_whole_within_the_budget(huge_transaction,
     stored = segments(source)
     replay(source, stored[:1], tmp_path / "warm.db")
     out = tmp_path / "out.db"
-    tracemalloc.start()
-    try:
-        findings = replay(source, stored, out)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    findings, _, peak = traced_replay(source, stored, out)
     assert findings == []
     assert out.read_bytes() == source.checkpointed
     assert peak < STAGE_LIMIT_BYTES + 5 * MiB, f"replay peaked at {peak / MiB:.1f} MiB"
