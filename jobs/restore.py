@@ -17,7 +17,7 @@ from lib.litestream.discover import discover
 from lib.litestream.pages import page_cache_bypassed, publish
 from lib.litestream.outcome import RestoreTarget
 from lib.report.logs import setup_logging
-from lib.verify import LISTING_ATTEMPTS, restore_state
+from lib.litestream.restoring import LISTING_ATTEMPTS, restore_state
 
 
 def parse_args(argv: list[str] | None):

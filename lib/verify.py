@@ -26,7 +26,7 @@ from lib.litestream.discover import ReplicaState, discover
 from lib.litestream.hazards import EMPTY_RESTART, replica_warnings
 from lib.litestream.layout import FORMAT_V3
 from lib.litestream.outcome import RestoreOutcome, RestoreTarget, file_sha256, race_kinds
-from lib.litestream.v5.restore import restore_v5
+from lib.litestream.restoring import LISTING_ATTEMPTS, restore_state
 from lib.recovery.step import RecoveryOptions, after_checks
 from lib.report.cost import monthly_cost
 from lib.report.model import DbResult, Finding, Report, Restored, could_not_check, error, warning
@@ -36,8 +36,6 @@ from lib.storage.pool import SIGNAL_POLL_SECONDS, in_background, sliced_result
 
 log = logging.getLogger(__name__)
 
-
-LISTING_ATTEMPTS = 3  # fresh listings tried when objects vanish under us (Litestream retention)
 
 STORAGE_ATTEMPTS = 3  # whole-replica retries on transport errors before "inconclusive"
 
@@ -61,17 +59,6 @@ class VerifyOptions:
     fleet_order: bool = False
 
 # --------------------------------------------------------------------------- one replica
-
-
-def restore_state(store, state: ReplicaState, out: Path, target: RestoreTarget, workers: int,
-                  digest: bool = True) -> RestoreOutcome:
-    """Restore whichever layout the replica holds into ``out``; ``digest`` fills ``outcome.sha256``."""
-    if state.format == FORMAT_V3:
-        # Deferred: the v0.3 restore imports numpy, which a v0.5 run never needs.
-        from lib.litestream.v3.restore import restore_v3
-
-        return restore_v3(store, state.v3, out, target, workers=workers, digest=digest)
-    return restore_v5(store, state.v5, out, target, digest=digest)
 
 
 def verify_replica(db: DbConfig, replica: ReplicaConfig, db_settings, options: VerifyOptions, scratch: Scratch,
