@@ -20,5 +20,6 @@ def test_quick_bench_runs_and_prints_the_table(tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "| case | command | median wall s |" in proc.stdout
     for row in ("litestream 0.3.13 restore", "litestream 0.5.17 restore", "restorable jobs.restore",
-                "restorable jobs.verify", "per-database overhead"):
+                "restorable jobs.verify", "restorable jobs.restore --check", "verify / jobs.restore --check",
+                "per-database overhead"):
         assert row in proc.stdout, proc.stdout
