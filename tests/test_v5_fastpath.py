@@ -183,3 +183,37 @@ def test_write_behind_close_waits_for_the_write_under_way_and_drops_the_rest():
     release.set()
     closer.join(10)
     assert not closer.is_alive() and done == ["slow"]
+
+
+def test_a_stage_written_apart_holds_up_neither_later_writes_nor_order_but_one_at_a_time():
+    """A page stage (``apart``) being written does not stop the decoder queueing the next
+    runs (they wait behind it, in order); a second stage waits until the first is written."""
+    started, release = threading.Event(), threading.Event()
+    done: list[str] = []
+
+    def stage(name):
+        def write():
+            started.set()
+            release.wait(10)
+            done.append(name)
+        return write
+
+    writes = WriteBehind(limit=8)
+    try:
+        writes.submit(stage("stage 1"), 16 << 20, apart=True)
+        assert started.wait(10)
+        for n in range(3):  # under the limit: queued at once while the stage is under way
+            writes.submit(lambda n=n: done.append(f"run {n}"), 4)
+        second = threading.Thread(target=writes.submit, args=(lambda: done.append("stage 2"), 16 << 20),
+                                  kwargs={"apart": True})
+        second.start()
+        second.join(0.2)  # not a timing assertion: only gives a wrongly unblocked submit the chance to return
+        assert second.is_alive() and done == []
+        release.set()
+        second.join(10)
+        assert not second.is_alive()
+        writes.drain()
+        assert done == ["stage 1", "run 0", "run 1", "run 2", "stage 2"]
+    finally:
+        release.set()
+        writes.close()

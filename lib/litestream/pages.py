@@ -140,6 +140,10 @@ class PageFile:
             self._buffer = mmap.mmap(-1, DIRECT_CHUNK_BYTES)  # anonymous maps are page-aligned
         chunk, filled = self._buffer, 0
         for data in buffers:
+            if type(data) is bytes and len(data) < DIRECT_CHUNK_BYTES - filled:  # a page that fits: no views
+                chunk[filled:filled + len(data)] = data
+                filled += len(data)
+                continue
             view = memoryview(data).cast("B")
             while view:
                 n = min(len(view), DIRECT_CHUNK_BYTES - filled)

@@ -96,13 +96,13 @@ class _PageWriter:
     def _write_stage(self) -> None:
         """Hand the staged pages to the writer thread and stage anew."""
         stage, self._stage = self._stage, PageStage(self.page_size)
-        self._submit(lambda: stage.write(self.file.pwritev), STAGE_LIMIT_BYTES)
+        self._submit(lambda: stage.write(self.file.pwritev), STAGE_LIMIT_BYTES, apart=True)
 
-    def _submit(self, write, size: int) -> None:
+    def _submit(self, write, size: int, apart: bool = False) -> None:
         """Queue a write; after every ``WRITEBACK_BYTES`` queued, the start of their writeback
         (not for a file written around the page cache: its long runs are on disk already, and
         walking the file's cache for the few scattered pages costs more than it saves)."""
-        self._writes.submit(write, size)
+        self._writes.submit(write, size, apart=apart)
         self._unsynced += size
         if self._unsynced >= WRITEBACK_BYTES and not self.file.direct:
             self._unsynced = 0
