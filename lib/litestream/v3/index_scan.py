@@ -88,7 +88,7 @@ class IndexScan:
         limit = min(max(seg.info.size * LZ4_MAX_RATIO, 1 << 20), self.replay.max_bytes)
         try:
             plain = age.plain_chunks(key, chunks, self.replay.age_keys)
-            # a piece is done with when the next is asked for (one buffer); it is hashed meanwhile
+            # a piece is done with when the next is asked for (one buffer)
             for piece in lz4stream.decompress_pieces(key, plain, limit):
                 self.length += len(piece)
                 self._feed(piece)

@@ -33,8 +33,6 @@ _FIXED_HEADER_BYTES = {21: (64, "maximum embedded payload fraction"), 22: (32, "
                        23: (32, "leaf payload fraction")}
 
 
-
-
 @dataclass(frozen=True)
 class SnapshotHeader:
     page_size: int

@@ -51,9 +51,8 @@ class WriteBehind:
     :meth:`submit` queues ``fn()`` weighing ``size`` bytes, waiting (in slices, so SIGTERM
     still interrupts) while more than ``limit`` bytes are queued; a write submitted ``apart``
     (a big batch) does not count against ``limit``, but at most one such is queued or under
-    way at a time. The first error a write
-    raises stops the thread and is raised again by the next :meth:`submit` or by
-    :meth:`drain`. :meth:`close` must be called before the file's descriptor is closed:
+    way at a time. The first error a write raises stops the thread and is raised again by
+    the next :meth:`submit` or by :meth:`drain`. :meth:`close` must be called before the file's descriptor is closed:
     it drops what is queued and waits for the write under way, so no write ever reaches a
     descriptor number that has been closed (and perhaps reused).
     """
